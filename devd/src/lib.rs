@@ -1,0 +1,4 @@
+//! devd: turns `stand.toml` into a running stand and keeps it current while you edit.
+//!
+//! Pure core (no IO): [`config`] (the stand.toml model) and [`plan`] (an environment
+//! resolved). Adapters around it: [`graph`] (cargo metadata), [`watch`], [`build`].
