@@ -1,1 +1,40 @@
-fn main() {}
+//! The `devd` binary: parse the command line, build the runtime, run, map the outcome to
+//! an exit code (0 ok, 1 runtime failure, 2 bad input or usage). Everything else is in
+//! the library (`devd::cli`).
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = match devd::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; usage errors exit 2.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    devd::cli::init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(devd::cli::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", devd::cli::render_error(&e));
+            ExitCode::from(devd::cli::exit_code(&e))
+        }
+    }
+}
