@@ -1,0 +1,216 @@
+//! Bad values are rejected, by the schema or by `stand.validateValues`, with a
+//! message that names the offending key.
+
+use chart_tests::{env_args, helm_template, temp_file};
+
+/// How a bad value is given to helm.
+enum Input {
+    /// `--set` / `--set-string` arguments on top of an environment (or defaults).
+    Args(Option<&'static str>, &'static [&'static str]),
+    /// A values file with this content, on top of the defaults.
+    File(&'static str),
+}
+
+/// Render must fail, and helm's error must contain every `names` string.
+fn check(label: &str, input: Input, names: &[&str]) {
+    let args: Vec<String> = match input {
+        Input::Args(env, sets) => {
+            let mut args = env.map(env_args).unwrap_or_default();
+            args.extend(sets.iter().map(|s| (*s).to_owned()));
+            args
+        }
+        Input::File(yaml) => {
+            let path = temp_file(label, yaml);
+            vec!["-f".to_owned(), path.display().to_string()]
+        }
+    };
+    match helm_template(&args) {
+        Ok(_) => panic!("{label}: helm accepted bad values {args:?}"),
+        Err(err) => {
+            for name in names {
+                assert!(
+                    err.contains(name),
+                    "{label}: the error does not name `{name}`:\n{err}"
+                );
+            }
+        }
+    }
+}
+
+macro_rules! bad {
+    ($name:ident, $input:expr, $($key:literal),+ $(,)?) => {
+        #[test]
+        fn $name() {
+            check(stringify!($name), $input, &[$($key),+]);
+        }
+    };
+}
+
+use Input::{Args, File};
+
+bad!(
+    negative_replicas,
+    Args(None, &["--set", "services.service1.replicas=-1"]),
+    "/services/service1/replicas",
+    "minimum"
+);
+bad!(
+    port_not_a_number,
+    Args(None, &["--set", "services.service2.port=http"]),
+    "/services/service2/port",
+    "want integer"
+);
+bad!(
+    port_out_of_range,
+    Args(None, &["--set", "services.service1.port=70000"]),
+    "/services/service1/port"
+);
+bad!(
+    size_in_gigabytes,
+    Args(
+        Some("dev"),
+        &[
+            "--set",
+            "services.service1.database.inCluster.persistence.size=2GB"
+        ]
+    ),
+    "/services/service1/database/inCluster/persistence/size",
+    "2GB"
+);
+bad!(
+    unknown_service_key,
+    Args(None, &["--set", "services.service1.replica=2"]),
+    "/services/service1",
+    "replica"
+);
+bad!(
+    unknown_top_level_key,
+    File("devsync:\n  enabled: true\n"),
+    "devsync"
+);
+bad!(
+    unknown_database_mode,
+    Args(None, &["--set", "services.service1.database.mode=cloud"]),
+    "/services/service1/database/mode",
+    "inCluster"
+);
+bad!(
+    external_without_host,
+    Args(
+        Some("staging"),
+        &["--set", "services.service2.database.external.host="]
+    ),
+    "services.service2.database.external.host",
+    "--set services.service2.database.external.host="
+);
+bad!(
+    external_without_secret,
+    Args(
+        Some("staging"),
+        &[
+            "--set",
+            "services.service1.database.external.existingSecret.name="
+        ]
+    ),
+    "services.service1.database.external.existingSecret.name",
+    "kubectl create secret generic service1-db"
+);
+bad!(
+    service_name_not_dns_label,
+    File("services:\n  Service_3:\n    enabled: true\n    image: {repository: stand/service3, tag: dev}\n    port: 5003\n"),
+    "Service_3",
+    "does not match pattern"
+);
+bad!(
+    enabled_not_boolean,
+    Args(None, &["--set-string", "services.service1.enabled=yes"]),
+    "/services/service1/enabled",
+    "want boolean"
+);
+bad!(
+    env_value_not_string,
+    Args(None, &["--set", "services.service1.env.WORKERS=4"]),
+    "/services/service1/env/WORKERS"
+);
+bad!(
+    env_overrides_chart_setting,
+    Args(
+        None,
+        &["--set-string", "services.service1.env.DB_HOST=elsewhere"]
+    ),
+    "services.service1.env.DB_HOST"
+);
+bad!(
+    shim_port_clashes,
+    Args(Some("local"), &["--set", "devSync.port=5002"]),
+    "services.service2.port",
+    "devSync.port"
+);
+bad!(
+    sslmode_require_unsupported,
+    Args(
+        Some("prod"),
+        &[
+            "--set",
+            "services.service1.database.external.sslmode=require"
+        ]
+    ),
+    "/services/service1/database/external/sslmode"
+);
+bad!(
+    memory_in_megabytes,
+    Args(
+        Some("prod"),
+        &["--set", "services.service2.resources.limits.memory=256MB"]
+    ),
+    "/services/service2/resources/limits/memory"
+);
+bad!(
+    pull_policy_case,
+    Args(
+        None,
+        &["--set", "services.service2.image.pullPolicy=always"]
+    ),
+    "/services/service2/image/pullPolicy"
+);
+bad!(
+    token_secret_not_a_name,
+    Args(None, &["--set", "devSync.tokenSecret=My_Token"]),
+    "/devSync/tokenSecret"
+);
+bad!(
+    database_name_not_identifier,
+    Args(None, &["--set", "services.service1.database.name=my-db"]),
+    "/services/service1/database/name"
+);
+bad!(
+    rbac_create_string,
+    Args(None, &["--set-string", "rbac.create=true"]),
+    "/rbac/create",
+    "want boolean"
+);
+bad!(
+    no_service_enabled,
+    Args(
+        None,
+        &[
+            "--set",
+            "services.service1.enabled=false",
+            "--set",
+            "services.service2.enabled=false"
+        ]
+    ),
+    "services.<name>.enabled=true"
+);
+bad!(
+    name_too_long_for_database,
+    File("services:\n  a-very-long-service-name-that-is-fine-alone-x:\n    enabled: true\n    image: {repository: stand/x, tag: dev}\n    port: 5003\n    database: {mode: inCluster}\n"),
+    "services.a-very-long-service-name-that-is-fine-alone-x",
+    "at most 43"
+);
+bad!(
+    new_service_without_port,
+    File("services:\n  service3:\n    enabled: true\n    image: {repository: stand/service3, tag: dev}\n"),
+    "/services/service3",
+    "port"
+);
