@@ -5,4 +5,6 @@
 
 pub mod cli;
 pub mod config;
+pub mod graph;
 pub mod plan;
+pub mod watch;

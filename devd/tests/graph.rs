@@ -1,0 +1,123 @@
+//! The workspace graph against real `cargo metadata` on the fixture workspace.
+
+mod fixtures;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use devd::graph::WorkspaceGraph;
+
+const SERVICES: &[&str] = &["svc1", "svc2"];
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn load() -> (fixtures::Fixture, WorkspaceGraph) {
+    let fx = fixtures::workspace();
+    let graph = WorkspaceGraph::load(&fx.root).expect("cargo metadata on the fixture");
+    (fx, graph)
+}
+
+/// One changed path -> the services it affects.
+fn check(graph: &WorkspaceGraph, path: &Path, expected: &[&str]) {
+    assert_eq!(
+        graph.affected_services(&[path], SERVICES),
+        set(expected),
+        "affected services for {}",
+        path.display()
+    );
+}
+
+#[test]
+fn graph_maps_paths_to_services() {
+    let (fx, graph) = load();
+
+    // A service's own source -> that service only.
+    check(&graph, &fx.path("services/svc1/src/main.rs"), &["svc1"]);
+    check(&graph, &fx.path("services/svc2/build.rs"), &["svc2"]);
+    check(&graph, &fx.path("services/svc2/Cargo.toml"), &["svc2"]);
+    // The shared crate -> both; its own dependency too (transitively).
+    check(&graph, &fx.path("crates/shared/src/lib.rs"), &["svc1", "svc2"]);
+    check(&graph, &fx.path("crates/core/src/lib.rs"), &["svc1", "svc2"]);
+    // A build dependency counts, a dev dependency does not.
+    check(&graph, &fx.path("crates/buildhelper/src/lib.rs"), &["svc2"]);
+    check(&graph, &fx.path("crates/testonly/src/lib.rs"), &[]);
+    // Unrelated files -> none.
+    check(&graph, &fx.path("docs/notes.md"), &[]);
+    check(&graph, &fx.path(".gitignore"), &[]);
+    check(&graph, Path::new("/somewhere/else/entirely.rs"), &[]);
+    // Workspace-wide files -> all.
+    check(&graph, &fx.path("Cargo.toml"), &["svc1", "svc2"]);
+    check(&graph, &fx.path("Cargo.lock"), &["svc1", "svc2"]);
+    // The nested package is innermost: it is not part of svc1.
+    check(&graph, &fx.path("services/svc1/plugin/src/lib.rs"), &[]);
+    // Several paths at once: the union.
+    assert_eq!(
+        graph.affected_services(
+            &[fx.path("services/svc1/src/main.rs"), fx.path("crates/buildhelper/src/lib.rs")],
+            SERVICES
+        ),
+        set(&["svc1", "svc2"])
+    );
+    // Only the services asked about are reported.
+    assert_eq!(
+        graph.affected_services(&[fx.path("crates/shared/src/lib.rs")], &["svc2"]),
+        set(&["svc2"])
+    );
+}
+
+#[test]
+fn packages_for_path_is_innermost_and_tolerates_missing_and_relative_paths() {
+    let (fx, graph) = load();
+    assert_eq!(
+        graph.packages_for_path(&fx.path("services/svc1/plugin/src/lib.rs")),
+        vec!["svc1-plugin".to_string()]
+    );
+    assert_eq!(
+        graph.packages_for_path(&fx.path("services/svc1/src/main.rs")),
+        vec!["svc1".to_string()]
+    );
+    // A file that was deleted (or never existed) still maps through its directory.
+    assert_eq!(
+        graph.packages_for_path(&fx.path("crates/shared/src/gone/deleted.rs")),
+        vec!["fx-shared".to_string()]
+    );
+    // Relative to the workspace root, `..` resolved lexically.
+    assert_eq!(
+        graph.packages_for_path(Path::new("services/svc2/../svc2/src/main.rs")),
+        vec!["svc2".to_string()]
+    );
+    let all: Vec<String> = graph.packages().map(|p| p.name.clone()).collect();
+    assert_eq!(graph.packages_for_path(Path::new("Cargo.toml")), all);
+    assert_eq!(all.len(), 7);
+}
+
+#[test]
+fn graph_exposes_dirs_bins_and_closure() {
+    let (fx, graph) = load();
+    assert_eq!(graph.root(), fx.root.as_path());
+    assert_eq!(graph.watch_dirs(), vec![fx.root.clone()]);
+    if std::env::var_os("CARGO_TARGET_DIR").is_none() {
+        assert_eq!(graph.target_dir(), fx.root.join("target").as_path());
+    }
+    let svc1 = graph.package("svc1").expect("svc1 is a member");
+    assert_eq!(svc1.bins, vec!["svc1".to_string()]);
+    assert_eq!(svc1.manifest_dir, fx.path("services/svc1"));
+    assert!(graph.package("fx-shared").expect("member").bins.is_empty());
+    assert_eq!(
+        graph.dependents_closure("fx-core"),
+        set(&["fx-core", "fx-shared", "svc1", "svc2"])
+    );
+    assert_eq!(graph.dependents_closure("no-such-package"), BTreeSet::new());
+}
+
+#[test]
+fn graph_load_reports_a_missing_workspace() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing: PathBuf = dir.path().join("nothing-here");
+    let err = WorkspaceGraph::load(&missing).expect_err("no Cargo.toml there");
+    let text = err.to_string();
+    assert!(text.contains("cargo metadata failed in"), "{text}");
+    assert!(text.contains("nothing-here"), "{text}");
+}
