@@ -35,6 +35,7 @@ apt_missing() {
 
 # apt_install pkg... : installs only what is missing. `apt-get update` runs at most once
 # per 6 hours (stamp file), and only when something actually has to be installed.
+# DPkg::Lock::Timeout: wait (bounded) instead of failing if another apt run holds the lock.
 apt_install() {
   local missing
   missing=$(apt_missing "$@")
@@ -42,12 +43,13 @@ apt_install() {
   local stamp=$STAND_STATE_DIR/apt-updated
   if [[ -z $(find "$stamp" -mmin -360 2>/dev/null) ]]; then
     log "apt-get update"
-    apt-get update -qq >/dev/null || die "apt-get update failed"
+    apt-get update -qq -o DPkg::Lock::Timeout=120 >"$STAND_STATE_DIR/apt.log" 2>&1 \
+      || { tail -n 20 "$STAND_STATE_DIR/apt.log" >&2; die "apt-get update failed"; }
     touch "$stamp"
   fi
   # shellcheck disable=SC2086
   log "apt-get install" $missing
   # shellcheck disable=SC2086
-  apt-get install -y -qq --no-install-recommends $missing </dev/null >/dev/null \
-    || die "apt-get install failed: $missing"
+  apt-get install -y -qq -o DPkg::Lock::Timeout=120 --no-install-recommends $missing </dev/null >"$STAND_STATE_DIR/apt.log" 2>&1 \
+    || { tail -n 20 "$STAND_STATE_DIR/apt.log" >&2; die "apt-get install failed: $missing"; }
 }

@@ -2,7 +2,7 @@
 # PostgreSQL 15 (Debian) cluster 15/main on 127.0.0.1:5432, superuser role stand/stand.
 # No systemd on these machines: the cluster is started with pg_ctlcluster.
 set -euo pipefail
-# shellcheck source=../lib/common.sh
+# shellcheck source=scripts/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
 PG_VER=15 PG_CLUSTER=main PG_PORT=5432

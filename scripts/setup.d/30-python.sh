@@ -6,7 +6,7 @@
 # Bundled schemas in 1.37.0: Kubernetes 1.25 .. 1.37 (local, strict and non-strict);
 # the project validates against KUBE_VERSION=1.33 (matches kubectl v1.33 from 20-helm).
 set -euo pipefail
-# shellcheck source=../lib/common.sh
+# shellcheck source=scripts/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
 KV_VERSION=${STAND_KUBERNETES_VALIDATE_VERSION:-1.37.0}

@@ -10,7 +10,7 @@
 # Note: a newer static docker CLI may shadow /usr/bin/docker in /usr/local/bin; it negotiates
 # down to the daemon's API 1.41, so either works.
 set -euo pipefail
-# shellcheck source=../lib/common.sh
+# shellcheck source=scripts/lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
 LOG=/var/log/dockerd.log

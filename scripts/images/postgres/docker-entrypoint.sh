@@ -50,6 +50,7 @@ SELECT format('CREATE DATABASE %I', :'db') WHERE NOT EXISTS (SELECT FROM pg_data
 SQL
     fi
     for f in /docker-entrypoint-initdb.d/*; do
+      # shellcheck disable=SC1090
       case $f in
         *.sql) echo "running $f"; psql_ --dbname "$POSTGRES_DB" -q -f "$f" ;;
         *.sh) echo "running $f"; . "$f" ;;
