@@ -3,6 +3,7 @@
 //! Pure core (no IO): [`config`] (the stand.toml model) and [`plan`] (an environment
 //! resolved). Adapters around it: [`graph`] (cargo metadata), [`watch`], [`build`].
 
+pub mod build;
 pub mod cli;
 pub mod config;
 pub mod graph;

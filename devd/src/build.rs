@@ -1,0 +1,732 @@
+//! Builds services with cargo and keeps each binary as a hashed artifact.
+//!
+//! All requested packages go into ONE `cargo build` invocation (`-p a -p b --bin a
+//! --bin b`), so cargo compiles the shared crates once and uses both cores.
+//! `--message-format=json` gives the executables (`compiler-artifact` messages, field
+//! `executable`) and the compiler's diagnostics already rendered as text; cargo's own
+//! progress and errors arrive on stderr, which is streamed to the caller line by line
+//! and its tail kept.
+//!
+//! Each executable is copied to `<state_dir>/artifacts/<package>/<sha256>` (hashed while
+//! copying, written under a temp name, then renamed), so the artifact a caller holds
+//! is immutable: a later build, failed or not, never touches it. A failed build
+//! returns a [`BuildError`] and no artifacts; the caller keeps its previous ones.
+//!
+//! Cancellation: drop the future returned by [`Builder::build`] (e.g. lose a
+//! `tokio::select!`). cargo runs in its own process group and the whole group (cargo
+//! and its rustc children) gets SIGKILL.
+//!
+//! Target triples: see [`choose_toolchain`].
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use cargo_metadata::diagnostic::DiagnosticLevel;
+use cargo_metadata::{Message, TargetKind};
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+use crate::graph::PackageName;
+
+/// How many lines of cargo's stderr a result keeps.
+const STDERR_TAIL_LINES: usize = 200;
+
+/// What every build of this workspace shares.
+#[derive(Debug, Clone)]
+pub struct BuildConfig {
+    /// Where `Cargo.toml` of the workspace is.
+    pub workspace_root: PathBuf,
+    /// devd's state dir; artifacts go to `<state_dir>/artifacts/<package>/<sha256>`.
+    pub state_dir: PathBuf,
+    /// Cargo profile name: `dev` (default), `release`, or a custom one.
+    pub profile: String,
+    /// Target triple; `None` (or the host's own triple) builds for the host.
+    pub target: Option<String>,
+    /// `CARGO_TARGET_DIR` for the builds; `None` keeps cargo's default.
+    pub target_dir: Option<PathBuf>,
+    /// The cargo to run (default `cargo` from `PATH`).
+    pub cargo: PathBuf,
+}
+
+impl BuildConfig {
+    pub fn new(workspace_root: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            workspace_root: workspace_root.into(),
+            state_dir: state_dir.into(),
+            profile: "dev".into(),
+            target: None,
+            target_dir: None,
+            cargo: PathBuf::from("cargo"),
+        }
+    }
+}
+
+/// One service binary to build.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct BuildTarget {
+    pub package: PackageName,
+    /// The binary target; `None` takes the package's only binary (or the one named
+    /// like the package when there are several).
+    pub bin: Option<String>,
+}
+
+impl BuildTarget {
+    pub fn package(package: impl Into<PackageName>) -> Self {
+        Self { package: package.into(), bin: None }
+    }
+}
+
+/// A set of services to build together, and why.
+#[derive(Debug, Clone, Default)]
+pub struct BuildRequest {
+    pub targets: Vec<BuildTarget>,
+    /// The changed paths that caused this build (empty for a manual rebuild).
+    pub cause: BTreeSet<PathBuf>,
+}
+
+/// A built service binary, stored where no later build can change it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Artifact {
+    pub package: PackageName,
+    pub bin: String,
+    /// `<state_dir>/artifacts/<package>/<sha256>`; its content hashes to `sha256`.
+    pub path: PathBuf,
+    /// Lowercase hex.
+    pub sha256: String,
+    pub size: u64,
+    /// Wall time of the whole cargo invocation that produced it.
+    pub build_duration_ms: u64,
+    pub built_at: DateTime<Utc>,
+    /// The changed paths that caused the build.
+    pub cause: BTreeSet<PathBuf>,
+    /// cargo found it up to date (nothing was recompiled for it).
+    pub fresh: bool,
+    /// The target triple it runs on.
+    pub target: String,
+}
+
+/// A successful build: one artifact per requested target, in request order.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildOutput {
+    pub artifacts: Vec<Artifact>,
+    pub duration_ms: u64,
+    /// Rendered compiler warnings.
+    pub warnings: Vec<String>,
+    pub stderr_tail: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildErrorKind {
+    /// The code does not compile (or link): see `rendered`.
+    Compile,
+    /// The target triple cannot be built here: `rendered` says what to install.
+    Toolchain,
+    /// cargo failed before compiling (bad manifest, unknown package, lock busy, ...).
+    Cargo,
+    /// Running cargo or storing the artifact failed.
+    Io,
+}
+
+/// Why a build produced no artifacts. `rendered` is what a person needs to read:
+/// the compiler's rendered errors, cargo's error output, or an install hint.
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize)]
+#[error("{message}")]
+pub struct BuildError {
+    pub kind: BuildErrorKind,
+    /// One line, e.g. "build of svc1 failed: 1 compiler error".
+    pub message: String,
+    pub rendered: String,
+    pub stderr_tail: Vec<String>,
+    pub duration_ms: u64,
+}
+
+impl BuildError {
+    fn new(kind: BuildErrorKind, message: impl Into<String>, rendered: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            rendered: rendered.into(),
+            stderr_tail: Vec::new(),
+            duration_ms: 0,
+        }
+    }
+}
+
+/// Live output of a running build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildProgress {
+    /// cargo started; `pid` is also its process group.
+    Started { pid: u32, command: String },
+    /// One line of cargo's stderr ("Compiling svc1 v0.1.0 (...)", errors, ...).
+    Stderr(String),
+}
+
+/// How cargo is invoked for the configured target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Toolchain {
+    /// `cargo build` (for the host, or `--target <t>` with an installed target).
+    Cargo { target: Option<String> },
+    /// `cargo zigbuild --target <t>`: zig links for a foreign architecture.
+    Zigbuild { target: String },
+}
+
+/// What the machine offers, as [`choose_toolchain`] needs it.
+#[derive(Debug, Clone, Default)]
+pub struct ToolchainFacts {
+    pub host: String,
+    /// Targets whose standard library is installed (`rustup target list --installed`).
+    pub installed_targets: BTreeSet<String>,
+    /// `cargo-zigbuild` and `zig` are both available.
+    pub zigbuild: bool,
+    /// A linker is configured for the target (`CARGO_TARGET_<TRIPLE>_LINKER`).
+    pub linker_configured: bool,
+}
+
+/// Picks how to build for `target` (`None` = host):
+/// - the host triple: plain `cargo build` (no `--target`, so the cache is shared with
+///   the developer's own `cargo build`);
+/// - another triple needs its standard library installed (`rustup target add <t>`),
+///   zigbuild or not (cargo-zigbuild provides a linker, not the standard library);
+/// - with the library installed: `cargo build --target <t>` when the architecture
+///   is the host's (e.g. musl) or a linker is configured, `cargo zigbuild` when a
+///   foreign architecture needs a linker and zigbuild is there, else `cargo build
+///   --target <t>` anyway (a missing linker then shows as a link error with the hint).
+pub fn choose_toolchain(target: Option<&str>, facts: &ToolchainFacts) -> Result<Toolchain, BuildError> {
+    let Some(target) = target.filter(|t| *t != facts.host) else {
+        return Ok(Toolchain::Cargo { target: None });
+    };
+    let same_arch = arch(target) == arch(&facts.host);
+    if !facts.installed_targets.contains(target) {
+        let mut hint = format!(
+            "the standard library for {target} is not installed: run `rustup target add {target}`"
+        );
+        if !same_arch && !facts.zigbuild && !facts.linker_configured {
+            hint.push_str(&format!(
+                "\nto link for {target} from {host}, also install cargo-zigbuild and zig: \
+                 `cargo install cargo-zigbuild` and `pip install ziglang` (or zig from your package manager)",
+                host = facts.host
+            ));
+        }
+        return Err(BuildError::new(
+            BuildErrorKind::Toolchain,
+            format!("cannot build for {target}: target not installed"),
+            hint,
+        ));
+    }
+    if same_arch || facts.linker_configured || !facts.zigbuild {
+        Ok(Toolchain::Cargo { target: Some(target.to_string()) })
+    } else {
+        Ok(Toolchain::Zigbuild { target: target.to_string() })
+    }
+}
+
+fn arch(triple: &str) -> &str {
+    triple.split('-').next().unwrap_or(triple)
+}
+
+/// Builds service binaries for one workspace. Builds are meant to run one at a time
+/// (cargo's lock on the target dir would serialise them anyway).
+#[derive(Debug, Clone)]
+pub struct Builder {
+    config: BuildConfig,
+}
+
+impl Builder {
+    pub fn new(config: BuildConfig) -> Self {
+        Self { config }
+    }
+
+    pub fn config(&self) -> &BuildConfig {
+        &self.config
+    }
+
+    /// Looks at the machine (`rustc -vV`, `rustup target list --installed`,
+    /// cargo-zigbuild and zig on `PATH`) and applies [`choose_toolchain`].
+    pub async fn toolchain(&self) -> Result<(Toolchain, String), BuildError> {
+        let host = host_triple().await?;
+        let target = self.config.target.as_deref();
+        let mut facts = ToolchainFacts { host: host.clone(), ..Default::default() };
+        if let Some(t) = target.filter(|t| *t != host) {
+            facts.installed_targets = installed_targets().await;
+            facts.zigbuild = command_succeeds("cargo-zigbuild", &["--version"]).await
+                && (command_succeeds("zig", &["version"]).await
+                    || command_succeeds("python3", &["-c", "import ziglang"]).await);
+            let var = format!("CARGO_TARGET_{}_LINKER", t.to_uppercase().replace(['-', '.'], "_"));
+            facts.linker_configured = std::env::var_os(var).is_some();
+        }
+        let toolchain = choose_toolchain(target, &facts)?;
+        let triple = target.unwrap_or(&host).to_string();
+        Ok((toolchain, triple))
+    }
+
+    /// Builds `request.targets` in one cargo invocation. `progress`, when given,
+    /// receives cargo's start and every stderr line as they come.
+    pub async fn build(
+        &self,
+        request: &BuildRequest,
+        progress: Option<mpsc::UnboundedSender<BuildProgress>>,
+    ) -> Result<BuildOutput, BuildError> {
+        let started = Instant::now();
+        let built_at = Utc::now();
+        let result = self.build_inner(request, progress, started, built_at).await;
+        result.map_err(|mut e| {
+            e.duration_ms = millis(started.elapsed());
+            e
+        })
+    }
+
+    async fn build_inner(
+        &self,
+        request: &BuildRequest,
+        progress: Option<mpsc::UnboundedSender<BuildProgress>>,
+        started: Instant,
+        built_at: DateTime<Utc>,
+    ) -> Result<BuildOutput, BuildError> {
+        if request.targets.is_empty() {
+            return Ok(BuildOutput {
+                artifacts: Vec::new(),
+                duration_ms: 0,
+                warnings: Vec::new(),
+                stderr_tail: Vec::new(),
+            });
+        }
+        let (toolchain, triple) = self.toolchain().await?;
+        let mut cmd = Command::new(&self.config.cargo);
+        let target = match &toolchain {
+            Toolchain::Cargo { target } => {
+                cmd.arg("build");
+                target.clone()
+            }
+            Toolchain::Zigbuild { target } => {
+                cmd.arg("zigbuild");
+                Some(target.clone())
+            }
+        };
+        cmd.arg("--message-format=json")
+            .args(["--color", "never"])
+            .arg("--manifest-path")
+            .arg(self.config.workspace_root.join("Cargo.toml"))
+            .args(["--profile", &self.config.profile]);
+        if let Some(target) = &target {
+            cmd.args(["--target", target]);
+        }
+        let packages: BTreeSet<&str> = request.targets.iter().map(|t| t.package.as_str()).collect();
+        for package in &packages {
+            cmd.args(["-p", package]);
+        }
+        if request.targets.iter().all(|t| t.bin.is_some()) {
+            for bin in request.targets.iter().filter_map(|t| t.bin.as_deref()) {
+                cmd.args(["--bin", bin]);
+            }
+        } else {
+            cmd.arg("--bins");
+        }
+        if let Some(dir) = &self.config.target_dir {
+            cmd.env("CARGO_TARGET_DIR", dir);
+        }
+        cmd.current_dir(&self.config.workspace_root)
+            .env("CARGO_TERM_COLOR", "never")
+            .env("CARGO_TERM_PROGRESS_WHEN", "never")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        let command_line = describe(&cmd);
+        tracing::info!(command = %command_line, "build started");
+
+        let mut child = cmd.spawn().map_err(|e| {
+            BuildError::new(
+                BuildErrorKind::Io,
+                format!("cannot run {}", self.config.cargo.display()),
+                format!("{command_line}: {e}"),
+            )
+        })?;
+        let mut group = ProcessGroupGuard(child.id());
+        if let (Some(tx), Some(pid)) = (&progress, child.id()) {
+            let _ = tx.send(BuildProgress::Started { pid, command: command_line.clone() });
+        }
+
+        let stdout = child.stdout.take().ok_or_else(|| io_error("cargo stdout not captured"))?;
+        let stderr = child.stderr.take().ok_or_else(|| io_error("cargo stderr not captured"))?;
+        let stderr_task = tokio::spawn(read_stderr(stderr, progress));
+
+        // Executables by (package, bin), the compiler's errors and warnings.
+        let mut executables: BTreeMap<(String, String), (PathBuf, bool)> = BTreeMap::new();
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let mut lines = BufReader::new(stdout).lines();
+        while let Some(line) = lines
+            .next_line()
+            .await
+            .map_err(|e| io_error(format!("reading cargo output: {e}")))?
+        {
+            let Ok(message) = serde_json::from_str::<Message>(&line) else {
+                continue; // not a message of ours (a build script printing to stdout)
+            };
+            match message {
+                Message::CompilerArtifact(artifact) => {
+                    if let Some(exe) = artifact.executable {
+                        if artifact.target.kind.contains(&TargetKind::Bin) {
+                            let package = package_name_from_id(&artifact.package_id.repr);
+                            executables.insert(
+                                (package, artifact.target.name.clone()),
+                                (exe.into_std_path_buf(), artifact.fresh),
+                            );
+                        }
+                    }
+                }
+                Message::CompilerMessage(msg) => {
+                    let rendered = msg
+                        .message
+                        .rendered
+                        .clone()
+                        .unwrap_or_else(|| msg.message.message.clone());
+                    match msg.message.level {
+                        DiagnosticLevel::Error | DiagnosticLevel::Ice => errors.push(rendered),
+                        DiagnosticLevel::Warning => warnings.push(rendered),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| io_error(format!("waiting for cargo: {e}")))?;
+        // cargo is reaped and waited for its rustc children: nothing left to kill, and
+        // its pid may be reused from now on.
+        group.0 = None;
+        let stderr_tail = stderr_task.await.unwrap_or_default();
+        let duration_ms = millis(started.elapsed());
+        let names = packages.iter().copied().collect::<Vec<_>>().join(", ");
+
+        if !status.success() {
+            let (kind, message, rendered) = if errors.is_empty() {
+                (
+                    BuildErrorKind::Cargo,
+                    format!("build of {names} failed: cargo exited with {status}"),
+                    cargo_errors(&stderr_tail),
+                )
+            } else {
+                let main: Vec<&String> =
+                    errors.iter().filter(|e| !e.starts_with("error: aborting")).collect();
+                let count = main.len().max(1);
+                let rendered = if main.is_empty() {
+                    errors.join("\n")
+                } else {
+                    main.iter().map(|e| e.as_str()).collect::<Vec<_>>().join("\n")
+                };
+                (
+                    BuildErrorKind::Compile,
+                    format!(
+                        "build of {names} failed: {count} compiler error{}",
+                        if count == 1 { "" } else { "s" }
+                    ),
+                    rendered,
+                )
+            };
+            return Err(BuildError { kind, message, rendered, stderr_tail, duration_ms });
+        }
+
+        let mut artifacts = Vec::new();
+        for wanted in &request.targets {
+            let (bin, (exe, fresh)) = pick_executable(wanted, &executables)?;
+            let store_dir = self.config.state_dir.join("artifacts").join(&wanted.package);
+            let exe_for_copy = exe.clone();
+            let (path, sha256, size) =
+                tokio::task::spawn_blocking(move || store_artifact(&exe_for_copy, &store_dir))
+                    .await
+                    .map_err(|e| io_error(format!("storing the artifact: {e}")))?
+                    .map_err(|e| io_error(format!("storing {}: {e}", exe.display())))?;
+            artifacts.push(Artifact {
+                package: wanted.package.clone(),
+                bin,
+                path,
+                sha256,
+                size,
+                build_duration_ms: duration_ms,
+                built_at,
+                cause: request.cause.clone(),
+                fresh,
+                target: triple.clone(),
+            });
+        }
+        tracing::info!(packages = %names, duration_ms, "build finished");
+        Ok(BuildOutput { artifacts, duration_ms, warnings, stderr_tail })
+    }
+}
+
+fn pick_executable(
+    wanted: &BuildTarget,
+    executables: &BTreeMap<(String, String), (PathBuf, bool)>,
+) -> Result<(String, (PathBuf, bool)), BuildError> {
+    let of_package: Vec<(&String, &(PathBuf, bool))> = executables
+        .iter()
+        .filter(|((package, _), _)| *package == wanted.package)
+        .map(|((_, bin), exe)| (bin, exe))
+        .collect();
+    let chosen = match &wanted.bin {
+        Some(bin) => of_package.iter().find(|(b, _)| *b == bin),
+        None if of_package.len() == 1 => of_package.first(),
+        None => of_package.iter().find(|(b, _)| **b == wanted.package),
+    };
+    match chosen {
+        Some((bin, exe)) => Ok(((*bin).clone(), (*exe).clone())),
+        None => {
+            let found: Vec<&str> = of_package.iter().map(|(b, _)| b.as_str()).collect();
+            Err(BuildError::new(
+                BuildErrorKind::Cargo,
+                format!("build of {} produced no matching executable", wanted.package),
+                format!(
+                    "wanted binary {} of package {}; cargo reported: [{}]",
+                    wanted.bin.as_deref().unwrap_or("(the only one)"),
+                    wanted.package,
+                    found.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+/// The package name in a package id: `path+file:///p/svc1#0.1.0` (name = last path
+/// segment), `path+file:///p/crates/shared#fx-shared@0.1.0`,
+/// `registry+https://...#serde@1.0.0`, or the old `name 0.1.0 (source)` form.
+pub fn package_name_from_id(id: &str) -> String {
+    if let Some((url, fragment)) = id.rsplit_once('#') {
+        if let Some((name, _version)) = fragment.split_once('@') {
+            return name.to_string();
+        }
+        let path = url.split('?').next().unwrap_or(url);
+        return path.rsplit('/').next().unwrap_or(path).to_string();
+    }
+    id.split_whitespace().next().unwrap_or(id).to_string()
+}
+
+/// Copies `exe` into `dir/<sha256>`, hashing on the way; returns (path, sha256, size).
+fn store_artifact(exe: &Path, dir: &Path) -> std::io::Result<(PathBuf, String, u64)> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".incoming-{}-{}",
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    ));
+    let result = (|| {
+        let mut source = std::fs::File::open(exe)?;
+        let mut out = std::fs::File::create(&tmp)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut size = 0u64;
+        // Ends at end of file.
+        loop {
+            let n = source.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])?;
+            size += n as u64;
+        }
+        out.set_permissions(source.metadata()?.permissions())?;
+        out.sync_all()?;
+        let sha256 = hex::encode(hasher.finalize());
+        let path = dir.join(&sha256);
+        std::fs::rename(&tmp, &path)?;
+        Ok((path, sha256, size))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+async fn read_stderr(
+    stderr: tokio::process::ChildStderr,
+    progress: Option<mpsc::UnboundedSender<BuildProgress>>,
+) -> Vec<String> {
+    let mut tail = VecDeque::with_capacity(STDERR_TAIL_LINES);
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(tx) = &progress {
+            let _ = tx.send(BuildProgress::Stderr(line.clone()));
+        }
+        if tail.len() == STDERR_TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+    tail.into()
+}
+
+/// cargo's own error lines from stderr (from the first `error` on), or the whole tail.
+fn cargo_errors(stderr_tail: &[String]) -> String {
+    match stderr_tail.iter().position(|l| l.starts_with("error")) {
+        Some(first) => stderr_tail[first..].join("\n"),
+        None => stderr_tail.join("\n"),
+    }
+}
+
+/// Kills cargo's whole process group when the build is dropped before it ended.
+struct ProcessGroupGuard(Option<u32>);
+
+impl Drop for ProcessGroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+async fn host_triple() -> Result<String, BuildError> {
+    let out = Command::new("rustc")
+        .arg("-vV")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| BuildError::new(BuildErrorKind::Toolchain, "cannot run rustc", e.to_string()))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(|h| h.trim().to_string())
+        .ok_or_else(|| {
+            BuildError::new(
+                BuildErrorKind::Toolchain,
+                "cannot tell the host triple",
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+}
+
+/// `rustup target list --installed`; without rustup, the targets in rustc's sysroot.
+async fn installed_targets() -> BTreeSet<String> {
+    let rustup = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .stdin(Stdio::null())
+        .output()
+        .await;
+    if let Ok(out) = rustup {
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect();
+        }
+    }
+    let Ok(out) = Command::new("rustc").args(["--print", "sysroot"]).output().await else {
+        return BTreeSet::new();
+    };
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    std::fs::read_dir(sysroot.join("lib/rustlib"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().join("lib").is_dir())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn command_succeeds(program: &str, args: &[&str]) -> bool {
+    let run = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .status();
+    matches!(tokio::time::timeout(Duration::from_secs(10), run).await, Ok(Ok(s)) if s.success())
+}
+
+fn describe(cmd: &Command) -> String {
+    let std = cmd.as_std();
+    std::iter::once(std.get_program())
+        .chain(std.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn io_error(message: impl Into<String>) -> BuildError {
+    let message = message.into();
+    BuildError::new(BuildErrorKind::Io, message.clone(), message)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(installed: &[&str], zigbuild: bool) -> ToolchainFacts {
+        ToolchainFacts {
+            host: "x86_64-unknown-linux-gnu".into(),
+            installed_targets: installed.iter().map(|s| s.to_string()).collect(),
+            zigbuild,
+            linker_configured: false,
+        }
+    }
+
+    #[test]
+    fn toolchain_choice() {
+        let host = Toolchain::Cargo { target: None };
+        assert_eq!(choose_toolchain(None, &facts(&[], false)).ok(), Some(host.clone()));
+        assert_eq!(
+            choose_toolchain(Some("x86_64-unknown-linux-gnu"), &facts(&[], false)).ok(),
+            Some(host)
+        );
+        let musl = "x86_64-unknown-linux-musl";
+        assert_eq!(
+            choose_toolchain(Some(musl), &facts(&[musl], true)).ok(),
+            Some(Toolchain::Cargo { target: Some(musl.into()) })
+        );
+        let arm = "aarch64-unknown-linux-gnu";
+        assert_eq!(
+            choose_toolchain(Some(arm), &facts(&[arm], true)).ok(),
+            Some(Toolchain::Zigbuild { target: arm.into() })
+        );
+        assert_eq!(
+            choose_toolchain(Some(arm), &facts(&[arm], false)).ok(),
+            Some(Toolchain::Cargo { target: Some(arm.into()) })
+        );
+    }
+
+    #[test]
+    fn missing_target_says_what_to_install() {
+        let arm = "aarch64-unknown-linux-musl";
+        let err = choose_toolchain(Some(arm), &facts(&[], false)).expect_err("not installed");
+        assert_eq!(err.kind, BuildErrorKind::Toolchain);
+        assert!(err.rendered.contains("`rustup target add aarch64-unknown-linux-musl`"), "{}", err.rendered);
+        assert!(err.rendered.contains("`cargo install cargo-zigbuild`"), "{}", err.rendered);
+        // Same architecture: the standard library is all that is missing.
+        let err = choose_toolchain(Some("x86_64-unknown-linux-musl"), &facts(&[], false))
+            .expect_err("not installed");
+        assert!(err.rendered.contains("rustup target add x86_64-unknown-linux-musl"));
+        assert!(!err.rendered.contains("zigbuild"), "{}", err.rendered);
+    }
+
+    #[test]
+    fn package_names_from_ids() {
+        assert_eq!(package_name_from_id("path+file:///w/services/svc1#0.1.0"), "svc1");
+        assert_eq!(package_name_from_id("path+file:///w/crates/shared#fx-shared@0.1.0"), "fx-shared");
+        assert_eq!(
+            package_name_from_id("registry+https://github.com/rust-lang/crates.io-index#serde@1.0.228"),
+            "serde"
+        );
+        assert_eq!(package_name_from_id("svc1 0.1.0 (path+file:///w/services/svc1)"), "svc1");
+    }
+}

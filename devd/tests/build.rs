@@ -1,0 +1,187 @@
+//! The builder against real cargo on a temp copy of the fixture workspace.
+//!
+//! Each test has its own target dir: cargo copies ("uplifts") every binary to
+//! `target/<profile>/<name>`, so two tests sharing one target dir could overwrite
+//! each other's `svc1` between a build and the copy into the artifact store. The
+//! fixture has no external dependencies and builds in about a second.
+
+mod fixtures;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use devd::build::{
+    Artifact, BuildConfig, BuildErrorKind, BuildProgress, BuildRequest, BuildTarget, Builder,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+struct Env {
+    fx: fixtures::Fixture,
+    builder: Builder,
+    state_dir: PathBuf,
+}
+
+fn env() -> Env {
+    let fx = fixtures::workspace();
+    let scratch = fx.root.parent().expect("temp dir").to_path_buf();
+    let state_dir = scratch.join("state");
+    let mut config = BuildConfig::new(&fx.root, &state_dir);
+    config.target_dir = Some(scratch.join("target"));
+    Env { fx, builder: Builder::new(config), state_dir }
+}
+
+fn request(packages: &[&str], cause: &[PathBuf]) -> BuildRequest {
+    BuildRequest {
+        targets: packages.iter().map(|p| BuildTarget::package(*p)).collect(),
+        cause: cause.iter().cloned().collect(),
+    }
+}
+
+fn sha256_of(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).expect("read artifact")))
+}
+
+fn run(artifact: &Artifact) -> String {
+    let out = std::process::Command::new(&artifact.path).output().expect("run artifact");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn two_packages_build_in_one_invocation_into_hashed_artifacts() {
+    let e = env();
+    let cause = vec![e.fx.path("crates/shared/src/lib.rs")];
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let out = e
+        .builder
+        .build(&request(&["svc1", "svc2"], &cause), Some(tx))
+        .await
+        .expect("fixture builds");
+    eprintln!("fixture build (svc1 + svc2, cold): {} ms", out.duration_ms);
+
+    let mut starts = Vec::new();
+    let mut stderr = Vec::new();
+    while let Ok(p) = rx.try_recv() {
+        match p {
+            BuildProgress::Started { command, .. } => starts.push(command),
+            BuildProgress::Stderr(line) => stderr.push(line),
+        }
+    }
+    assert_eq!(starts.len(), 1, "one cargo invocation: {starts:?}");
+    assert!(starts[0].contains("-p svc1 -p svc2"), "{}", starts[0]);
+    assert!(stderr.iter().any(|l| l.contains("Compiling fx-shared")), "{stderr:?}");
+    assert!(out.stderr_tail.iter().any(|l| l.contains("Finished")), "{:?}", out.stderr_tail);
+
+    assert_eq!(out.artifacts.len(), 2);
+    for (artifact, name) in out.artifacts.iter().zip(["svc1", "svc2"]) {
+        assert_eq!(artifact.package, name);
+        assert_eq!(artifact.bin, name);
+        assert_eq!(artifact.sha256, sha256_of(&artifact.path));
+        assert_eq!(artifact.size, std::fs::metadata(&artifact.path).expect("stat").len());
+        assert_eq!(
+            artifact.path,
+            e.state_dir.join("artifacts").join(name).join(&artifact.sha256)
+        );
+        assert_eq!(artifact.cause, cause.iter().cloned().collect::<BTreeSet<_>>());
+        assert_eq!(artifact.build_duration_ms, out.duration_ms);
+        assert!(!artifact.fresh);
+        assert_eq!(run(artifact), format!("{name} 42"));
+    }
+    assert_ne!(out.artifacts[0].sha256, out.artifacts[1].sha256);
+
+    // Nothing changed: cargo reports the binaries fresh, same hashes, same files.
+    let again = e.builder.build(&request(&["svc1", "svc2"], &[]), None).await.expect("rebuild");
+    eprintln!("fixture build (no change): {} ms", again.duration_ms);
+    for (a, b) in out.artifacts.iter().zip(&again.artifacts) {
+        assert_eq!((&a.sha256, &a.path), (&b.sha256, &b.path));
+        assert!(b.fresh);
+    }
+}
+
+#[tokio::test]
+async fn a_syntax_error_yields_the_rendered_error_and_keeps_the_old_artifact() {
+    let e = env();
+    let good = e.builder.build(&request(&["svc1"], &[]), None).await.expect("first build");
+    let old = good.artifacts[0].clone();
+    let old_bytes = std::fs::read(&old.path).expect("old artifact");
+
+    let main_rs = e.fx.write("services/svc1/src/main.rs", "fn main() { let x = ; }\n");
+    let err = e
+        .builder
+        .build(&request(&["svc1"], std::slice::from_ref(&main_rs)), None)
+        .await
+        .expect_err("syntax error");
+    assert_eq!(err.kind, BuildErrorKind::Compile);
+    assert!(err.message.contains("1 compiler error"), "{}", err.message);
+    assert!(err.rendered.contains("error: expected expression"), "{}", err.rendered);
+    assert!(err.rendered.contains("services/svc1/src/main.rs:1:"), "{}", err.rendered);
+    assert!(!err.rendered.contains("aborting due to"), "{}", err.rendered);
+    assert!(err.stderr_tail.iter().any(|l| l.contains("could not compile `svc1`")), "{:?}", err.stderr_tail);
+    // The previous artifact is untouched.
+    assert_eq!(std::fs::read(&old.path).expect("old artifact still there"), old_bytes);
+    assert_eq!(sha256_of(&old.path), old.sha256);
+
+    // Fixing it recovers, with a new artifact beside the old one.
+    e.fx.write("services/svc1/src/main.rs", "fn main() { println!(\"svc1 fixed {}\", fx_shared::answer()); }\n");
+    let fixed = e.builder.build(&request(&["svc1"], &[main_rs]), None).await.expect("fixed");
+    let new = &fixed.artifacts[0];
+    eprintln!("fixture rebuild after editing svc1's main.rs: {} ms", fixed.duration_ms);
+    assert_ne!(new.sha256, old.sha256);
+    assert_eq!(run(new), "svc1 fixed 42");
+    assert_eq!(run(&old), "svc1 42");
+}
+
+#[tokio::test]
+async fn cargo_and_toolchain_failures_are_reported() {
+    let e = env();
+    let err = e
+        .builder
+        .build(&request(&["no-such-service"], &[]), None)
+        .await
+        .expect_err("unknown package");
+    assert_eq!(err.kind, BuildErrorKind::Cargo);
+    assert!(err.rendered.contains("no-such-service"), "{}", err.rendered);
+
+    let mut config = e.builder.config().clone();
+    config.target = Some("x86_64-devd-none".into());
+    let err = Builder::new(config)
+        .build(&request(&["svc1"], &[]), None)
+        .await
+        .expect_err("target not installed");
+    assert_eq!(err.kind, BuildErrorKind::Toolchain);
+    assert!(err.rendered.contains("`rustup target add x86_64-devd-none`"), "{}", err.rendered);
+}
+
+#[tokio::test]
+async fn dropping_a_build_kills_cargo() {
+    let e = env();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let req = request(&["svc1", "svc2"], &[]);
+    let build = e.builder.build(&req, Some(tx));
+    let pid = tokio::select! {
+        _ = build => panic!("the build ended before it was cancelled"),
+        pid = async {
+            loop {
+                match rx.recv().await {
+                    Some(BuildProgress::Started { pid, .. }) => break pid,
+                    Some(_) => {}
+                    None => panic!("no start reported"),
+                }
+            }
+        } => pid,
+    };
+    // The build future is dropped here: cargo's process group is killed.
+    let gone = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Missing, or a zombie waiting for tokio's reaper: not running either way.
+            if stat.is_empty() || stat.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "cargo (pid {pid}) still running after the build was dropped");
+}
