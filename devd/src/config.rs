@@ -785,6 +785,9 @@ fn merged<'a>(env: &'a Env, service_name: &str, service: &Service) -> Merged<'a>
     }
 }
 
+/// A key of a database table and where it was set, if it was.
+type KeySpan<'k> = (&'k str, Option<Range<usize>>);
+
 /// Checks one database table against the mode that applies to it: values well-formed,
 /// no keys that mean nothing in that mode.
 fn settings_issues(
@@ -810,7 +813,7 @@ fn settings_issues(
         ("name", d.name.as_ref().map(|v| v.span())),
         ("user", d.user.as_ref().map(|v| v.span())),
     ];
-    let (misplaced, valid): (Vec<(&str, Option<Range<usize>>)>, &str) = match mode {
+    let (misplaced, valid): (Vec<KeySpan<'_>>, &str) = match mode {
         DbMode::InCluster => (
             external_only.to_vec(),
             "mode, persistence, size, storage_class, name, user",
@@ -1173,7 +1176,7 @@ impl Locator<'_> {
         let syntax = !parse_errors.is_empty();
         let msg = e.message().trim().to_owned();
         if syntax {
-            let key = syntax_key(&entries, self.text, &span, &msg);
+            let key = syntax_key(&entries, self.text, &span);
             let (message, expected) = match msg.split_once(", expected ") {
                 Some((m, x)) => (m.to_owned(), Some(x.to_owned())),
                 None if msg == "duplicate key" => (
@@ -1207,7 +1210,6 @@ struct Entry {
     path: String,
     key: Range<usize>,
     value: Range<usize>,
-    is_table: bool,
 }
 
 fn collect_entries(table: &toml::de::DeTable<'_>, prefix: &str, out: &mut Vec<Entry>) {
@@ -1221,7 +1223,6 @@ fn collect_entries(table: &toml::de::DeTable<'_>, prefix: &str, out: &mut Vec<En
             path: path.clone(),
             key: k.span(),
             value: v.span(),
-            is_table: v.get_ref().is_table(),
         });
         collect_value(v, &path, out);
     }
@@ -1237,7 +1238,6 @@ fn collect_value(v: &Spanned<toml::de::DeValue<'_>>, path: &str, out: &mut Vec<E
                     path: p.clone(),
                     key: item.span(),
                     value: item.span(),
-                    is_table: item.get_ref().is_table(),
                 });
                 collect_value(item, &p, out);
             }
@@ -1263,40 +1263,57 @@ fn innermost<'e>(entries: &'e [Entry], span: &Range<usize>) -> Option<&'e Entry>
         .map(|(_, e)| e)
 }
 
-/// The key a syntax error belongs to: the entry around it, else a key on the same line,
-/// else the table the error sits in.
-fn syntax_key(entries: &[Entry], text: &str, span: &Range<usize>, msg: &str) -> String {
-    if let Some(e) = innermost(entries, span) {
+/// The key a syntax error belongs to: the value around it (an unclosed array, string,
+/// inline table), else what the line says (a `[table]` header, or `key =` under the
+/// last header), else the document.
+fn syntax_key(entries: &[Entry], text: &str, span: &Range<usize>) -> String {
+    // Header tables' spans are unreliable once recovery has run; values' are not.
+    let values: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| e.value.start >= e.key.start)
+        .collect();
+    let around = values
+        .iter()
+        .filter(|e| contains(&e.value, span) || contains(&e.key, span))
+        .min_by_key(|e| (e.value.len(), std::cmp::Reverse(e.path.len())));
+    if let Some(e) = around {
         return e.path.clone();
     }
-    let line_start = text[..span.start.min(text.len())]
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
-    let table = entries
-        .iter()
-        .filter(|e| e.is_table && e.key.start <= span.start)
-        .max_by_key(|e| e.key.start);
-    if let Some(e) = entries
-        .iter()
-        .filter(|e| e.key.start >= line_start && e.key.start <= span.start)
-        .max_by_key(|e| e.key.start)
-    {
-        return e.path.clone();
+    let offset = span.start.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = text[line_start..line_end].trim();
+    if let Some(header) = header_of(line) {
+        return header;
     }
-    let table_path = table.map(|t| t.path.clone()).unwrap_or_default();
-    if msg == "duplicate key" {
-        let dup = text.get(span.clone()).unwrap_or("").trim_matches('"');
-        return if table_path.is_empty() {
-            key_part(dup)
-        } else {
-            format!("{table_path}.{}", key_part(dup))
-        };
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .find_map(|l| header_of(l.trim()));
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| dotted(k.trim()))
+        .filter(|k| !k.is_empty());
+    match (table, key) {
+        (Some(t), Some(k)) => format!("{t}.{k}"),
+        (None, Some(k)) => k,
+        (Some(t), None) => t,
+        (None, None) => "(document)".to_owned(),
     }
-    if table_path.is_empty() {
-        "(document)".to_owned()
-    } else {
-        table_path
-    }
+}
+
+/// `[a.b]` or `[[a.b]]` (possibly unclosed) -> `a.b`.
+fn header_of(line: &str) -> Option<String> {
+    let inner = line.strip_prefix('[')?;
+    let inner = inner.strip_prefix('[').unwrap_or(inner);
+    let inner = inner.split(']').next().unwrap_or(inner);
+    let key = dotted(inner.trim());
+    (!key.is_empty()).then_some(key)
+}
+
+/// `a . "b c"` -> `a."b c"`: a dotted key as written, without the spaces.
+fn dotted(k: &str) -> String {
+    k.split('.').map(str::trim).collect::<Vec<_>>().join(".")
 }
 
 /// Rephrase serde's words ("field", "u16", "a sequence") in stand.toml's terms, and
@@ -1414,7 +1431,6 @@ fn plain_found(found: &str) -> String {
     found
         .replace("sequence", "array")
         .replace("map", "table")
-        .replace("string \"", "string \"")
 }
 
 fn plain_type(expected: &str) -> String {
