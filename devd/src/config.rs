@@ -1407,9 +1407,12 @@ fn rephrase(base: &str, msg: &str) -> (String, String, Option<String>) {
     (key_or_doc(), msg.to_owned(), None)
 }
 
+/// The last key of a dotted path; empty for an array element, whose hint is its type.
 fn leaf_name(path: &str) -> &str {
-    let last = path.rsplit('.').next().unwrap_or(path);
-    last.split('[').next().unwrap_or(last)
+    if path.ends_with(']') {
+        return "";
+    }
+    path.rsplit('.').next().unwrap_or(path)
 }
 
 /// "`a`, `b` or `c`" / "`a` or `b`" -> "\"a\", \"b\", \"c\"".
@@ -1428,9 +1431,7 @@ fn list_of(expected: &str) -> String {
 }
 
 fn plain_found(found: &str) -> String {
-    found
-        .replace("sequence", "array")
-        .replace("map", "table")
+    found.replace("sequence", "array").replace("map", "table")
 }
 
 fn plain_type(expected: &str) -> String {
@@ -1577,5 +1578,16 @@ mod tests {
         );
         assert_eq!(m, "unknown value \"k8s\"");
         assert_eq!(x.as_deref(), Some("one of \"kubernetes\", \"docker\""));
+        let (k, m, x) = rephrase(
+            "env.a.services[1]",
+            "invalid type: integer `3`, expected a string",
+        );
+        assert_eq!(k, "env.a.services[1]");
+        assert_eq!(m, "wrong type: found integer `3`");
+        assert_eq!(
+            x.as_deref(),
+            Some("a string"),
+            "an element's type, not the list's hint"
+        );
     }
 }
