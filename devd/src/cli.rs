@@ -38,6 +38,12 @@ pub enum Command {
     Env(EnvCommand),
     /// Resolve an environment into the plan devd and Tilt act on.
     Plan(PlanArgs),
+    /// Run the stand: build, watch, rebuild what a change touches, serve the status API.
+    Up(crate::commands::UpArgs),
+    /// Build services once, in one cargo invocation, and print the artifacts.
+    Build(crate::commands::BuildArgs),
+    /// Show the running stand (from devd's status API).
+    Status(crate::commands::StatusArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +81,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check => check(&place),
         Command::Env(EnvCommand::List(flag)) => env_list(&place, flag.json),
         Command::Plan(args) => plan_cmd(&place, args.env.as_deref(), args.json),
+        Command::Up(args) => crate::commands::up(&place, args).await,
+        Command::Build(args) => crate::commands::build(&place, args).await,
+        Command::Status(args) => crate::commands::status(&place, args).await,
     }
 }
 

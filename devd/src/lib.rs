@@ -3,9 +3,15 @@
 //! Pure core (no IO): [`config`] (the stand.toml model) and [`plan`] (an environment
 //! resolved). Adapters around it: [`graph`] (cargo metadata), [`watch`], [`build`].
 
+pub mod api;
 pub mod build;
+pub mod client;
+pub mod commands;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod graph;
 pub mod plan;
+pub mod status;
+pub mod statedir;
 pub mod watch;

@@ -1,0 +1,193 @@
+//! Talking to a running devd: `devd status` (table, `--watch`, `--json`) and actions.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::statedir::{DaemonInfo, StateDir, StateError};
+use crate::status::{Event, ServiceStatus, StandStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("devd at {url} is not answering ({source}); is it still running? (`devd up --env <env>` starts it)")]
+    Unreachable { url: String, #[source] source: reqwest::Error },
+    #[error("devd at {url} answered {status}: {body}")]
+    Status { url: String, status: reqwest::StatusCode, body: String },
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    pub info: DaemonInfo,
+    state: StateDir,
+}
+
+impl Client {
+    /// Finds the daemon of the stand at `state`'s root.
+    pub fn connect(state: StateDir) -> Result<Self, ClientError> {
+        let info = state.read_info()?;
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).build().map_err(|source| {
+            ClientError::Unreachable { url: info.url.clone(), source }
+        })?;
+        Ok(Self { http, info, state })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.info.url.trim_end_matches('/'))
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response, ClientError> {
+        let response = request.send().await.map_err(|source| ClientError::Unreachable { url: url.to_owned(), source })?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            Err(ClientError::Status { url: url.to_owned(), status, body })
+        }
+    }
+
+    pub async fn status(&self) -> Result<StandStatus, ClientError> {
+        let url = self.url("/api/v1/status");
+        let response = self.send(self.http.get(&url).timeout(Duration::from_secs(5)), &url).await?;
+        response.json().await.map_err(|source| ClientError::Unreachable { url, source })
+    }
+
+    /// Posts an action (`rebuild`, `restart`) for a service, with the token.
+    pub async fn action(&self, service: &str, action: &str) -> Result<(), ClientError> {
+        let url = self.url(&format!("/api/v1/services/{service}/{action}"));
+        let token = self.state.read_token()?;
+        self.send(self.http.post(&url).bearer_auth(token).timeout(Duration::from_secs(5)), &url).await?;
+        Ok(())
+    }
+
+    /// Opens the SSE stream (replaying after `after`) and calls `on_event` for each
+    /// event until the stream ends or `on_event` returns false.
+    pub async fn follow(&self, after: u64, mut on_event: impl FnMut(Event) -> bool) -> Result<u64, ClientError> {
+        let url = self.url(&format!("/api/v1/events?after={after}"));
+        let mut response = self.send(self.http.get(&url), &url).await?;
+        let mut buffer = String::new();
+        let mut last = after;
+        while let Some(chunk) = response.chunk().await.map_err(|source| ClientError::Unreachable { url: url.clone(), source })? {
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let frame: String = buffer.drain(..end + 2).collect();
+                let data: String =
+                    frame.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect::<Vec<_>>().join("\n");
+                if data.is_empty() {
+                    continue; // keep-alive comment
+                }
+                if let Ok(event) = serde_json::from_str::<Event>(&data) {
+                    last = event.seq;
+                    if !on_event(event) {
+                        return Ok(last);
+                    }
+                }
+            }
+        }
+        Ok(last)
+    }
+}
+
+fn ago(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    match at {
+        None => "-".to_owned(),
+        Some(at) => {
+            let secs = (now - at).num_seconds().max(0);
+            match secs {
+                0..=59 => format!("{secs}s ago"),
+                60..=3599 => format!("{}m ago", secs / 60),
+                _ => format!("{}h ago", secs / 3600),
+            }
+        }
+    }
+}
+
+fn instances_cell(service: &ServiceStatus) -> (String, String) {
+    if service.instances.is_empty() {
+        return ("-".to_owned(), "-".to_owned());
+    }
+    let current = service.artifact.as_ref().map(|a| a.sha256.as_str());
+    let synced = service.instances.iter().filter(|i| i.hash.as_deref() == current && current.is_some()).count();
+    let healthy = service.instances.iter().filter(|i| i.healthy).count();
+    let total = service.instances.len();
+    (format!("{synced}/{total} synced"), format!("{healthy}/{total} healthy"))
+}
+
+/// The `devd status` table (pure: the caller prints it).
+pub fn render_table(status: &StandStatus, now: DateTime<Utc>) -> String {
+    let mut rows = vec![[
+        "SERVICE".to_owned(),
+        "BUILD".to_owned(),
+        "LAST BUILD".to_owned(),
+        "ARTIFACT".to_owned(),
+        "INSTANCES".to_owned(),
+        "HEALTH".to_owned(),
+        "EDIT→ARTIFACT".to_owned(),
+        "EDIT→SERVING".to_owned(),
+    ]];
+    for service in &status.services {
+        let (instances, health) = instances_cell(service);
+        let ms = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms"));
+        rows.push([
+            service.name.clone(),
+            service.build.state.as_str().to_owned(),
+            ago(service.build.finished_at, now),
+            service.artifact.as_ref().map_or_else(|| "-".to_owned(), |a| a.sha256.chars().take(12).collect()),
+            instances,
+            health,
+            ms(service.last_edit_to_artifact_ms),
+            ms(service.last_edit_to_serving_ms),
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = format!("stand: env {} · target {} · {}\n", status.env, status.target, status.root);
+    if let Some(error) = &status.config_error {
+        let _ = writeln!(out, "stand.toml is invalid (running on the last good plan):\n  {error}");
+    }
+    for row in &rows {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    for service in &status.services {
+        if let Some(error) = &service.build.error {
+            let _ = writeln!(out, "\n{} build failed:\n{}", service.name, indent(error));
+        }
+    }
+    out
+}
+
+fn indent(text: &str) -> String {
+    text.lines().take(40).map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{ArtifactStatus, BuildState, InstanceStatus};
+
+    #[test]
+    fn table_shows_build_artifact_instances_and_errors() {
+        let now = Utc::now();
+        let mut ok = ServiceStatus { name: "service1".into(), ..ServiceStatus::default() };
+        ok.build.state = BuildState::Ok;
+        ok.build.finished_at = Some(now - chrono::Duration::seconds(5));
+        ok.artifact = Some(ArtifactStatus { sha256: "0123456789abcdef".into(), ..ArtifactStatus::default() });
+        ok.instances = vec![InstanceStatus { id: "c".into(), hash: Some("0123456789abcdef".into()), healthy: true, ..Default::default() }];
+        ok.last_edit_to_artifact_ms = Some(812);
+        let mut failed = ServiceStatus { name: "service2".into(), ..ServiceStatus::default() };
+        failed.build.state = BuildState::Failed;
+        failed.build.error = Some("error: expected `;`".into());
+        let status = StandStatus { env: "local".into(), target: "docker".into(), services: vec![ok, failed], ..StandStatus::default() };
+        let table = render_table(&status, now);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[1].starts_with("SERVICE") && lines[1].contains("EDIT→SERVING"), "{table}");
+        assert!(lines[2].contains("service1") && lines[2].contains("ok") && lines[2].contains("5s ago"));
+        assert!(lines[2].contains("0123456789ab") && !lines[2].contains("0123456789abc"));
+        assert!(lines[2].contains("1/1 synced") && lines[2].contains("812 ms"));
+        assert!(lines[3].contains("service2") && lines[3].contains("failed"));
+        assert!(table.contains("service2 build failed:\n  error: expected `;`"));
+    }
+}

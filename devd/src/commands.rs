@@ -1,0 +1,156 @@
+//! The daemon-side commands: `devd up`, `devd build`, `devd status`.
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::build::{BuildConfig, BuildRequest, BuildTarget, Builder};
+use crate::cli::{host_triple, Place, Usage};
+use crate::client::{render_table, Client};
+use crate::daemon::{self, DaemonConfig};
+use crate::plan;
+use crate::statedir::StateDir;
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The environment (default: `[stand] default_env`).
+    #[arg(long, short, value_name = "ENV")]
+    pub env: Option<String>,
+    /// The status API's port (default: `[stand] api_port`; 0 picks a free one).
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Services to build, in one cargo invocation (default: every service of the env).
+    pub services: Vec<String>,
+    /// The environment whose plan names the services and the target triple.
+    #[arg(long, short, value_name = "ENV")]
+    pub env: Option<String>,
+    /// Print the artifacts as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Redraw the table on every event from devd.
+    #[arg(long, conflicts_with = "json")]
+    pub watch: bool,
+    /// Print the status API's JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn env_or_default(place: &Place, env: Option<String>) -> anyhow::Result<(crate::config::Stand, String)> {
+    let stand = place.load()?;
+    let env = env.unwrap_or_else(|| stand.section().default_env.get_ref().clone());
+    Ok((stand, env))
+}
+
+pub async fn up(place: &Place, args: UpArgs) -> anyhow::Result<()> {
+    let (_, env) = env_or_default(place, args.env)?;
+    let config = DaemonConfig {
+        root: place.root.clone(),
+        file: place.file.clone(),
+        env,
+        host_triple: host_triple(),
+        port: args.port,
+        target_dir: std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from),
+    };
+    daemon::run(config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+pub async fn build(place: &Place, args: BuildArgs) -> anyhow::Result<()> {
+    let (stand, env) = env_or_default(place, args.env)?;
+    let plan = plan::resolve(&stand, &env, &host_triple())?;
+    let known: BTreeSet<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
+    for name in &args.services {
+        if !known.contains(name.as_str()) {
+            let valid: Vec<&str> = known.iter().copied().collect();
+            return Err(Usage(format!("no service `{name}` in env `{env}`; valid: {}", valid.join(", "))).into());
+        }
+    }
+    let targets: Vec<BuildTarget> = plan
+        .services
+        .iter()
+        .filter(|s| args.services.is_empty() || args.services.contains(&s.name))
+        .map(|s| BuildTarget::package(s.package.clone()))
+        .collect();
+    let root = place.root.canonicalize().unwrap_or_else(|_| place.root.clone());
+    let state = StateDir::new(&root);
+    let mut config = BuildConfig::new(&root, state.path());
+    config.target = Some(plan.build.target_triple.clone());
+    let output = Builder::new(config)
+        .build(&BuildRequest { targets, cause: BTreeSet::new() }, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}\n{}", e.message, e.rendered))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&output.artifacts).context("serialize")?);
+    } else {
+        for a in &output.artifacts {
+            println!("{}  {}  {} bytes  {} ms  {}", a.package, &a.sha256[..12], a.size, a.build_duration_ms, a.path.display());
+        }
+    }
+    Ok(())
+}
+
+pub async fn status(place: &Place, args: StatusArgs) -> anyhow::Result<()> {
+    let root = place.root.canonicalize().unwrap_or_else(|_| place.root.clone());
+    let client = Client::connect(StateDir::new(&root))?;
+    if args.json {
+        let status = client.status().await?;
+        println!("{}", serde_json::to_string_pretty(&status).context("serialize")?);
+        return Ok(());
+    }
+    let draw = |status: &crate::status::StandStatus, clear: bool| {
+        let mut out = std::io::stdout().lock();
+        if clear {
+            // Clear the screen and go home, then draw.
+            let _ = write!(out, "\x1b[2J\x1b[H");
+        }
+        let _ = write!(out, "{}", render_table(status, chrono::Utc::now()));
+        let _ = out.flush();
+    };
+    let first = client.status().await?;
+    draw(&first, args.watch);
+    if !args.watch {
+        return Ok(());
+    }
+    let mut after = first.event_seq;
+    loop {
+        // Each event redraws; a dropped stream is reopened after the last event seen.
+        let mut pending = Vec::new();
+        after = client
+            .follow(after, |event| {
+                pending.push(event.seq);
+                false
+            })
+            .await?;
+        if pending.is_empty() {
+            anyhow::bail!("devd closed the event stream (it is shutting down)");
+        }
+        draw(&client.status().await?, true);
+    }
+}

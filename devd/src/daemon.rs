@@ -1,0 +1,366 @@
+//! The daemon: the loop that calls the stages.
+//!
+//! stand.toml → plan; file changes → affected services → one build → artifacts →
+//! status and events. A stage that fails leaves the previous good state in place and
+//! says why in the status: a failed build keeps the previous artifact, an invalid
+//! stand.toml keeps the last good plan.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::api::{self, Action, ApiState};
+use crate::build::{BuildConfig, BuildRequest, BuildTarget, Builder};
+use crate::config::{self, ConfigErrors, Stand};
+use crate::graph::{GraphError, WorkspaceGraph};
+use crate::plan::{self, Plan, PlanError};
+use crate::statedir::{DaemonInfo, StateDir, StateError};
+use crate::status::{ArtifactStatus, BuildState, ServiceStatus, StandStatus, StatusHub};
+use crate::watch::{self, ChangeBatch, WatchConfig, WatchError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("cannot read the cargo workspace")]
+    Graph(#[from] GraphError),
+    #[error("cannot watch the sources")]
+    Watch(#[from] WatchError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot listen on {addr} (is another devd running? `devd status` tells)")]
+    Bind { addr: SocketAddr, #[source] source: std::io::Error },
+}
+
+/// What `devd up` starts.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    pub root: PathBuf,
+    pub file: PathBuf,
+    pub env: String,
+    pub host_triple: String,
+    /// Overrides the API port of stand.toml (0: any free port).
+    pub port: Option<u16>,
+    /// `CARGO_TARGET_DIR` for builds (default: cargo's own).
+    pub target_dir: Option<PathBuf>,
+}
+
+fn load(config: &DaemonConfig) -> Result<(Stand, Plan), DaemonError> {
+    let stand = config::load(&config.file)?;
+    stand.validate_files(&config.root)?;
+    let plan = plan::resolve(&stand, &config.env, &config.host_triple)?;
+    Ok((stand, plan))
+}
+
+fn service_status(service: &plan::ServicePlan) -> ServiceStatus {
+    ServiceStatus { name: service.name.clone(), package: service.package.clone(), ..ServiceStatus::default() }
+}
+
+/// Runs until `shutdown` resolves. Errors before the API is up are returned (bad
+/// stand.toml, port taken); after that, failures become status.
+pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let (_stand, plan) = load(&config)?;
+    let root = config.root.canonicalize().unwrap_or_else(|_| config.root.clone());
+    let state = StateDir::new(&root);
+    let token = state.new_token()?;
+    let graph = {
+        let root = root.clone();
+        blocking(move || WorkspaceGraph::load(&root)).await?
+    };
+
+    let hub = StatusHub::new(StandStatus {
+        env: plan.env.clone(),
+        target: plan.target.to_string(),
+        root: root.display().to_string(),
+        started_at: Some(Utc::now()),
+        config_error: None,
+        event_seq: 0,
+        services: plan.services.iter().map(service_status).collect(),
+    });
+
+    let port = config.port.unwrap_or(plan.api.port);
+    let addr: SocketAddr = SocketAddr::new(plan::API_HOST.parse().expect("loopback literal"), port);
+    let listener = TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| DaemonError::Bind { addr, source })?;
+    let (actions_tx, actions_rx) = mpsc::channel(16);
+    let app = api::app(ApiState { hub: hub.clone(), token: Arc::from(token), actions: actions_tx });
+    let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_api_rx.await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "status API failed");
+        }
+    });
+    let info = DaemonInfo {
+        pid: std::process::id(),
+        url: format!("http://{bound}"),
+        env: plan.env.clone(),
+        started_at: Utc::now(),
+    };
+    state.write_info(&info)?;
+    tracing::info!(url = %info.url, env = %plan.env, "devd is up");
+    eprintln!("devd: env {} · status API {} · token in {}", plan.env, info.url, state.token_path().display());
+
+    let mut watch_config = WatchConfig::new(vec![root.clone()]);
+    watch_config.extra_ignores = vec![state.path().to_owned(), graph.target_dir().to_owned()];
+    if let Some(dir) = &config.target_dir {
+        watch_config.extra_ignores.push(dir.clone());
+    }
+    let (watcher, batches) = {
+        let cfg = watch_config.clone();
+        blocking(move || watch::start(cfg)).await?
+    };
+    tracing::info!(dirs = watcher.watched_dirs(), "watching");
+
+    let mut build_config = BuildConfig::new(&root, state.path());
+    build_config.target = Some(plan.build.target_triple.clone());
+    build_config.target_dir = config.target_dir.clone();
+    let mut daemon = Loop {
+        config: DaemonConfig { root: root.clone(), file: absolute(&root, &config.file), ..config },
+        plan,
+        graph,
+        builder: Builder::new(build_config),
+        hub,
+        builds: 0,
+    };
+
+    tokio::select! {
+        () = daemon.run(batches, actions_rx) => {}
+        () = shutdown => tracing::info!("shutting down"),
+    }
+    drop(watcher);
+    let _ = stop_api_tx.send(());
+    let _ = server.await;
+    state.clear_info(info.pid);
+    Ok(())
+}
+
+fn absolute(root: &Path, file: &Path) -> PathBuf {
+    if file.is_absolute() {
+        file.to_owned()
+    } else {
+        std::env::current_dir().map(|cwd| cwd.join(file)).ok().and_then(|p| p.canonicalize().ok()).unwrap_or_else(|| root.join(config::FILE_NAME))
+    }
+}
+
+struct Loop {
+    config: DaemonConfig,
+    plan: Plan,
+    graph: WorkspaceGraph,
+    builder: Builder,
+    hub: StatusHub,
+    /// Cargo invocations so far; events carry the number of theirs.
+    builds: u64,
+}
+
+/// Why a build runs: the changes (with when the first of them was seen), or a request.
+struct Cause {
+    paths: BTreeSet<PathBuf>,
+    first_event_at: Option<Instant>,
+}
+
+impl Loop {
+    async fn run(&mut self, mut batches: mpsc::UnboundedReceiver<ChangeBatch>, mut actions: mpsc::Receiver<Action>) {
+        let everything: BTreeSet<String> = self.plan.services.iter().map(|s| s.name.clone()).collect();
+        self.build(&everything, Cause { paths: BTreeSet::new(), first_event_at: None }).await;
+        loop {
+            tokio::select! {
+                batch = batches.recv() => {
+                    let Some(mut batch) = batch else { return };
+                    // Changes that arrived while the last build ran are one more build.
+                    while let Ok(later) = batches.try_recv() {
+                        batch.merge(later);
+                    }
+                    self.on_changes(batch).await;
+                }
+                action = actions.recv() => {
+                    let Some(action) = action else { return };
+                    self.on_action(action).await;
+                }
+            }
+        }
+    }
+
+    async fn on_action(&mut self, action: Action) {
+        match action {
+            Action::Rebuild { service } => {
+                let services = BTreeSet::from([service]);
+                self.build(&services, Cause { paths: BTreeSet::new(), first_event_at: None }).await;
+            }
+        }
+    }
+
+    async fn on_changes(&mut self, batch: ChangeBatch) {
+        let mut added = BTreeSet::new();
+        if batch.paths.iter().any(|p| p == &self.config.file) {
+            added = self.reload_config();
+        }
+        if batch.paths.iter().any(|p| is_workspace_manifest(&self.config.root, p)) {
+            self.reload_graph().await;
+        }
+        let services: Vec<&plan::ServicePlan> = self.plan.services.iter().collect();
+        let mut affected: BTreeSet<String> = if batch.overflowed {
+            services.iter().map(|s| s.name.clone()).collect()
+        } else {
+            let changed: Vec<&PathBuf> = batch.paths.iter().collect();
+            let packages: Vec<&str> = services.iter().map(|s| s.package.as_str()).collect();
+            let hit = self.graph.affected_services(&changed, &packages);
+            services.iter().filter(|s| hit.contains(&s.package)).map(|s| s.name.clone()).collect()
+        };
+        affected.extend(added);
+        if affected.is_empty() {
+            tracing::debug!(paths = batch.paths.len(), "change affects no service");
+            return;
+        }
+        tracing::info!(services = ?affected, paths = batch.paths.len(), "change");
+        self.build(&affected, Cause { paths: batch.paths, first_event_at: Some(batch.first_event_at) }).await;
+    }
+
+    /// Re-reads stand.toml. Invalid: keep the plan, report the error. Valid: switch to
+    /// the new plan; returns the services it adds (they need a first build).
+    fn reload_config(&mut self) -> BTreeSet<String> {
+        match load(&self.config) {
+            Err(error) => {
+                let message = error.to_string();
+                tracing::warn!(%message, "stand.toml is invalid; keeping the last good plan");
+                self.hub.update("config_error", None, json!({ "error": message }), |s| s.config_error = Some(message.clone()));
+                BTreeSet::new()
+            }
+            Ok((_stand, plan)) => {
+                let old: BTreeSet<String> = self.plan.services.iter().map(|s| s.name.clone()).collect();
+                let added: BTreeSet<String> =
+                    plan.services.iter().map(|s| s.name.clone()).filter(|n| !old.contains(n)).collect();
+                let changed = plan != self.plan;
+                let services = plan.services.clone();
+                self.hub.update("config_reloaded", None, json!({ "changed": changed, "added": added }), |s| {
+                    s.config_error = None;
+                    s.target = plan.target.to_string();
+                    let mut next: Vec<ServiceStatus> = Vec::new();
+                    for service in &services {
+                        let kept = s.services.iter().find(|x| x.name == service.name).cloned();
+                        let mut status = kept.unwrap_or_else(|| service_status(service));
+                        status.package = service.package.clone();
+                        next.push(status);
+                    }
+                    s.services = next;
+                });
+                self.plan = plan;
+                added
+            }
+        }
+    }
+
+    async fn reload_graph(&mut self) {
+        let root = self.config.root.clone();
+        match blocking(move || WorkspaceGraph::load(&root)).await {
+            Ok(graph) => self.graph = graph,
+            Err(e) => tracing::warn!(error = %e, "cargo metadata failed; keeping the previous workspace graph"),
+        }
+    }
+
+    /// Builds `services` in one cargo invocation and records the outcome.
+    async fn build(&mut self, services: &BTreeSet<String>, cause: Cause) {
+        let plans: Vec<plan::ServicePlan> =
+            self.plan.services.iter().filter(|s| services.contains(&s.name)).cloned().collect();
+        if plans.is_empty() {
+            return;
+        }
+        self.builds += 1;
+        let build_id = self.builds;
+        let started_at = Utc::now();
+        let cause_list: Vec<String> = cause.paths.iter().map(|p| relative(&self.config.root, p)).collect();
+        for service in &plans {
+            self.hub.update_service(&service.name, "build_started", json!({ "build": build_id, "cause": cause_list }), |s| {
+                s.build.state = BuildState::Building;
+                s.build.started_at = Some(started_at);
+            });
+        }
+        let request = BuildRequest {
+            targets: plans.iter().map(|s| BuildTarget::package(s.package.clone())).collect(),
+            cause: cause.paths.clone(),
+        };
+        match self.builder.build(&request, None).await {
+            Ok(output) => {
+                let finished_at = Utc::now();
+                for service in &plans {
+                    let Some(artifact) = output.artifacts.iter().find(|a| a.package == service.package) else {
+                        continue;
+                    };
+                    let edit_to_artifact = cause.first_event_at.map(|t| t.elapsed().as_millis() as u64);
+                    let status = ArtifactStatus {
+                        sha256: artifact.sha256.clone(),
+                        built_at: artifact.built_at,
+                        size: artifact.size,
+                        path: artifact.path.display().to_string(),
+                        build_duration_ms: artifact.build_duration_ms,
+                        cause: cause_list.clone(),
+                    };
+                    let detail = json!({
+                        "build": build_id,
+                        "sha256": artifact.sha256,
+                        "size": artifact.size,
+                        "duration_ms": output.duration_ms,
+                        "fresh": artifact.fresh,
+                        "edit_to_artifact_ms": edit_to_artifact,
+                    });
+                    self.hub.update_service(&service.name, "build_finished", detail, |s| {
+                        s.build.state = BuildState::Ok;
+                        s.build.error = None;
+                        s.build.finished_at = Some(finished_at);
+                        s.build.duration_ms = Some(output.duration_ms);
+                        s.build.count += 1;
+                        s.artifact = Some(status);
+                        if edit_to_artifact.is_some() {
+                            s.last_edit_to_artifact_ms = edit_to_artifact;
+                        }
+                    });
+                    tracing::info!(service = %service.name, sha256 = %artifact.sha256, ms = output.duration_ms, "built");
+                }
+            }
+            Err(error) => {
+                let finished_at = Utc::now();
+                tracing::warn!(services = ?services, error = %error.message, "build failed; the previous artifacts stay current");
+                for service in &plans {
+                    let detail = json!({ "build": build_id, "message": error.message, "kind": error.kind, "duration_ms": error.duration_ms });
+                    self.hub.update_service(&service.name, "build_failed", detail, |s| {
+                        s.build.state = BuildState::Failed;
+                        s.build.error = Some(error.rendered.clone());
+                        s.build.finished_at = Some(finished_at);
+                        s.build.duration_ms = Some(error.duration_ms);
+                        s.build.count += 1;
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Runs blocking IO off the async threads; a panic there stays a panic.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+fn is_workspace_manifest(root: &Path, path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n == "Cargo.toml" || n == "Cargo.lock") && path.starts_with(root)
+}
+
+fn relative(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root).unwrap_or(path).display().to_string()
+}

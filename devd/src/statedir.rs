@@ -1,0 +1,150 @@
+//! devd's state directory (`<root>/.stand`): the API token (0600) and the running
+//! daemon's address, so that `devd status` and Tilt find it.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub const DIR: &str = ".stand";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot write {path}")]
+    Write { path: PathBuf, #[source] source: std::io::Error },
+    #[error("cannot read {path}")]
+    Read { path: PathBuf, #[source] source: std::io::Error },
+    #[error("no devd is running for {root} (no {path}); start one with `devd up --env <env>`")]
+    NotRunning { root: PathBuf, path: PathBuf },
+    #[error("{path} is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Where a running daemon can be reached.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DaemonInfo {
+    pub pid: u32,
+    pub url: String,
+    pub env: String,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    root: PathBuf,
+    dir: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(root: &Path) -> Self {
+        Self { root: root.to_owned(), dir: root.join(DIR) }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn token_path(&self) -> PathBuf {
+        self.dir.join("token")
+    }
+
+    pub fn info_path(&self) -> PathBuf {
+        self.dir.join("devd.json")
+    }
+
+    pub fn artifacts(&self) -> PathBuf {
+        self.dir.join("artifacts")
+    }
+
+    fn ensure(&self) -> Result<(), StateError> {
+        fs::create_dir_all(&self.dir).map_err(|source| StateError::Write { path: self.dir.clone(), source })?;
+        // The token lives here: keep the directory private too.
+        let _ = fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700));
+        Ok(())
+    }
+
+    /// Writes `contents` to `path` atomically with the given mode.
+    fn write_private(&self, path: &Path, contents: &[u8], mode: u32) -> Result<(), StateError> {
+        self.ensure()?;
+        let tmp = path.with_extension("tmp");
+        let write = || -> std::io::Result<()> {
+            let _ = fs::remove_file(&tmp);
+            let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+            file.write_all(contents)?;
+            file.sync_all()?;
+            fs::rename(&tmp, path)
+        };
+        write().map_err(|source| StateError::Write { path: path.to_owned(), source })
+    }
+
+    /// A fresh random token, written to `.stand/token` with mode 0600.
+    pub fn new_token(&self) -> Result<String, StateError> {
+        let mut bytes = [0u8; 32];
+        let urandom = Path::new("/dev/urandom");
+        fs::File::open(urandom)
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .map_err(|source| StateError::Read { path: urandom.to_owned(), source })?;
+        let token = hex::encode(bytes);
+        self.write_private(&self.token_path(), token.as_bytes(), 0o600)?;
+        Ok(token)
+    }
+
+    pub fn read_token(&self) -> Result<String, StateError> {
+        let path = self.token_path();
+        fs::read_to_string(&path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|source| StateError::Read { path, source })
+    }
+
+    pub fn write_info(&self, info: &DaemonInfo) -> Result<(), StateError> {
+        let json = serde_json::to_vec_pretty(info).unwrap_or_default();
+        self.write_private(&self.info_path(), &json, 0o600)
+    }
+
+    pub fn read_info(&self) -> Result<DaemonInfo, StateError> {
+        let path = self.info_path();
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StateError::NotRunning { root: self.root.clone(), path })
+            }
+            Err(source) => return Err(StateError::Read { path, source }),
+        };
+        serde_json::from_str(&text).map_err(|e| StateError::Invalid { path, message: e.to_string() })
+    }
+
+    /// Removes the daemon's address (on shutdown), if it is still ours.
+    pub fn clear_info(&self, pid: u32) {
+        if self.read_info().is_ok_and(|info| info.pid == pid) {
+            let _ = fs::remove_file(self.info_path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_is_private_and_readable_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let token = state.new_token().unwrap();
+        assert_eq!(token.len(), 64);
+        assert_eq!(state.read_token().unwrap(), token);
+        let mode = fs::metadata(state.token_path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_ne!(state.new_token().unwrap(), token, "every start gets a new token");
+    }
+
+    #[test]
+    fn missing_info_means_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = StateDir::new(dir.path()).read_info().unwrap_err();
+        assert!(matches!(err, StateError::NotRunning { .. }), "{err}");
+        assert!(err.to_string().contains("devd up"));
+    }
+}

@@ -1,0 +1,256 @@
+//! The stand's observable state and its event stream.
+//!
+//! [`StatusHub`] holds the current [`StandStatus`] and a bounded history of [`Event`]s
+//! with increasing sequence numbers. The daemon writes; the API reads snapshots and
+//! streams events (with replay after a `Last-Event-ID`).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+/// How many past events are kept for replay.
+const HISTORY: usize = 1024;
+
+/// The whole stand, as `GET /api/v1/status` and `devd status --json` show it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct StandStatus {
+    pub env: String,
+    pub target: String,
+    pub root: String,
+    pub started_at: Option<DateTime<Utc>>,
+    /// Set while stand.toml is invalid; devd keeps running on the last good plan.
+    pub config_error: Option<String>,
+    /// The sequence number of the newest event this status includes (replay after it).
+    pub event_seq: u64,
+    pub services: Vec<ServiceStatus>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub package: String,
+    pub build: BuildStatus,
+    /// The current artifact: the last successful build. A failed build leaves it.
+    pub artifact: Option<ArtifactStatus>,
+    /// Running instances of the service (containers, pods), filled by the targets.
+    pub instances: Vec<InstanceStatus>,
+    /// From the first file event of a change to the artifact being reported.
+    pub last_edit_to_artifact_ms: Option<u64>,
+    /// From the first file event of a change to every instance serving the new binary.
+    pub last_edit_to_serving_ms: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildState {
+    /// Nothing built yet.
+    #[default]
+    Pending,
+    Building,
+    Ok,
+    Failed,
+}
+
+impl BuildState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Building => "building",
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BuildStatus {
+    pub state: BuildState,
+    /// The compiler's rendered errors when the last build failed.
+    pub error: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<u64>,
+    /// How many builds of this service have finished (ok or failed).
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ArtifactStatus {
+    pub sha256: String,
+    pub built_at: DateTime<Utc>,
+    pub size: u64,
+    pub path: String,
+    pub build_duration_ms: u64,
+    /// The changed paths that caused the build (empty for the first or a manual one).
+    pub cause: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct InstanceStatus {
+    pub id: String,
+    /// The instance's base URL as reachable from this host.
+    pub url: Option<String>,
+    /// sha256 of the binary the instance runs.
+    pub hash: Option<String>,
+    pub healthy: bool,
+    pub detail: Option<String>,
+}
+
+impl ServiceStatus {
+    /// Ready for Tilt: built, not failing, and every instance healthy on the current
+    /// artifact. Returns why not otherwise.
+    pub fn readiness(&self) -> Result<(), String> {
+        let artifact = match (&self.artifact, self.build.state) {
+            (_, BuildState::Failed) => return Err("the last build failed".to_owned()),
+            (_, BuildState::Building) => return Err("building".to_owned()),
+            (None, _) => return Err("not built yet".to_owned()),
+            (Some(artifact), _) => artifact,
+        };
+        for instance in &self.instances {
+            if instance.hash.as_deref() != Some(artifact.sha256.as_str()) {
+                return Err(format!("instance {} does not run the current artifact yet", instance.id));
+            }
+            if !instance.healthy {
+                return Err(format!("instance {} is not healthy", instance.id));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Something that happened, in order.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    /// `build_started`, `build_finished`, `build_failed`, `config_error`, `config_reloaded`, ...
+    pub kind: String,
+    pub service: Option<String>,
+    pub detail: Value,
+}
+
+struct Inner {
+    status: StandStatus,
+    history: VecDeque<Event>,
+    next_seq: u64,
+}
+
+/// Shared, cheap to clone.
+#[derive(Clone)]
+pub struct StatusHub {
+    inner: Arc<Mutex<Inner>>,
+    events: broadcast::Sender<Event>,
+}
+
+impl StatusHub {
+    pub fn new(status: StandStatus) -> Self {
+        let (events, _) = broadcast::channel(HISTORY);
+        Self { inner: Arc::new(Mutex::new(Inner { status, history: VecDeque::new(), next_seq: 1 })), events }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the status half-written in a way
+        // that matters more than losing the daemon: keep serving it.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn snapshot(&self) -> StandStatus {
+        self.lock().status.clone()
+    }
+
+    pub fn service(&self, name: &str) -> Option<ServiceStatus> {
+        self.lock().status.services.iter().find(|s| s.name == name).cloned()
+    }
+
+    /// Changes the status and records an event, atomically (readers never see the
+    /// change without its event having been numbered).
+    pub fn update(
+        &self,
+        kind: &str,
+        service: Option<&str>,
+        detail: Value,
+        change: impl FnOnce(&mut StandStatus),
+    ) -> Event {
+        let event = {
+            let mut inner = self.lock();
+            change(&mut inner.status);
+            inner.status.event_seq = inner.next_seq;
+            let event = Event {
+                seq: inner.next_seq,
+                at: Utc::now(),
+                kind: kind.to_owned(),
+                service: service.map(str::to_owned),
+                detail,
+            };
+            inner.next_seq += 1;
+            if inner.history.len() == HISTORY {
+                inner.history.pop_front();
+            }
+            inner.history.push_back(event.clone());
+            // Sent under the lock so that subscribers see events in sequence order.
+            let _ = self.events.send(event.clone());
+            event
+        };
+        tracing::debug!(seq = event.seq, kind = %event.kind, service = ?event.service, "event");
+        event
+    }
+
+    /// Changes one service's status (if it exists) and records an event.
+    pub fn update_service(&self, name: &str, kind: &str, detail: Value, change: impl FnOnce(&mut ServiceStatus)) -> Event {
+        self.update(kind, Some(name), detail, |status| {
+            if let Some(service) = status.services.iter_mut().find(|s| s.name == name) {
+                change(service);
+            }
+        })
+    }
+
+    /// Past events after `after` (all kept ones for 0), and a receiver for later ones.
+    /// Subscribing first and filtering by sequence loses and repeats nothing.
+    pub fn subscribe(&self, after: u64) -> (Vec<Event>, broadcast::Receiver<Event>) {
+        let inner = self.lock();
+        let receiver = self.events.subscribe();
+        let past = inner.history.iter().filter(|e| e.seq > after).cloned().collect();
+        (past, receiver)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn service(name: &str) -> ServiceStatus {
+        ServiceStatus { name: name.to_owned(), package: name.to_owned(), ..ServiceStatus::default() }
+    }
+
+    #[test]
+    fn events_are_numbered_and_replayed_after_a_given_sequence() {
+        let hub = StatusHub::new(StandStatus { services: vec![service("a")], ..StandStatus::default() });
+        for kind in ["one", "two", "three"] {
+            hub.update_service("a", kind, json!({}), |s| s.build.count += 1);
+        }
+        let (past, _rx) = hub.subscribe(1);
+        assert_eq!(past.iter().map(|e| (e.seq, e.kind.as_str())).collect::<Vec<_>>(), [(2, "two"), (3, "three")]);
+        assert_eq!(hub.service("a").unwrap().build.count, 3);
+    }
+
+    #[test]
+    fn readiness_needs_a_good_build_and_healthy_instances_on_it() {
+        let mut s = service("a");
+        assert_eq!(s.readiness().unwrap_err(), "not built yet");
+        s.build.state = BuildState::Ok;
+        s.artifact = Some(ArtifactStatus { sha256: "abc".into(), ..ArtifactStatus::default() });
+        assert!(s.readiness().is_ok());
+        s.instances.push(InstanceStatus { id: "c1".into(), hash: Some("old".into()), healthy: true, ..Default::default() });
+        assert!(s.readiness().unwrap_err().contains("current artifact"));
+        s.instances[0].hash = Some("abc".into());
+        assert!(s.readiness().is_ok());
+        s.build.state = BuildState::Failed;
+        assert_eq!(s.readiness().unwrap_err(), "the last build failed");
+    }
+}
