@@ -44,6 +44,8 @@ pub enum Command {
     Build(crate::commands::BuildArgs),
     /// Show the running stand (from devd's status API).
     Status(crate::commands::StatusArgs),
+    /// Ask the running devd to rebuild a service now.
+    Rebuild(crate::commands::ActionArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,6 +86,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => crate::commands::up(&place, args).await,
         Command::Build(args) => crate::commands::build(&place, args).await,
         Command::Status(args) => crate::commands::status(&place, args).await,
+        Command::Rebuild(args) => crate::commands::action(&place, args, "rebuild").await,
     }
 }
 

@@ -44,7 +44,12 @@ impl Client {
             Ok(response)
         } else {
             let status = response.status();
-            let body = response.text().await.unwrap_or_default();
+            let text = response.text().await.unwrap_or_default();
+            // The API's errors are `{"error": {"message"}}`: show the message alone.
+            let body = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                .unwrap_or(text);
             Err(ClientError::Status { url: url.to_owned(), status, body })
         }
     }

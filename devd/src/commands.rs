@@ -37,6 +37,12 @@ pub struct BuildArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ActionArgs {
+    /// The service to act on.
+    pub service: String,
+}
+
+#[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Redraw the table on every event from devd.
     #[arg(long, conflicts_with = "json")]
@@ -153,4 +159,13 @@ pub async fn status(place: &Place, args: StatusArgs) -> anyhow::Result<()> {
         }
         draw(&client.status().await?, true);
     }
+}
+
+/// Asks the running devd to act on a service (the token is read from the state dir).
+pub async fn action(place: &Place, args: ActionArgs, action: &str) -> anyhow::Result<()> {
+    let root = place.root.canonicalize().unwrap_or_else(|_| place.root.clone());
+    let client = Client::connect(StateDir::new(&root))?;
+    client.action(&args.service, action).await?;
+    println!("{action} of {} requested", args.service);
+    Ok(())
 }

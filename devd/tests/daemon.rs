@@ -181,7 +181,7 @@ fn editing_a_service_rebuilds_only_that_service_with_a_new_hash() {
     let (devd, before) = started_up(&fx);
     let seq = devd.status_seq();
     edit(&fx, "services/svc1/src/main.rs", "\"svc1 {}\"", "\"svc1 edited {}\"");
-    let after = devd.wait(&fx, "svc1's second build", |s| build_count(s, "svc1") == 2);
+    let after = devd.wait(&fx, "svc1's second build", |s| build_count(s, "svc1") >= 2);
     assert_ne!(sha(&after, "svc1"), sha(&before, "svc1"), "the edit changes the binary");
     assert_eq!(sha(&after, "svc2"), sha(&before, "svc2"));
     let events = devd.events_until(seq, |ev| ev.iter().any(|e| e["kind"] == "build_finished"));
@@ -202,7 +202,7 @@ fn editing_the_shared_crate_rebuilds_both_in_one_cargo_invocation() {
     let (devd, before) = started_up(&fx);
     let seq = devd.status_seq();
     edit(&fx, "crates/shared/src/lib.rs", "+ 2", "+ 3");
-    let after = devd.wait(&fx, "both rebuilt", |s| build_count(s, "svc1") == 2 && build_count(s, "svc2") == 2);
+    let after = devd.wait(&fx, "both rebuilt", |s| build_count(s, "svc1") >= 2 && build_count(s, "svc2") >= 2);
     assert_ne!(sha(&after, "svc1"), sha(&before, "svc1"));
     assert_ne!(sha(&after, "svc2"), sha(&before, "svc2"));
     let events = devd.events_until(seq, |ev| ev.iter().filter(|e| e["kind"] == "build_finished").count() == 2);
@@ -226,15 +226,23 @@ fn ignored_and_unrelated_files_build_nothing_and_a_burst_is_one_build() {
     for i in 0..500 {
         fx.write(&format!("services/svc1/assets/f{i:03}.txt"), &i.to_string());
     }
-    devd.wait(&fx, "svc1 rebuilt for the burst", |s| build_count(s, "svc1") == 2);
+    devd.wait(&fx, "svc1 rebuilt for the burst", |s| build_count(s, "svc1") >= 2);
     // A marker after everything: svc2's build ends the observation.
     edit(&fx, "services/svc2/src/main.rs", "\"svc2 {}\"", "\"svc2 marker {}\"");
-    devd.wait(&fx, "svc2 rebuilt for the marker", |s| build_count(s, "svc2") == 2);
+    devd.wait(&fx, "svc2 rebuilt for the marker", |s| build_count(s, "svc2") >= 2);
     let events = devd.events_until(seq, |ev| {
         ev.iter().any(|e| e["kind"] == "build_finished" && e["service"] == "svc2")
     });
     let builds = builds_after(&events);
-    assert_eq!(builds.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(), ["svc1", "svc2"], "{events:#?}");
+    let diagnosis: Vec<String> = events
+        .iter()
+        .filter(|e| e["kind"] == "build_started")
+        .map(|e| {
+            let cause = e["detail"]["cause"].as_array().unwrap();
+            format!("{} at {} ({} paths, first {:?})", e["service"], e["at"], cause.len(), cause.first())
+        })
+        .collect();
+    assert_eq!(builds.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(), ["svc1", "svc2"], "{diagnosis:#?}");
     let cause: Vec<String> = events
         .iter()
         .find(|e| e["kind"] == "build_started" && e["service"] == "svc1")
@@ -254,7 +262,7 @@ fn a_syntax_error_keeps_the_previous_artifact_and_fixing_it_recovers() {
     let good = sha(&before, "svc1");
     assert_eq!(devd.get("/api/v1/services/svc1/ready").0, 200);
     edit(&fx, "services/svc1/src/main.rs", "fn main() {", "fn main() { let x = ;");
-    let failed = devd.wait(&fx, "the failed build", |s| build_count(s, "svc1") == 2);
+    let failed = devd.wait(&fx, "the failed build", |s| build_count(s, "svc1") >= 2);
     let svc1 = failed["services"].as_array().unwrap().iter().find(|s| s["name"] == "svc1").unwrap().clone();
     assert_eq!(svc1["build"]["state"], "failed");
     let error = svc1["build"]["error"].as_str().unwrap();
@@ -269,7 +277,7 @@ fn a_syntax_error_keeps_the_previous_artifact_and_fixing_it_recovers() {
     assert!(table.contains("failed") && table.contains("svc1 build failed:"), "{table}");
 
     edit(&fx, "services/svc1/src/main.rs", "let x = ;", "println!(\"fixed\");");
-    let fixed = devd.wait(&fx, "the fixed build", |s| build_count(s, "svc1") == 3);
+    let fixed = devd.wait(&fx, "the fixed build", |s| build_count(s, "svc1") >= 3);
     assert_eq!(devd.service("svc1")["build"]["state"], "ok");
     assert!(devd.service("svc1")["build"]["error"].is_null());
     assert_ne!(sha(&fixed, "svc1"), good);
@@ -288,7 +296,7 @@ fn an_invalid_stand_toml_keeps_the_last_good_plan_running() {
     assert!(devd.child.try_wait().unwrap().is_none(), "devd keeps running");
     // Still building on the last good plan.
     edit(&fx, "services/svc1/src/main.rs", "\"svc1 {}\"", "\"svc1 still {}\"");
-    devd.wait(&fx, "a build on the old plan", |s| build_count(s, "svc1") == 2);
+    devd.wait(&fx, "a build on the old plan", |s| build_count(s, "svc1") >= 2);
     fx.write("stand.toml", STAND_TOML);
     let status = devd.wait(&fx, "the error to clear", |s| s["config_error"].is_null());
     assert_eq!(status["services"].as_array().unwrap().len(), 2);
@@ -354,6 +362,12 @@ fn status_command_prints_json_and_table_and_fails_clearly_without_a_daemon() {
     let table = Command::new(DEVD).arg("status").current_dir(&fx.root).output().unwrap();
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.contains("SERVICE") && table.contains("svc1") && table.contains("svc2"), "{table}");
-    drop(devd);
+    // `devd rebuild` is the token-carrying client of the rebuild action.
+    let rebuild = Command::new(DEVD).args(["rebuild", "svc1"]).current_dir(&fx.root).output().unwrap();
+    assert!(rebuild.status.success(), "{}", String::from_utf8_lossy(&rebuild.stderr));
+    devd.wait(&fx, "the requested rebuild", |s| build_count(s, "svc1") >= 2);
+    let unknown = Command::new(DEVD).args(["rebuild", "nope"]).current_dir(&fx.root).output().unwrap();
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no service \"nope\""), "{}", String::from_utf8_lossy(&unknown.stderr));
 }
 
