@@ -1,0 +1,303 @@
+//! The dev-only HTTP endpoint: `PUT /v1/binary`, `GET /v1/status`,
+//! `POST /v1/restart`, all behind a bearer token. Errors have one shape:
+//! `{"error":{"code","message"}}` (plus `details` for a rollback).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use http_body_util::BodyExt;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::status::{self, Rollback, Shared, Status};
+use crate::supervisor::{Handle, RestartError};
+use crate::upload::{self, UploadError};
+
+pub const SHA_HEADER: &str = "x-stand-sha256";
+/// Uploads larger than this are refused (413).
+pub const MAX_UPLOAD_BYTES: u64 = 1 << 30;
+
+pub struct App {
+    pub supervisor: Handle,
+    pub status: Shared,
+    pub token: String,
+    pub binary: PathBuf,
+    pub grace: Duration,
+    /// Serializes everything that replaces the binary or restarts the child.
+    pub ops: tokio::sync::Mutex<()>,
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/binary", put(put_binary))
+        .route("/v1/status", get(get_status))
+        .route("/v1/restart", post(post_restart))
+        .fallback(|| async {
+            AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .method_not_allowed_fallback(|| async {
+            AppError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed here",
+            )
+        })
+        .layer(middleware::from_fn_with_state(app.clone(), require_token))
+        .with_state(app)
+}
+
+#[derive(Debug)]
+pub struct AppError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: Option<Value>,
+}
+
+impl AppError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        AppError {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "request failed");
+        }
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(details) = self.details {
+            error["details"] = details;
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+impl From<UploadError> for AppError {
+    fn from(e: UploadError) -> Self {
+        let (status, code) = match &e {
+            UploadError::HashMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch"),
+            UploadError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            UploadError::Body(_) => (StatusCode::BAD_REQUEST, "bad_body"),
+            UploadError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
+        };
+        AppError::new(status, code, e.to_string())
+    }
+}
+
+impl From<RestartError> for AppError {
+    fn from(e: RestartError) -> Self {
+        match e {
+            RestartError::ShuttingDown => AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                e.to_string(),
+            ),
+            RestartError::Spawn(_) => AppError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "spawn_failed",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+/// Constant-time comparison (the token is a secret; it is never logged).
+fn token_matches(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let message = match given {
+        Some(t) if token_matches(t.as_bytes(), app.token.as_bytes()) => return next.run(req).await,
+        Some(_) => "wrong bearer token",
+        None => "missing bearer token (Authorization: Bearer <token>)",
+    };
+    drain(req.into_body()).await;
+    AppError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response()
+}
+
+/// Reads and discards a request body (bounded in size and time), so that a client
+/// still sending an upload gets the error answer rather than a broken pipe.
+async fn drain(body: Body) {
+    let mut body = body;
+    let mut seen = 0u64;
+    let _ = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if seen > MAX_UPLOAD_BYTES {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
+async fn get_status(State(app): State<Arc<App>>) -> Json<Status> {
+    Json(app.status.get())
+}
+
+#[derive(Debug, Serialize)]
+pub struct Swapped {
+    pub sha256: String,
+    pub pid: i32,
+    pub restarts: u64,
+}
+
+async fn post_restart(State(app): State<Arc<App>>) -> Result<Json<Swapped>, AppError> {
+    // In its own task: a client that goes away does not cancel a restart half-way.
+    let task = tokio::spawn(async move {
+        let _ops = app.ops.lock().await;
+        app.supervisor.restart(false, None).await
+    });
+    let started = task.await.map_err(|e| {
+        AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    })??;
+    Ok(Json(Swapped {
+        sha256: started.sha256,
+        pid: started.pid,
+        restarts: started.restarts,
+    }))
+}
+
+async fn put_binary(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Swapped>, AppError> {
+    let Some(expected) = headers
+        .get(SHA_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+    else {
+        drain(body).await;
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "missing_sha256",
+            "header X-Stand-Sha256 is required",
+        ));
+    };
+    if !upload::is_sha256_hex(expected) {
+        drain(body).await;
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_sha256",
+            "X-Stand-Sha256 must be 64 hex digits (the sha256 of the body)",
+        ));
+    }
+    let received = Instant::now();
+    let staged = upload::stage(&app.binary, body, expected, MAX_UPLOAD_BYTES).await?;
+    tracing::info!(sha256 = %staged.sha256, bytes = staged.size, ms = received.elapsed().as_millis() as u64, "upload verified");
+    // In its own task: swap, restart and a possible rollback always run to the end.
+    let task = tokio::spawn(swap(app, staged));
+    task.await
+        .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+}
+
+async fn swap(app: Arc<App>, staged: upload::Staged) -> Result<Json<Swapped>, AppError> {
+    let _ops = app.ops.lock().await;
+    let sha256 = staged.sha256.clone();
+    let previous = app.status.get().sha256;
+    let binary = app.binary.clone();
+    blocking(move || upload::install(&binary, staged)).await?;
+    let start = Instant::now();
+    let (reason, exit) = match app.supervisor.restart(true, Some(sha256.clone())).await {
+        Ok(started) => {
+            let exited = match started.exit {
+                Some(rx) => tokio::time::timeout(app.grace, rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+                None => None,
+            };
+            match exited {
+                None => {
+                    app.supervisor.release().await;
+                    tracing::info!(pid = started.pid, %sha256, "new binary running");
+                    return Ok(Json(Swapped {
+                        sha256,
+                        pid: started.pid,
+                        restarts: started.restarts,
+                    }));
+                }
+                Some(record) => {
+                    let mut reason = format!(
+                        "new binary exited {} ms after start ({})",
+                        start.elapsed().as_millis(),
+                        record.description
+                    );
+                    if !record.stderr_tail.is_empty() {
+                        let last: Vec<&str> = record
+                            .stderr_tail
+                            .iter()
+                            .rev()
+                            .take(5)
+                            .rev()
+                            .map(String::as_str)
+                            .collect();
+                        reason.push_str("; stderr: ");
+                        reason.push_str(&last.join(" | "));
+                    }
+                    (reason, Some(record))
+                }
+            }
+        }
+        Err(RestartError::Spawn(record)) => (
+            format!("new binary did not start: {}", record.description),
+            Some(*record),
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    tracing::warn!(%sha256, %reason, "rolling back to the previous binary");
+    let binary = app.binary.clone();
+    blocking(move || upload::restore(&binary)).await?;
+    let restored = app.supervisor.restart(false, previous.clone()).await;
+    let rollback = Rollback {
+        at: status::now(),
+        rejected_sha256: sha256,
+        restored_sha256: previous,
+        reason: reason.clone(),
+        exit,
+    };
+    app.status
+        .update(|s| s.last_rollback = Some(rollback.clone()));
+    let mut err = AppError::new(StatusCode::CONFLICT, "rolled_back", reason);
+    err.details = Some(json!({
+        "rollback": rollback,
+        "restored_pid": restored.as_ref().ok().map(|s| s.pid),
+    }));
+    Err(err)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, UploadError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(AppError::from)
+}

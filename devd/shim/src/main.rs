@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(stand_shim::main_entry());
+}

@@ -1,0 +1,390 @@
+//! stand-shim end to end: real shim process, real child processes, real HTTP.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+use common::{
+    poll, proc_stat, sha256, variant, variant_padded, zombie_children, Options, Shim, DEADLINE,
+    TOKEN,
+};
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("error shape: {body}"))
+}
+
+#[tokio::test]
+async fn token_missing_or_wrong_is_401() {
+    let shim = Shim::start(json!({"text": "v1"})).await;
+    let new = variant(json!({"text": "v2"}));
+    let sha = sha256(&new);
+    for auth in [None, Some("wrong"), Some("")] {
+        let with_auth = |rb: reqwest::RequestBuilder| match auth {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        };
+        let requests = [
+            with_auth(shim.client.get(format!("{}/v1/status", shim.api))),
+            with_auth(shim.client.post(format!("{}/v1/restart", shim.api))),
+            with_auth(shim.client.put(format!("{}/v1/binary", shim.api)))
+                .header("X-Stand-Sha256", &sha)
+                .body(new.clone()),
+        ];
+        for rb in requests {
+            let resp = rb.send().await.expect("request");
+            assert_eq!(resp.status(), 401, "auth {auth:?}");
+            let text = resp.text().await.expect("body");
+            let body: Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+            assert_eq!(error_code(&body), "unauthorized");
+            assert!(
+                !body.to_string().contains(TOKEN),
+                "the token never appears in answers"
+            );
+        }
+    }
+    // Nothing happened: same binary, same child, no restarts.
+    let status = shim.status().await;
+    assert_eq!(status["restarts"], 0);
+    assert_eq!(
+        std::fs::read(&shim.binary).expect("read"),
+        variant(json!({"text": "v1"}))
+    );
+    assert_eq!(shim.served().await.map(|(t, _)| t).as_deref(), Some("v1"));
+}
+
+#[tokio::test]
+async fn without_a_token_the_child_runs_and_no_endpoint_listens() {
+    let opts = Options {
+        token: None,
+        ..Options::default()
+    };
+    let shim = Shim::start_with(json!({"text": "v1"}), opts).await;
+    assert!(shim.served().await.is_some());
+    let refused = shim
+        .client
+        .get(format!("{}/v1/status", shim.api))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "no endpoint without STAND_SHIM_TOKEN: {refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn hash_mismatch_is_422_and_nothing_is_replaced() {
+    let shim = Shim::start(json!({"text": "v1"})).await;
+    let before = shim.status().await;
+    let original = std::fs::read(&shim.binary).expect("read");
+    let new = variant(json!({"text": "v2"}));
+    let (code, body) = shim.upload(new, &sha256(b"something else")).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(error_code(&body), "hash_mismatch");
+    // Bad header: 400, not a swap either.
+    let (code, body) = shim.upload(b"x".to_vec(), "not-a-sha").await;
+    assert_eq!(code, 400, "{body}");
+
+    let after = shim.status().await;
+    assert_eq!(after["pid"], before["pid"], "same child");
+    assert_eq!(after["sha256"], before["sha256"]);
+    assert_eq!(after["restarts"], 0);
+    assert_eq!(
+        std::fs::read(&shim.binary).expect("read"),
+        original,
+        "binary byte-identical"
+    );
+    let files: Vec<_> = std::fs::read_dir(shim.dir.path())
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        files,
+        vec![std::ffi::OsString::from("app")],
+        "temp file removed, no .prev"
+    );
+    assert_eq!(shim.served().await.map(|(t, _)| t).as_deref(), Some("v1"));
+}
+
+#[tokio::test]
+async fn upload_swaps_the_binary_and_restarts_the_child() {
+    let shim = Shim::start(json!({"text": "v1"})).await;
+    let old_pid = shim.status().await["pid"].as_i64().expect("pid");
+    assert_eq!(
+        shim.status().await["sha256"],
+        sha256(&variant(json!({"text": "v1"})))
+    );
+    // About the size of a service binary (~16 MB).
+    let new = variant_padded(json!({"text": "v2"}), 16 << 20);
+    let sha = sha256(&new);
+
+    let start = Instant::now();
+    let upload = shim.upload(new.clone(), &sha);
+    let serving = async {
+        let pid = shim.wait_serving("v2").await;
+        (pid, start.elapsed())
+    };
+    let ((code, body), (serving_pid, to_serving)) = tokio::join!(upload, serving);
+    let to_answer = start.elapsed();
+    println!(
+        "swap of a {} MB binary: new child serving after {} ms, 200 after {} ms (grace 600 ms)",
+        new.len() >> 20,
+        to_serving.as_millis(),
+        to_answer.as_millis()
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["sha256"], sha);
+    assert_eq!(body["restarts"], 1);
+    let new_pid = body["pid"].as_i64().expect("pid");
+    assert_ne!(new_pid, old_pid);
+    assert_eq!(i64::from(serving_pid), new_pid);
+    assert!(proc_stat(old_pid as i32).is_none(), "old child gone");
+
+    let status = shim.status().await;
+    assert_eq!(status["sha256"], sha);
+    assert_eq!(status["pid"], new_pid);
+    assert_eq!(status["restarts"], 1);
+    assert_eq!(status["last_exit"]["cause"], "stopped");
+    assert_eq!(std::fs::read(&shim.binary).expect("read"), new);
+    let prev = std::fs::read(shim.dir.path().join("app.prev")).expect("read .prev");
+    assert_eq!(prev, variant(json!({"text": "v1"})), "previous binary kept");
+}
+
+#[tokio::test]
+async fn a_new_binary_that_exits_at_start_is_rolled_back() {
+    let shim = Shim::start(json!({"text": "v1"})).await;
+    let original = std::fs::read(&shim.binary).expect("read");
+    let bad = variant(json!({"text": "v2", "exit_at_start": 3}));
+    let (code, body) = shim.upload(bad.clone(), &sha256(&bad)).await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(error_code(&body), "rolled_back");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains("exit code 3"), "{message}");
+    assert!(
+        message.contains("fatal: refusing to start"),
+        "stderr tail in the reason: {message}"
+    );
+
+    // The previous binary runs again (a new process from the old bytes).
+    shim.wait_serving("v1").await;
+    assert_eq!(std::fs::read(&shim.binary).expect("read"), original);
+    let status = shim.status().await;
+    assert_eq!(status["sha256"], sha256(&original));
+    let rollback = &status["last_rollback"];
+    assert_eq!(rollback["rejected_sha256"], sha256(&bad));
+    assert_eq!(rollback["restored_sha256"], sha256(&original));
+    assert!(
+        rollback["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("exit code 3")),
+        "{rollback}"
+    );
+    assert_eq!(rollback["exit"]["code"], 3);
+    assert_eq!(status["restarts"], 2, "bad child + restored child");
+
+    // A good upload afterwards still works.
+    let good = variant(json!({"text": "v3"}));
+    let (code, body) = shim.upload(good.clone(), &sha256(&good)).await;
+    assert_eq!(code, 200, "{body}");
+    shim.wait_serving("v3").await;
+}
+
+#[tokio::test]
+async fn concurrent_uploads_are_serialized_and_leave_one_intact_binary() {
+    let shim = Shim::start(json!({"text": "v0"})).await;
+    let variants: Vec<Vec<u8>> = (1..=4)
+        .map(|i| variant(json!({"text": format!("v{i}")})))
+        .collect();
+    let shas: Vec<String> = variants.iter().map(|v| sha256(v)).collect();
+    let answers = futures_join_all(
+        variants
+            .iter()
+            .zip(&shas)
+            .map(|(v, s)| shim.upload(v.clone(), s)),
+    )
+    .await;
+    let mut pids = Vec::new();
+    for ((code, body), sha) in answers.iter().zip(&shas) {
+        assert_eq!(*code, 200, "{body}");
+        assert_eq!(body["sha256"], *sha, "each answer describes its own upload");
+        pids.push(body["pid"].as_i64().expect("pid"));
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids.len(), 4, "each upload started its own child");
+    let mut restarts: Vec<i64> = answers
+        .iter()
+        .map(|(_, b)| b["restarts"].as_i64().expect("restarts"))
+        .collect();
+    restarts.sort_unstable();
+    assert_eq!(restarts, vec![1, 2, 3, 4], "one swap at a time");
+
+    let status = shim.status().await;
+    let final_sha = status["sha256"].as_str().expect("sha");
+    let i = shas
+        .iter()
+        .position(|s| s == final_sha)
+        .expect("final binary is one of the uploads");
+    assert_eq!(
+        std::fs::read(&shim.binary).expect("read"),
+        variants[i],
+        "intact"
+    );
+    shim.wait_serving(&format!("v{}", i + 1)).await;
+    let leftovers: Vec<_> = std::fs::read_dir(shim.dir.path())
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "no temp files left: {leftovers:?}");
+}
+
+/// `join_all` without a futures dependency: every future polled concurrently.
+async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futs {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in set.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+#[tokio::test]
+async fn restart_endpoint_and_crash_restart() {
+    let shim = Shim::start(json!({"text": "v1"})).await;
+    let first = shim.status().await["pid"].as_i64().expect("pid") as i32;
+    let resp = shim
+        .client
+        .post(format!("{}/v1/restart", shim.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.expect("json");
+    let second = body["pid"].as_i64().expect("pid") as i32;
+    assert_ne!(second, first);
+    assert_eq!(body["restarts"], 1);
+    assert_eq!(shim.wait_serving("v1").await, second);
+    assert!(proc_stat(first).is_none(), "old child reaped");
+
+    // Dies on its own: restarted after a backoff, the exit recorded.
+    kill(Pid::from_raw(second), Signal::SIGKILL).expect("kill child");
+    let status = poll("a restarted child", DEADLINE, || async {
+        let s = shim.try_status().await?;
+        (s["restarts"] == 2 && s["pid"].is_i64()).then_some(s)
+    })
+    .await;
+    assert_eq!(status["last_exit"]["pid"], second);
+    assert_eq!(status["last_exit"]["signal"], 9);
+    assert_eq!(status["last_exit"]["cause"], "exited");
+    shim.wait_serving("v1").await;
+}
+
+#[tokio::test]
+async fn sigterm_is_forwarded_and_the_shim_exits_with_the_childs_code() {
+    let mut shim = Shim::start(json!({"text": "v1", "term_exit_code": 42})).await;
+    let child = shim.status().await["pid"].as_i64().expect("pid") as i32;
+    shim.signal(Signal::SIGTERM);
+    let status = shim.wait_exit(DEADLINE).await;
+    assert_eq!(status.code(), Some(42), "{status:?}");
+    assert!(proc_stat(child).is_none(), "child exited and was reaped");
+}
+
+#[tokio::test]
+async fn sigint_is_forwarded_too() {
+    let mut shim = Shim::start(json!({"text": "v1", "term_exit_code": 7})).await;
+    shim.signal(Signal::SIGINT);
+    assert_eq!(shim.wait_exit(DEADLINE).await.code(), Some(7));
+}
+
+#[tokio::test]
+async fn a_child_that_ignores_sigterm_is_killed_after_the_stop_timeout() {
+    let mut opts = Options::default();
+    opts.env.push(("STAND_SHIM_STOP_TIMEOUT", "0.5".into()));
+    let mut shim = Shim::start_with(json!({"text": "v1", "ignore_term": true}), opts).await;
+    let child = shim.status().await["pid"].as_i64().expect("pid") as i32;
+    let start = Instant::now();
+    shim.signal(Signal::SIGTERM);
+    let status = shim.wait_exit(DEADLINE).await;
+    assert_eq!(
+        status.code(),
+        Some(128 + 9),
+        "killed child -> 137: {status:?}"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(450),
+        "waited for the stop timeout"
+    );
+    assert!(proc_stat(child).is_none());
+}
+
+#[tokio::test]
+async fn orphans_of_the_child_are_reaped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("orphans");
+    let shim = Shim::start(json!({
+        "text": "v1",
+        "orphans": {"count": 5, "linger_ms": 1500, "pid_file": pid_file.to_str().expect("utf8")},
+    }))
+    .await;
+    let orphans: Vec<i32> = poll("the orphans' pid file", DEADLINE, || async {
+        let text = std::fs::read_to_string(&pid_file).ok()?;
+        Some(text.lines().filter_map(|l| l.parse().ok()).collect())
+    })
+    .await;
+    assert_eq!(orphans.len(), 5);
+    // They were reparented to the shim (subreaper) and, once they exit, reaped by it.
+    let mut seen_under_shim = false;
+    poll("the orphans to be reaped", DEADLINE, || {
+        let mut all_gone = true;
+        for pid in &orphans {
+            match proc_stat(*pid) {
+                None => {}
+                Some((_, ppid)) => {
+                    all_gone = false;
+                    seen_under_shim |= ppid == shim.pid();
+                }
+            }
+        }
+        std::future::ready(all_gone.then_some(()))
+    })
+    .await;
+    assert!(
+        seen_under_shim,
+        "orphans reparent to the shim (PR_SET_CHILD_SUBREAPER)"
+    );
+    assert_eq!(
+        zombie_children(shim.pid()),
+        Vec::<i32>::new(),
+        "no zombies under the shim"
+    );
+    // The child itself is untouched.
+    assert_eq!(shim.status().await["restarts"], 0);
+    assert!(shim.served().await.is_some());
+}
