@@ -115,6 +115,9 @@ impl From<RestartError> for AppError {
     }
 }
 
+/// The token header that works through proxies which own `Authorization`.
+pub const TOKEN_HEADER: &str = "x-stand-token";
+
 /// Constant-time comparison (the token is a secret; it is never logged).
 fn token_matches(given: &[u8], expected: &[u8]) -> bool {
     given.len() == expected.len()
@@ -126,16 +129,23 @@ fn token_matches(given: &[u8], expected: &[u8]) -> bool {
 }
 
 async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
+    // `X-Stand-Token` first: through the Kubernetes pod proxy, `Authorization` carries
+    // the API server's credentials, not ours.
+    let headers = req.headers();
+    let given = headers
+        .get(TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        })
         .map(str::trim);
     let message = match given {
         Some(t) if token_matches(t.as_bytes(), app.token.as_bytes()) => return next.run(req).await,
-        Some(_) => "wrong bearer token",
-        None => "missing bearer token (Authorization: Bearer <token>)",
+        Some(_) => "wrong token",
+        None => "missing token (Authorization: Bearer <token>, or X-Stand-Token: <token>)",
     };
     drain(req.into_body()).await;
     AppError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response()

@@ -59,6 +59,18 @@ async fn token_missing_or_wrong_is_401() {
     assert_eq!(shim.served().await.map(|(t, _)| t).as_deref(), Some("v1"));
 }
 
+/// Through the Kubernetes pod proxy `Authorization` is the API server's: the token
+/// travels as `X-Stand-Token`, and a wrong one there is refused even with a right bearer.
+#[tokio::test]
+async fn token_header_works_where_authorization_is_taken() {
+    let shim = Shim::start(json!({"text": "v1"})).await;
+    let url = format!("{}/v1/status", shim.api);
+    let ok = shim.client.get(&url).header("X-Stand-Token", TOKEN).bearer_auth("api-server-credential").send().await;
+    assert_eq!(ok.expect("request").status(), 200);
+    let wrong = shim.client.get(&url).header("X-Stand-Token", "wrong").bearer_auth(TOKEN).send().await;
+    assert_eq!(wrong.expect("request").status(), 401);
+}
+
 #[tokio::test]
 async fn without_a_token_the_child_runs_and_no_endpoint_listens() {
     let opts = Options {
