@@ -371,3 +371,81 @@ fn status_command_prints_json_and_table_and_fails_clearly_without_a_daemon() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no service \"nope\""), "{}", String::from_utf8_lossy(&unknown.stderr));
 }
 
+
+#[test]
+fn status_watch_redraws_on_events() {
+    use std::io::Read as _;
+    let fx = stand();
+    let (devd, _) = started_up(&fx);
+    let mut watch = Command::new(DEVD)
+        .args(["status", "--watch"])
+        .current_dir(&fx.root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut read_until = |tables: usize, seen: &mut String| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while seen.matches("SERVICE").count() < tables {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(chunk) => seen.push_str(&chunk),
+                Err(_) => return false,
+            }
+        }
+        true
+    };
+    assert!(read_until(1, &mut seen), "no first table: {seen}");
+    let token = devd.token.clone();
+    devd.http.post(format!("{}/api/v1/services/svc2/rebuild", devd.url)).bearer_auth(&token).send().unwrap();
+    // build_started and build_finished: two redraws after the first table.
+    let redrawn = read_until(3, &mut seen);
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(redrawn, "devd status --watch did not redraw on the build events: {seen}");
+    assert!(seen.contains("\x1b[2J"), "redraws clear the screen");
+}
+
+#[test]
+fn build_command_builds_the_named_services_once() {
+    let fx = stand();
+    let out = Command::new(DEVD)
+        .args(["build", "svc1", "svc2", "--json"])
+        .current_dir(&fx.root)
+        .env("CARGO_TARGET_DIR", fx.path("target"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let artifacts: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(artifacts.iter().map(|a| a["package"].as_str().unwrap()).collect::<Vec<_>>(), ["svc1", "svc2"]);
+    for artifact in &artifacts {
+        let bytes = std::fs::read(artifact["path"].as_str().unwrap()).unwrap();
+        assert_eq!(bytes.len() as u64, artifact["size"].as_u64().unwrap());
+        let run = Command::new(artifact["path"].as_str().unwrap()).output().unwrap();
+        assert!(String::from_utf8_lossy(&run.stdout).starts_with(artifact["package"].as_str().unwrap()));
+    }
+    let unknown = Command::new(DEVD).args(["build", "nope"]).current_dir(&fx.root).output().unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("valid: svc1, svc2"));
+    // A compile error: exit 1 with the compiler's message.
+    edit(&fx, "services/svc1/src/main.rs", "fn main() {", "fn main() { let = ;");
+    let failed = Command::new(DEVD)
+        .args(["build", "svc1"])
+        .current_dir(&fx.root)
+        .env("CARGO_TARGET_DIR", fx.path("target"))
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("main.rs"));
+}
