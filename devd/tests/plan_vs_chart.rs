@@ -86,7 +86,19 @@ fn every_environment_renders_what_its_plan_says() {
         let plan = devd_json(&["plan", "--env", &env, "--json"]);
         let deployed = render(&plan, true);
         let values_alone = render(&plan, false);
-        assert_eq!(deployed, values_alone, "{env}: the plan's --set values change what {:?} renders", plan["values"]);
+        let kinds_names = |objects: &[Value]| -> Vec<String> {
+            objects.iter().map(|o| format!("{}/{}", o["kind"].as_str().unwrap_or(""), o["metadata"]["name"].as_str().unwrap_or(""))).collect()
+        };
+        assert_eq!(kinds_names(&deployed), kinds_names(&values_alone), "{env}: the plan's --set values change the objects");
+        for (with_plan, alone) in deployed.iter().zip(&values_alone) {
+            assert!(
+                with_plan == alone,
+                "{env}: the plan's --set values change {}/{} as {:?} renders it:\nwith the plan: {with_plan}\nvalues alone: {alone}",
+                alone["kind"].as_str().unwrap_or(""),
+                alone["metadata"]["name"].as_str().unwrap_or(""),
+                plan["values"]
+            );
+        }
 
         let services = plan["services"].as_array().unwrap();
         let mut expected: Vec<String> = services.iter().map(|s| s["name"].as_str().unwrap().to_owned()).collect();
