@@ -21,6 +21,16 @@ async fn post_item(http: &reqwest::Client, svc: &ServiceProcess, name: &str) -> 
     (status, response.json().await.expect("JSON body"))
 }
 
+/// Starts service1 on `url` and waits until it reports the database connected.
+async fn connected(http: &reqwest::Client, url: &str) -> ServiceProcess {
+    let svc = ServiceProcess::start(BIN, &[("DATABASE_URL", url)]).await;
+    wait_for("database", Duration::from_secs(10), || async {
+        get(http, &svc.url("/health")).await.1["database_connected"].as_bool().filter(|c| *c)
+    })
+    .await;
+    svc
+}
+
 async fn names(http: &reqwest::Client, svc: &ServiceProcess) -> Vec<String> {
     let (status, body) = get(http, &svc.url("/api/service1/items")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -52,11 +62,7 @@ async fn db_status_reports_the_real_server_version() {
 async fn items_persist_across_a_restart_and_sigterm_exits_cleanly() {
     let db = TestDb::create().await;
     let http = reqwest::Client::new();
-    let svc = ServiceProcess::start(BIN, &[("DATABASE_URL", &db.url)]).await;
-    wait_for("database", Duration::from_secs(10), || async {
-        get(&http, &svc.url("/health")).await.1["database_connected"].as_bool().filter(|c| *c)
-    })
-    .await;
+    let svc = connected(&http, &db.url).await;
     let mut ids = Vec::new();
     for name in ["alpha", "beta", "gamma"] {
         let (status, item) = post_item(&http, &svc, name).await;
@@ -86,11 +92,7 @@ async fn items_persist_across_a_restart_and_sigterm_exits_cleanly() {
 async fn bad_input_is_rejected_and_nothing_is_written() {
     let db = TestDb::create().await;
     let http = reqwest::Client::new();
-    let svc = ServiceProcess::start(BIN, &[("DATABASE_URL", &db.url)]).await;
-    wait_for("database", Duration::from_secs(10), || async {
-        get(&http, &svc.url("/health")).await.1["database_connected"].as_bool().filter(|c| *c)
-    })
-    .await;
+    let svc = connected(&http, &db.url).await;
     let long = json!({ "name": "n".repeat(201) }).to_string();
     let cases: Vec<(&str, &str, String, u16, &str)> = vec![
         ("POST", "/api/service1/items", "{\"name\":".into(), 400, "parse"),
@@ -124,11 +126,7 @@ async fn database_outage_degrades_then_recovers() {
     let pg = PrivatePostgres::start();
     let url = pg.url("postgres");
     let http = reqwest::Client::new();
-    let svc = ServiceProcess::start(BIN, &[("DATABASE_URL", &url)]).await;
-    wait_for("database", Duration::from_secs(10), || async {
-        get(&http, &svc.url("/health")).await.1["database_connected"].as_bool().filter(|c| *c)
-    })
-    .await;
+    let svc = connected(&http, &url).await;
     for name in ["before-1", "before-2"] {
         assert_eq!(post_item(&http, &svc, name).await.0, StatusCode::CREATED);
     }
@@ -167,11 +165,7 @@ async fn database_outage_degrades_then_recovers() {
 async fn sigterm_finishes_in_flight_requests() {
     let db = TestDb::create().await;
     let http = reqwest::Client::new();
-    let mut svc = ServiceProcess::start(BIN, &[("DATABASE_URL", &db.url)]).await;
-    wait_for("database", Duration::from_secs(10), || async {
-        get(&http, &svc.url("/health")).await.1["database_connected"].as_bool().filter(|c| *c)
-    })
-    .await;
+    let mut svc = connected(&http, &db.url).await;
     // Hold a lock so the insert waits inside the service.
     let mut locker = db.client().await;
     let tx = locker.transaction().await.unwrap();
