@@ -25,6 +25,8 @@ use crate::status::{Event, StatusHub};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Rebuild { service: String },
+    /// Restart the service process in every instance (the shim's `POST /v1/restart`).
+    Restart { service: String },
 }
 
 #[derive(Clone)]
@@ -62,6 +64,7 @@ impl IntoResponse for ApiError {
 pub fn app(state: ApiState) -> Router {
     let actions = Router::new()
         .route("/api/v1/services/{name}/rebuild", post(rebuild))
+        .route("/api/v1/services/{name}/restart", post(restart))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/api/v1/status", get(status))
@@ -170,6 +173,10 @@ async fn act(state: &ApiState, name: String, action: Action) -> Result<Response,
 
 async fn rebuild(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     act(&state, name.clone(), Action::Rebuild { service: name }).await
+}
+
+async fn restart(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    act(&state, name.clone(), Action::Restart { service: name }).await
 }
 
 #[derive(Deserialize)]

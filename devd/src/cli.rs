@@ -46,6 +46,13 @@ pub enum Command {
     Status(crate::commands::StatusArgs),
     /// Ask the running devd to rebuild a service now.
     Rebuild(crate::commands::ActionArgs),
+    /// Ask the running devd to restart a service's process in every instance.
+    Restart(crate::commands::ActionArgs),
+    /// Remove the docker target's containers and network (volumes with --volumes).
+    Down(crate::commands::DownArgs),
+    /// Dev images.
+    #[command(subcommand)]
+    Image(crate::commands::ImageCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +94,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build(args) => crate::commands::build(&place, args).await,
         Command::Status(args) => crate::commands::status(&place, args).await,
         Command::Rebuild(args) => crate::commands::action(&place, args, "rebuild").await,
+        Command::Restart(args) => crate::commands::action(&place, args, "restart").await,
+        Command::Down(args) => crate::commands::down(&place, args).await,
+        Command::Image(crate::commands::ImageCommand::Build(args)) => crate::commands::image_build(&place, args).await,
     }
 }
 

@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use crate::build::{BuildConfig, BuildRequest, BuildTarget, Builder};
 use crate::cli::{host_triple, Place, Usage};
@@ -22,6 +22,18 @@ pub struct UpArgs {
     /// The status API's port (default: `[stand] api_port`; 0 picks a free one).
     #[arg(long)]
     pub port: Option<u16>,
+    /// Where the stand runs (default: the environment's `target`). docker: devd creates
+    /// the network, databases and containers itself.
+    #[arg(long, value_parser = ["docker", "kubernetes"])]
+    pub target: Option<String>,
+}
+
+/// `--target docker|kubernetes` (clap has checked the value).
+pub fn parse_target(value: Option<&str>) -> Option<crate::config::Target> {
+    match value? {
+        "docker" => Some(crate::config::Target::Docker),
+        _ => Some(crate::config::Target::Kubernetes),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +79,7 @@ pub async fn up(place: &Place, args: UpArgs) -> anyhow::Result<()> {
         host_triple: host_triple(),
         port: args.port,
         target_dir: std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from),
+        target: parse_target(args.target.as_deref()),
     };
     daemon::run(config, shutdown_signal()).await?;
     Ok(())
@@ -167,5 +180,101 @@ pub async fn action(place: &Place, args: ActionArgs, action: &str) -> anyhow::Re
     let client = Client::connect(StateDir::new(&root))?;
     client.action(&args.service, action).await?;
     println!("{action} of {} requested", args.service);
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// The environment (default: `[stand] default_env`).
+    #[arg(long, short, value_name = "ENV")]
+    pub env: Option<String>,
+    /// Also remove the databases' volumes.
+    #[arg(long)]
+    pub volumes: bool,
+}
+
+/// `devd down`: removes what the docker target created for the environment.
+pub async fn down(place: &Place, args: DownArgs) -> anyhow::Result<()> {
+    let (stand, env) = env_or_default(place, args.env)?;
+    let plan = plan::resolve(&stand, &env, "")?;
+    let target = crate::target::docker::DockerTarget::connect(&plan.stand, &plan.env, "").await?;
+    let removed = target.down(args.volumes).await?;
+    if removed.is_empty() {
+        println!("nothing to remove for {}-{}", plan.stand, plan.env);
+    }
+    for what in removed {
+        println!("removed {what}");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build a service's dev image (host build + runtime image through the Docker API),
+    /// tagged exactly `--ref` (Tilt's custom_build: `devd image build svc --ref $EXPECTED_REF`).
+    Build(ImageBuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImageBuildArgs {
+    /// The service.
+    pub service: String,
+    /// The image reference to tag, `image:tag`.
+    #[arg(long = "ref", value_name = "IMAGE:TAG")]
+    pub reference: String,
+    /// The environment whose plan names the service and the target triple.
+    #[arg(long, short, value_name = "ENV")]
+    pub env: Option<String>,
+    /// The `BASE_IMAGE` build arg (default: $STAND_BASE_IMAGE, else the Dockerfile's).
+    #[arg(long, value_name = "IMAGE")]
+    pub base_image: Option<String>,
+    /// The Dockerfile (its directory is the context dir; default: devd/docker/Dockerfile
+    /// of the stand, else devd's own).
+    #[arg(long, value_name = "FILE")]
+    pub dockerfile: Option<PathBuf>,
+}
+
+pub async fn image_build(place: &Place, args: ImageBuildArgs) -> anyhow::Result<()> {
+    use crate::image;
+    let (stand, env) = env_or_default(place, args.env)?;
+    let plan = plan::resolve(&stand, &env, &host_triple())?;
+    let Some(service) = plan.services.iter().find(|s| s.name == args.service) else {
+        let valid: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
+        return Err(Usage(format!("no service `{}` in env `{env}`; valid: {}", args.service, valid.join(", "))).into());
+    };
+    let root = place.root.canonicalize().unwrap_or_else(|_| place.root.clone());
+    let state = StateDir::new(&root);
+    let mut config = BuildConfig::new(&root, state.path());
+    config.target = Some(plan.build.target_triple.clone());
+    config.target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from);
+    // cargo's progress to stderr as it comes; Docker's to stdout.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let printer = tokio::spawn(async move {
+        while let Some(progress) = rx.recv().await {
+            if let crate::build::BuildProgress::Stderr(line) = progress {
+                eprintln!("{line}");
+            }
+        }
+    });
+    let request = BuildRequest { targets: vec![BuildTarget::package(service.package.clone())], cause: BTreeSet::new() };
+    let output = Builder::new(config).build(&request, Some(tx)).await;
+    let _ = printer.await;
+    let output = output.map_err(|e| anyhow::anyhow!("{}\n{}", e.message, e.rendered))?;
+    let artifact = output.artifacts.first().context("the build produced no artifact")?;
+    let shim = image::ensure_shim(&root, &host_triple(), |line| eprintln!("{line}")).await?;
+    let docker = image::connect().await?;
+    let spec = image::ImageSpec {
+        service: service.name.clone(),
+        binary: artifact.path.clone(),
+        binary_name: artifact.bin.clone(),
+        binary_sha256: artifact.sha256.clone(),
+        shim,
+        tag: args.reference.clone(),
+        base_image: args.base_image.or_else(|| std::env::var("STAND_BASE_IMAGE").ok().filter(|b| !b.is_empty())),
+        dockerfile: args.dockerfile.or_else(|| image::stand_dockerfile(&root)),
+        labels: Default::default(),
+    };
+    let built = image::build(&docker, &spec, |line| println!("{line}")).await?;
+    println!("built {} ({})", built.tag, built.id);
     Ok(())
 }

@@ -20,10 +20,13 @@ use tokio::sync::mpsc;
 use crate::api::{self, Action, ApiState};
 use crate::build::{BuildConfig, BuildRequest, BuildTarget, Builder};
 use crate::config::{self, ConfigErrors, Stand};
+use crate::deliver::{self, Desired, SyncHandle};
 use crate::graph::{GraphError, WorkspaceGraph};
 use crate::plan::{self, Plan, PlanError};
 use crate::statedir::{DaemonInfo, StateDir, StateError};
 use crate::status::{ArtifactStatus, BuildState, ServiceStatus, StandStatus, StatusHub};
+use crate::target::docker::DockerStand;
+use crate::target::{Target, TargetError};
 use crate::watch::{self, ChangeBatch, WatchConfig, WatchError};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,8 @@ pub enum DaemonError {
     Watch(#[from] WatchError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("target {target}")]
+    Target { target: String, #[source] source: TargetError },
     #[error("cannot listen on {addr} (is another devd running? `devd status` tells)")]
     Bind { addr: SocketAddr, #[source] source: std::io::Error },
 }
@@ -53,12 +58,20 @@ pub struct DaemonConfig {
     pub port: Option<u16>,
     /// `CARGO_TARGET_DIR` for builds (default: cargo's own).
     pub target_dir: Option<PathBuf>,
+    /// Overrides the environment's target (`devd up --target`).
+    pub target: Option<config::Target>,
 }
+
+/// How often delivery reconciles instances with the current artifact.
+pub const RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1500);
 
 fn load(config: &DaemonConfig) -> Result<(Stand, Plan), DaemonError> {
     let stand = config::load(&config.file)?;
     stand.validate_files(&config.root)?;
-    let plan = plan::resolve(&stand, &config.env, &config.host_triple)?;
+    let mut plan = plan::resolve(&stand, &config.env, &config.host_triple)?;
+    if let Some(target) = config.target {
+        plan.target = target;
+    }
     Ok((stand, plan))
 }
 
@@ -130,6 +143,17 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
     };
     tracing::info!(dirs = watcher.watched_dirs(), "watching");
 
+    // The docker target: devd runs the containers itself (images after the first build).
+    let docker = match plan.target {
+        config::Target::Docker => Some(
+            DockerStand::connect(&plan, &root, state.path(), &config.host_triple)
+                .await
+                .map_err(|source| DaemonError::Target { target: "docker".to_owned(), source })?,
+        ),
+        config::Target::Kubernetes => None,
+    };
+    let target: Option<Arc<dyn Target>> = docker.as_ref().map(|d| d.target.clone() as Arc<dyn Target>);
+
     let mut build_config = BuildConfig::new(&root, state.path());
     build_config.target = Some(plan.build.target_triple.clone());
     build_config.target_dir = config.target_dir.clone();
@@ -140,6 +164,9 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
         builder: Builder::new(build_config),
         hub,
         builds: 0,
+        target,
+        docker,
+        syncers: std::collections::BTreeMap::new(),
     };
 
     tokio::select! {
@@ -169,6 +196,12 @@ struct Loop {
     hub: StatusHub,
     /// Cargo invocations so far; events carry the number of theirs.
     builds: u64,
+    /// Where the stand runs, when devd delivers to it (live sync).
+    target: Option<Arc<dyn Target>>,
+    /// The docker target's images and containers, set up after a service's first build.
+    docker: Option<DockerStand>,
+    /// One delivery task per service, started with its first artifact.
+    syncers: std::collections::BTreeMap<String, SyncHandle>,
 }
 
 /// Why a build runs: the changes (with when the first of them was seen), or a request.
@@ -181,8 +214,17 @@ impl Loop {
     async fn run(&mut self, mut batches: mpsc::UnboundedReceiver<ChangeBatch>, mut actions: mpsc::Receiver<Action>) {
         let everything: BTreeSet<String> = self.plan.services.iter().map(|s| s.name.clone()).collect();
         self.build(&everything, Cause { paths: BTreeSet::new(), first_event_at: None }).await;
+        let mut keep_up = tokio::time::interval(RECONCILE_INTERVAL);
+        keep_up.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = keep_up.tick(), if self.docker.is_some() => {
+                    if let Some(docker) = &self.docker {
+                        for service in docker.keep_up().await {
+                            self.hub.update_service(&service, "container_revived", json!({ "target": "docker" }), |_| {});
+                        }
+                    }
+                }
                 batch = batches.recv() => {
                     let Some(mut batch) = batch else { return };
                     // Changes that arrived while the last build ran are one more build.
@@ -205,8 +247,42 @@ impl Loop {
                 let services = BTreeSet::from([service]);
                 self.build(&services, Cause { paths: BTreeSet::new(), first_event_at: None }).await;
             }
+            Action::Restart { service } => match self.syncers.get(&service) {
+                Some(syncer) => syncer.restart(),
+                None => {
+                    let message = "no running instances to restart (no target or not deployed yet)";
+                    self.hub.update_service(&service, "restart_failed", json!({ "error": message }), |_| {});
+                }
+            },
         }
     }
+
+    /// Brings the new artifact to where the service runs: on the docker target, the
+    /// image and containers first (once); then the delivery task.
+    async fn deliver(&mut self, service: &plan::ServicePlan, artifact: &crate::build::Artifact, first_event_at: Option<Instant>) {
+        let Some(target) = self.target.clone() else { return };
+        if !self.plan.live_sync && self.syncers.contains_key(&service.name) {
+            return;
+        }
+        if let Some(docker) = self.docker.as_mut().filter(|d| !d.is_ready(&service.name)) {
+            let hub = self.hub.clone();
+            let name = service.name.clone();
+            let mut progress = move |line: &str| {
+                hub.update_service(&name, "image_progress", json!({ "line": line }), |_| {});
+            };
+            if let Err(message) = docker.ensure(service, artifact, &mut progress).await {
+                tracing::warn!(service = %service.name, %message, "docker target: cannot start the service");
+                self.hub.update_service(&service.name, "deploy_failed", json!({ "error": message }), |_| {});
+                return;
+            }
+            self.hub.update_service(&service.name, "deployed", json!({ "target": "docker" }), |_| {});
+        }
+        let syncer = self.syncers.entry(service.name.clone()).or_insert_with(|| {
+            deliver::spawn(service.name.clone(), target, self.hub.clone(), RECONCILE_INTERVAL)
+        });
+        syncer.deliver(Desired { sha256: artifact.sha256.clone(), path: artifact.path.clone(), first_event_at });
+    }
+
 
     async fn on_changes(&mut self, batch: ChangeBatch) {
         let mut added = BTreeSet::new();
@@ -333,6 +409,7 @@ impl Loop {
                         }
                     });
                     tracing::info!(service = %service.name, sha256 = %artifact.sha256, ms = output.duration_ms, "built");
+                    self.deliver(service, artifact, cause.first_event_at).await;
                 }
             }
             Err(error) => {

@@ -1,0 +1,315 @@
+//! Delivery: keeps every instance of a service on the current artifact.
+//!
+//! One task per service ([`spawn`]), reached through a [`SyncHandle`]: `deliver` hands
+//! it a new artifact (the latest wins when several arrive during a swap), `restart`
+//! restarts the service process in every instance. The task
+//! - sends a new artifact to every instance's shim at once and, while the shim holds
+//!   the new binary on probation, polls the shim's status and the service's /health:
+//!   the moment the new hash answers healthy is "serving" (edit→serving is measured to
+//!   it); the shim's 409 means the binary died at start and the old one serves again,
+//!   which the instance's status says;
+//! - reconciles every `interval`: lists the instances, asks each shim what it runs,
+//!   and re-sends the artifact to an instance that runs another hash (a container
+//!   restarted from its image). A hash an instance rolled back is not sent to it again.
+//!
+//! Status goes to the [`StatusHub`]: `instances`, `last_edit_to_serving_ms`, and events
+//! `sync_started`, `synced`, `sync_failed`, `resync`, `restarted`, `restart_failed`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::status::{InstanceStatus, StatusHub};
+use crate::target::{Instance, ShimError, Target};
+
+/// How long a new binary may take to answer /health after the swap.
+const SERVING_DEADLINE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(15);
+
+/// An artifact every instance should run.
+#[derive(Clone, Debug)]
+pub struct Desired {
+    pub sha256: String,
+    pub path: PathBuf,
+    /// The first file event of the change that produced it (none for a manual build).
+    pub first_event_at: Option<Instant>,
+}
+
+pub struct SyncHandle {
+    desired: watch::Sender<Option<Desired>>,
+    restart: mpsc::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl SyncHandle {
+    pub fn deliver(&self, desired: Desired) {
+        let _ = self.desired.send(Some(desired));
+    }
+
+    pub fn restart(&self) {
+        let _ = self.restart.try_send(());
+    }
+}
+
+impl Drop for SyncHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the delivery task of `service`.
+pub fn spawn(service: String, target: Arc<dyn Target>, hub: StatusHub, interval: Duration) -> SyncHandle {
+    let (desired_tx, desired_rx) = watch::channel(None);
+    let (restart_tx, restart_rx) = mpsc::channel(4);
+    let syncer = Syncer { service, target, hub, current: None, rolled_back: BTreeMap::new() };
+    let task = tokio::spawn(syncer.run(desired_rx, restart_rx, interval));
+    SyncHandle { desired: desired_tx, restart: restart_tx, task }
+}
+
+struct Syncer {
+    service: String,
+    target: Arc<dyn Target>,
+    hub: StatusHub,
+    current: Option<Desired>,
+    /// (instance id, sha256) → why that instance rolled that binary back.
+    rolled_back: BTreeMap<(String, String), String>,
+}
+
+/// What one delivery to one instance came to.
+struct Outcome {
+    status: InstanceStatus,
+    serving_at: Option<Instant>,
+    error: Option<String>,
+}
+
+impl Syncer {
+    async fn run(mut self, mut desired: watch::Receiver<Option<Desired>>, mut restart: mpsc::Receiver<()>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = self.target.changes();
+        loop {
+            tokio::select! {
+                changed = desired.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let next = desired.borrow_and_update().clone();
+                    if let Some(next) = next {
+                        self.current = Some(next.clone());
+                        self.sync(&next).await;
+                    }
+                }
+                _ = tick.tick() => self.reconcile().await,
+                () = instances_changed(&mut changes) => self.reconcile().await,
+                asked = restart.recv() => {
+                    if asked.is_none() {
+                        return;
+                    }
+                    self.restart_all().await;
+                }
+            }
+        }
+    }
+
+    async fn instances(&self) -> Option<Vec<Instance>> {
+        match self.target.instances(&self.service).await {
+            Ok(list) => Some(list),
+            Err(e) => {
+                tracing::warn!(service = %self.service, error = %e, "cannot list instances");
+                None
+            }
+        }
+    }
+
+    /// Sends `desired` to every instance and records how it went.
+    async fn sync(&mut self, desired: &Desired) {
+        let Some(instances) = self.instances().await else { return };
+        if instances.is_empty() {
+            return;
+        }
+        let short = short(&desired.sha256);
+        self.hub.update_service(&self.service, "sync_started", json!({"sha256": desired.sha256, "instances": instances.len()}), |_| {});
+        let deliveries = instances.iter().map(|i| deliver_one(self.target.as_ref(), i, desired));
+        let outcomes = futures_util::future::join_all(deliveries).await;
+        for (instance, outcome) in instances.iter().zip(&outcomes) {
+            if let (Some(error), true) = (&outcome.error, outcome.status.hash.as_deref() != Some(desired.sha256.as_str())) {
+                if error.starts_with("rolled back") {
+                    self.rolled_back.insert((instance.id.clone(), desired.sha256.clone()), error.clone());
+                }
+            }
+        }
+        let failed: Vec<String> = outcomes.iter().filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.status.id))).collect();
+        let statuses: Vec<InstanceStatus> = outcomes.iter().map(|o| o.status.clone()).collect();
+        if failed.is_empty() {
+            let serving = outcomes.iter().filter_map(|o| o.serving_at).max();
+            let edit_to_serving = match (desired.first_event_at, serving) {
+                (Some(edit), Some(serving)) => Some(millis(serving.saturating_duration_since(edit))),
+                _ => None,
+            };
+            tracing::info!(service = %self.service, sha256 = %short, ?edit_to_serving, "serving");
+            let detail = json!({"sha256": desired.sha256, "instances": statuses.len(), "edit_to_serving_ms": edit_to_serving});
+            self.hub.update_service(&self.service, "synced", detail, |s| {
+                s.instances = statuses;
+                if edit_to_serving.is_some() {
+                    s.last_edit_to_serving_ms = edit_to_serving;
+                }
+            });
+        } else {
+            tracing::warn!(service = %self.service, sha256 = %short, errors = ?failed, "delivery failed");
+            let detail = json!({"sha256": desired.sha256, "errors": failed});
+            self.hub.update_service(&self.service, "sync_failed", detail, |s| s.instances = statuses);
+        }
+    }
+
+    /// Re-syncs instances that run another hash; refreshes their status.
+    async fn reconcile(&mut self) {
+        let Some(instances) = self.instances().await else { return };
+        let mut statuses = Vec::with_capacity(instances.len());
+        for instance in &instances {
+            let mut status = InstanceStatus {
+                id: instance.id.clone(),
+                url: Some(instance.service_url.clone()),
+                hash: None,
+                healthy: false,
+                detail: None,
+            };
+            match self.target.shim_status(instance).await {
+                Ok(shim) => {
+                    status.hash = shim.sha256.clone();
+                    status.healthy = shim.pid.is_some() && self.target.healthy(instance).await;
+                    if let Some(current) = self.current.clone() {
+                        let key = (instance.id.clone(), current.sha256.clone());
+                        let rejected_here =
+                            shim.last_rollback.as_ref().is_some_and(|r| r.rejected_sha256 == current.sha256);
+                        if let Some(reason) = self.rolled_back.get(&key) {
+                            status.detail = Some(reason.clone());
+                        } else if shim.sha256.as_deref() != Some(current.sha256.as_str()) && !rejected_here {
+                            tracing::info!(service = %self.service, instance = %instance.name, running = ?shim.sha256.as_deref().map(short), "re-syncing");
+                            let detail = json!({"instance": instance.id, "running": shim.sha256, "sha256": current.sha256});
+                            self.hub.update_service(&self.service, "resync", detail, |_| {});
+                            let outcome = deliver_one(self.target.as_ref(), instance, &current).await;
+                            if let Some(error) = &outcome.error {
+                                if error.starts_with("rolled back") {
+                                    self.rolled_back.insert(key, error.clone());
+                                }
+                            }
+                            status = outcome.status;
+                        }
+                    }
+                }
+                Err(e) => status.detail = Some(format!("shim: {e}")),
+            }
+            statuses.push(status);
+        }
+        let changed = self.hub.service(&self.service).is_some_and(|s| s.instances != statuses);
+        if changed {
+            self.hub.update_service(&self.service, "instances", json!({"instances": statuses.len()}), |s| s.instances = statuses);
+        }
+    }
+
+    async fn restart_all(&mut self) {
+        let Some(instances) = self.instances().await else { return };
+        for instance in &instances {
+            match self.target.restart(instance).await {
+                Ok(reply) => {
+                    let detail = json!({"instance": instance.id, "pid": reply.pid, "sha256": reply.sha256});
+                    self.hub.update_service(&self.service, "restarted", detail, |_| {});
+                }
+                Err(e) => {
+                    let detail = json!({"instance": instance.id, "error": e.to_string()});
+                    self.hub.update_service(&self.service, "restart_failed", detail, |_| {});
+                }
+            }
+        }
+        self.reconcile().await;
+    }
+}
+
+/// Resolves when the target reports changed instances ([`Target::changes`]); never
+/// for a target without change reports.
+async fn instances_changed(changes: &mut Option<watch::Receiver<u64>>) {
+    if let Some(rx) = changes {
+        if rx.changed().await.is_ok() {
+            return;
+        }
+        *changes = None; // the target is gone: ticks only
+    }
+    std::future::pending::<()>().await;
+}
+
+/// PUTs the artifact and, meanwhile, watches for the new hash answering /health.
+async fn deliver_one(target: &dyn Target, instance: &Instance, desired: &Desired) -> Outcome {
+    let mut status = InstanceStatus {
+        id: instance.id.clone(),
+        url: Some(instance.service_url.clone()),
+        hash: None,
+        healthy: false,
+        detail: None,
+    };
+    let put = target.deliver(instance, &desired.path, &desired.sha256);
+    tokio::pin!(put);
+    let watch = serving(target, instance, &desired.sha256);
+    tokio::pin!(watch);
+    let mut serving_at = None;
+    let result = loop {
+        tokio::select! {
+            result = &mut put => break result,
+            at = &mut watch, if serving_at.is_none() => serving_at = Some(at),
+        }
+    };
+    match result {
+        Ok(reply) => {
+            if serving_at.is_none() {
+                serving_at = Some(watch.await);
+            }
+            status.hash = reply.sha256.or_else(|| Some(desired.sha256.clone()));
+            status.healthy = target.healthy(instance).await;
+            if !status.healthy {
+                status.detail = Some("not answering /health".to_owned());
+            }
+            Outcome { status, serving_at, error: None }
+        }
+        Err(e) => {
+            let message = match &e {
+                ShimError::RolledBack { reason } => format!("rolled back {}: {reason}", short(&desired.sha256)),
+                other => other.to_string(),
+            };
+            // What runs now: the previous binary after a rollback, or unchanged.
+            if let Ok(shim) = target.shim_status(instance).await {
+                status.hash = shim.sha256;
+            }
+            status.healthy = target.healthy(instance).await;
+            status.detail = Some(message.clone());
+            Outcome { status, serving_at: None, error: Some(message) }
+        }
+    }
+}
+
+/// Resolves when the instance's shim runs `sha256` and the service answers /health (or
+/// after [`SERVING_DEADLINE`], with the time of giving up).
+async fn serving(target: &dyn Target, instance: &Instance, sha256: &str) -> Instant {
+    let end = Instant::now() + SERVING_DEADLINE;
+    loop {
+        let runs = matches!(target.shim_status(instance).await, Ok(s) if s.sha256.as_deref() == Some(sha256) && s.pid.is_some());
+        if runs && target.healthy(instance).await {
+            return Instant::now();
+        }
+        if Instant::now() >= end {
+            return Instant::now();
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn short(sha: &str) -> String {
+    sha.chars().take(12).collect()
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,112 @@
+//! Targets: where the stand runs (`docker`, `kubernetes`).
+//!
+//! A target lists the running instances of a service (containers, pods) and reaches
+//! each one's shim and service over HTTP. The daemon (see [`crate::deliver`]) does the
+//! rest the same way for every target: it delivers each new artifact to every instance
+//! (`PUT /v1/binary`), polls the service's `/health`, and re-syncs an instance whose
+//! shim reports another hash than the current artifact's.
+//!
+//! How an instance is reached is the target's business: the docker target publishes the
+//! shim and service ports on 127.0.0.1; the kubernetes target goes through the API
+//! server's pod proxy. Both fill an [`Instance`] with base URLs, and the default
+//! methods of [`Target`] speak the shim protocol ([`shim`]) over [`Target::http`]. A
+//! target whose transport is not plain HTTP (exec, port-forward) overrides them.
+
+pub mod docker;
+pub mod shim;
+
+use std::path::Path;
+
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+
+pub use shim::{ShimError, ShimReply, ShimStatus};
+
+/// One running copy of a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Instance {
+    /// Stable while the instance lives: a container id, a pod uid or name.
+    pub id: String,
+    /// For people: a container name, a pod name.
+    pub name: String,
+    pub service: String,
+    /// The shim's base URL (no trailing slash): `PUT {shim_url}/v1/binary`.
+    pub shim_url: String,
+    /// The shim's token, sent as `X-Stand-Token` (through a Kubernetes pod proxy the
+    /// `Authorization` header belongs to the API server).
+    pub shim_token: String,
+    /// The service's base URL as reachable from devd: `GET {service_url}/health`.
+    pub service_url: String,
+    /// When the container (not the child process) started, RFC 3339, if known.
+    pub started_at: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("cannot reach the Docker engine ({0}); is dockerd running? (`bash scripts/setup` starts it)")]
+    DockerUnavailable(#[source] bollard::errors::Error),
+    #[error("docker: {context}: {source}")]
+    Docker {
+        context: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl TargetError {
+    pub fn docker(context: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> TargetError {
+        let context = context.into();
+        move |source| TargetError::Docker { context, source }
+    }
+}
+
+/// What the daemon needs from a target. Object safe (`Arc<dyn Target>`): methods return
+/// boxed futures.
+pub trait Target: Send + Sync {
+    /// `docker` or `kubernetes`.
+    fn kind(&self) -> &'static str;
+
+    /// The running instances of `service` (not stopped or starting-up ones whose shim
+    /// cannot answer yet: those show up in a later call).
+    fn instances<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<Vec<Instance>, TargetError>>;
+
+    /// The HTTP client that reaches instance URLs (the kubernetes target's carries the
+    /// API server's credentials and TLS settings).
+    fn http(&self) -> &reqwest::Client;
+
+    /// Sends `binary` (whose sha256 is `sha256`) to the instance's shim. Ok once the
+    /// new binary survived the shim's grace period; [`ShimError::RolledBack`] when it
+    /// did not (the previous binary serves again).
+    fn deliver<'a>(
+        &'a self,
+        instance: &'a Instance,
+        binary: &'a Path,
+        sha256: &'a str,
+    ) -> BoxFuture<'a, Result<ShimReply, ShimError>> {
+        Box::pin(shim::put_binary(self.http(), instance, binary, sha256))
+    }
+
+    /// Restarts the service process in the instance (the shim's `POST /v1/restart`).
+    fn restart<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, Result<ShimReply, ShimError>> {
+        Box::pin(shim::restart(self.http(), instance))
+    }
+
+    /// What the instance's shim runs (`GET /v1/status`).
+    fn shim_status<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, Result<ShimStatus, ShimError>> {
+        Box::pin(shim::status(self.http(), instance))
+    }
+
+    /// Does the service answer `GET /health` with a success status?
+    fn healthy<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, bool> {
+        Box::pin(shim::healthy(self.http(), instance))
+    }
+
+    /// Bumped whenever the target sees an instance appear, restart or go (the
+    /// kubernetes target's pod watch): the delivery task reconciles at once instead of
+    /// at its next tick. `None`: the target only has the ticks.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+}

@@ -1,0 +1,469 @@
+//! The docker target and dev images, end to end: real dockerd, real containers, real
+//! PostgreSQL (`stand/postgres:15`), the real shim, `devd` as a real process over a temp
+//! copy of this repository's service1. These tests FAIL when Docker is not there
+//! (`bash scripts/setup` provides it).
+//!
+//! Isolation: each test has its own stand name (`t<pid>x<n>`), so its containers,
+//! network, volumes and image tags are its own; cleanup removes them all. The temp
+//! copy's service1 binary is renamed per test (`<stand>-service1`), so concurrent
+//! builds into the shared cargo target dir (this workspace's: registry crates compile
+//! once) never overwrite each other's executables.
+
+mod fixtures;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fixtures::poll_until;
+use serde_json::{json, Value};
+
+const DEVD: &str = env!("CARGO_BIN_EXE_devd");
+const BASE_IMAGE: &str = "stand/base:bookworm";
+/// First build of a service in a fresh copy (cold crate units, a release shim) on two
+/// shared cores.
+const FIRST_DEADLINE: Duration = Duration::from_secs(900);
+/// An incremental rebuild and a swap.
+const EDIT_DEADLINE: Duration = Duration::from_secs(240);
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+fn unique_name() -> String {
+    format!("t{}x{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+}
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker").args(args).stdin(Stdio::null()).output().expect("the docker CLI (scripts/setup installs docker.io)")
+}
+
+/// Fails the test (never skips) when the engine does not answer.
+fn require_docker() {
+    let out = docker(&["version", "--format", "{{.Server.APIVersion}}"]);
+    assert!(
+        out.status.success(),
+        "Docker is required for these tests (run `bash scripts/setup`): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let images = docker(&["image", "inspect", BASE_IMAGE, "stand/postgres:15"]);
+    assert!(images.status.success(), "the local images {BASE_IMAGE} and stand/postgres:15 are missing (run `bash scripts/setup`)");
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A temp copy of the workspace parts service1 needs, with a stand.toml of its own.
+struct Stand {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    name: String,
+    env: String,
+    devd: Option<Child>,
+    url: String,
+    images: Vec<String>,
+}
+
+impl Stand {
+    fn new(env: &str, database: &str) -> Stand {
+        let dir = tempfile::Builder::new().prefix("devd-docker-").tempdir().expect("temp dir");
+        let root = dir.path().canonicalize().expect("canonical").join("stand");
+        let name = unique_name();
+        let repo = repo();
+        copy_tree(&repo.join("services/kit"), &root.join("services/kit"));
+        copy_tree(&repo.join("services/service1"), &root.join("services/service1"));
+        // The committed MESSAGE, whatever the working tree says.
+        let lib = root.join("services/service1/src/lib.rs");
+        let source = std::fs::read_to_string(&lib).expect("service1 lib.rs");
+        let source: String = source
+            .lines()
+            .map(|l| if l.starts_with("pub const MESSAGE") { "pub const MESSAGE: &str = \"hello from service1\";" } else { l })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&lib, source + "\n").expect("write lib.rs");
+        let manifest = root.join("services/service1/Cargo.toml");
+        let mut text = std::fs::read_to_string(&manifest).expect("manifest");
+        text = text.replacen("[dependencies]", &format!("[[bin]]\nname = \"{name}-service1\"\npath = \"src/main.rs\"\n\n[dependencies]"), 1);
+        std::fs::write(&manifest, text).expect("write manifest");
+        let workspace = std::fs::read_to_string(repo.join("Cargo.toml")).expect("root manifest");
+        let start = workspace.find("members = [").expect("members");
+        let end = start + workspace[start..].find(']').expect("members end") + 1;
+        let workspace = format!(
+            "{}members = [\"services/kit\", \"services/service1\"]{}",
+            &workspace[..start],
+            &workspace[end..]
+        );
+        std::fs::write(root.join("Cargo.toml"), workspace).expect("write workspace");
+        std::fs::copy(repo.join("Cargo.lock"), root.join("Cargo.lock")).expect("copy Cargo.lock");
+        std::fs::create_dir_all(root.join("chart")).expect("chart dir");
+        std::fs::write(root.join("chart/values.yaml"), "services: {}\n").expect("values");
+        let stand_toml = format!(
+            r#"
+[stand]
+name = "{name}"
+namespace = "{name}"
+chart = "chart"
+release = "{name}"
+default_env = "{env}"
+
+[services.service1]
+package = "service1"
+path = "services/service1"
+port = 5001
+database = true
+image = "standtest-{name}/service1"
+
+[env.{env}]
+services = ["service1"]
+target = "docker"
+values = ["chart/values.yaml"]
+live_sync = true
+database = {database}
+"#
+        );
+        std::fs::write(root.join("stand.toml"), stand_toml).expect("stand.toml");
+        Stand { _dir: dir, root, name: name.clone(), env: env.to_owned(), devd: None, url: String::new(), images: vec![format!("standtest-{name}/service1:dev")] }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(DEVD);
+        cmd.current_dir(&self.root)
+            .env("CARGO_TARGET_DIR", repo().join("target"))
+            .env("STAND_BASE_IMAGE", BASE_IMAGE)
+            .env("RUST_LOG", "devd=info")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn up(&mut self) {
+        let log = std::fs::File::create(self.path("devd.log")).expect("log");
+        let child = self
+            .command()
+            .args(["up", "--env", &self.env, "--target", "docker", "--port", "0"])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start devd");
+        self.devd = Some(child);
+        let info: Value = poll_until(Duration::from_secs(60), || {
+            let text = std::fs::read_to_string(self.path(".stand/devd.json")).ok()?;
+            serde_json::from_str(&text).ok()
+        })
+        .unwrap_or_else(|| panic!("devd did not come up:\n{}", self.log()));
+        self.url = info["url"].as_str().expect("url").to_owned();
+    }
+
+    fn log(&self) -> String {
+        let log = std::fs::read_to_string(self.path("devd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(80)..].join("\n")
+    }
+
+    fn status(&self) -> Value {
+        reqwest::blocking::get(format!("{}/api/v1/status", self.url)).and_then(|r| r.json()).unwrap_or(Value::Null)
+    }
+
+    fn service(&self) -> Value {
+        self.status()["services"][0].clone()
+    }
+
+    fn wait(&self, what: &str, deadline: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        poll_until(deadline, || {
+            let s = self.service();
+            check(&s).then_some(s)
+        })
+        .unwrap_or_else(|| panic!("timed out waiting for {what}; service: {:#}\nlog:\n{}", self.service(), self.log()))
+    }
+
+    /// Waits until the one instance runs the current artifact and is healthy.
+    fn wait_synced(&self, what: &str, deadline: Duration) -> Value {
+        self.wait(what, deadline, |s| {
+            let sha = &s["artifact"]["sha256"];
+            let instances = s["instances"].as_array().cloned().unwrap_or_default();
+            !sha.is_null() && instances.len() == 1 && instances[0]["hash"] == *sha && instances[0]["healthy"] == true
+        })
+    }
+
+    fn service_url(&self) -> String {
+        self.service()["instances"][0]["url"].as_str().expect("instance url").to_owned()
+    }
+
+    fn container(&self) -> String {
+        format!("{}-{}-service1", self.name, self.env)
+    }
+
+    /// (id, started at) of the service container.
+    fn container_identity(&self) -> (String, String) {
+        let out = docker(&["inspect", "-f", "{{.Id}} {{.State.StartedAt}}", &self.container()]);
+        assert!(out.status.success(), "{}", text(&out));
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let (id, started) = s.split_once(' ').expect("id and start");
+        (id.to_owned(), started.to_owned())
+    }
+
+    fn edit(&self, rel: &str, from: &str, to: &str) {
+        let path = self.path(rel);
+        let source = std::fs::read_to_string(&path).expect("read source");
+        assert!(source.contains(from), "{rel} does not contain {from:?}");
+        std::fs::write(&path, source.replacen(from, to, 1)).expect("write source");
+    }
+
+    fn labelled(&self, kind: &str) -> Vec<String> {
+        let filter = format!("label=dev.stand.stand={}", self.name);
+        let out = match kind {
+            "container" => docker(&["ps", "-aq", "--filter", &filter]),
+            "network" => docker(&["network", "ls", "-q", "--filter", &filter]),
+            _ => docker(&["volume", "ls", "-q", "--filter", &filter]),
+        };
+        String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for Stand {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.devd.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = self.command().args(["down", "--env", &self.env, "--volumes"]).output();
+        for id in self.labelled("container") {
+            let _ = docker(&["rm", "-f", "-v", &id]);
+        }
+        for kind in ["network", "volume"] {
+            for id in self.labelled(kind) {
+                let _ = docker(&[kind, "rm", &id]);
+            }
+        }
+        for image in &self.images {
+            let _ = docker(&["rmi", "-f", image]);
+        }
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name();
+        if name == "target" {
+            continue;
+        }
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &to.join(&name));
+        } else {
+            std::fs::copy(entry.path(), to.join(&name)).expect("copy");
+        }
+    }
+}
+
+fn get(url: &str) -> Option<(u16, Value)> {
+    let response = reqwest::blocking::Client::new().get(url).timeout(Duration::from_secs(5)).send().ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.json().unwrap_or(Value::Null)))
+}
+
+fn message(url: &str) -> Option<String> {
+    let (status, body) = get(&format!("{url}/api/service1"))?;
+    (status == 200).then(|| body["message"].as_str().map(str::to_owned)).flatten()
+}
+
+/// Waits for the service to serve `expected` (through the instance's current URL).
+fn wait_message(stand: &Stand, expected: &str, deadline: Duration) {
+    poll_until(deadline, || message(&stand.service_url()).filter(|m| m == expected))
+        .unwrap_or_else(|| panic!("service never served {expected:?}; service: {:#}\nlog:\n{}", stand.service(), stand.log()));
+}
+
+/// Requests `/api/service1` in a loop until stopped; counts failures.
+struct Hammer {
+    stop: Arc<AtomicBool>,
+    failures: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Hammer {
+    fn start(url: String) -> Hammer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let failures = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (s, f, r) = (stop.clone(), failures.clone(), requests.clone());
+        let thread = std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            let mut errors = Vec::new();
+            // Bounded: at most 10 minutes of requests.
+            let end = Instant::now() + Duration::from_secs(600);
+            while !s.load(Ordering::SeqCst) && Instant::now() < end {
+                r.fetch_add(1, Ordering::SeqCst);
+                match client.get(format!("{url}/api/service1")).timeout(Duration::from_secs(5)).send() {
+                    Ok(resp) if resp.status().is_success() => {}
+                    Ok(resp) => {
+                        f.fetch_add(1, Ordering::SeqCst);
+                        errors.push(format!("status {}", resp.status()));
+                    }
+                    Err(e) => {
+                        f.fetch_add(1, Ordering::SeqCst);
+                        errors.push(e.to_string());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            errors
+        });
+        Hammer { stop, failures, requests, thread: Some(thread) }
+    }
+
+    fn finish(mut self) -> (usize, usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let errors = self.thread.take().expect("thread").join().expect("hammer thread");
+        (self.requests.load(Ordering::SeqCst), self.failures.load(Ordering::SeqCst), errors)
+    }
+}
+
+/// Reads the event stream from `after` until an event of `kind` for service1 arrives.
+fn wait_event(stand: &Stand, after: u64, kind: &str) -> Value {
+    let response = reqwest::blocking::Client::builder()
+        .timeout(EDIT_DEADLINE)
+        .build()
+        .expect("client")
+        .get(format!("{}/api/v1/events?after={after}", stand.url))
+        .send()
+        .expect("open SSE");
+    for line in BufReader::new(response).lines() {
+        let Ok(line) = line else { break };
+        if let Some(data) = line.strip_prefix("data: ") {
+            let event: Value = serde_json::from_str(data).expect("event json");
+            if event["kind"] == kind {
+                return event;
+            }
+        }
+    }
+    panic!("no {kind} event; log:\n{}", stand.log())
+}
+
+#[test]
+fn docker_target_syncs_edits_into_the_running_container() {
+    require_docker();
+    let mut stand = Stand::new("e2e", "{ mode = \"in-cluster\", persistence = true }");
+    stand.up();
+    let first = stand.wait_synced("the first deploy", FIRST_DEADLINE);
+    let url = stand.service_url();
+    wait_message(&stand, "hello from service1", Duration::from_secs(60));
+
+    // Containers as the contract names them: the service and its database, one network,
+    // the database's volume; ports on 127.0.0.1 only.
+    let out = docker(&["inspect", "-f", "{{json .NetworkSettings.Ports}}", &stand.container()]);
+    let ports: Value = serde_json::from_slice(&out.stdout).expect("ports json");
+    for (port, bindings) in ports.as_object().expect("ports") {
+        assert_eq!(bindings[0]["HostIp"], "127.0.0.1", "{port} published beyond loopback: {ports}");
+    }
+    assert_eq!(stand.labelled("container").len(), 2, "service + database");
+    assert_eq!(stand.labelled("network").len(), 1);
+    assert_eq!(stand.labelled("volume").len(), 1, "persistence on: a named volume");
+
+    // Rows written before the edit.
+    let db_ready = poll_until(Duration::from_secs(90), || {
+        let (status, body) = get(&format!("{url}/db-status"))?;
+        (status == 200 && body["connected"] == true).then_some(())
+    });
+    assert!(db_ready.is_some(), "service1 never connected to its database: {:?}\n{}", get(&format!("{url}/db-status")), stand.log());
+    let created = reqwest::blocking::Client::new()
+        .post(format!("{url}/api/service1/items"))
+        .json(&json!({"name": "before the edit"}))
+        .send()
+        .expect("POST item");
+    assert!(created.status().is_success(), "{:?}", created.text());
+    let before = stand.container_identity();
+
+    // 1. An edited response text is served by the same container.
+    stand.edit("services/service1/src/lib.rs", "\"hello from service1\"", "\"hello from the edited service1\"");
+    wait_message(&stand, "hello from the edited service1", EDIT_DEADLINE);
+    let synced = stand.wait_synced("the edit's artifact in the container", EDIT_DEADLINE);
+    assert_ne!(synced["artifact"]["sha256"], first["artifact"]["sha256"]);
+    assert_eq!(stand.container_identity(), before, "same container, same start: the binary was swapped in place");
+    assert!(synced["last_edit_to_serving_ms"].as_u64().is_some(), "{synced:#}");
+    let (_, items) = get(&format!("{url}/api/service1/items")).expect("items");
+    assert!(items.to_string().contains("before the edit"), "rows written before the edit are gone: {items}");
+
+    // 2. A syntax error: the old binary keeps serving, no request fails.
+    let good_sha = synced["artifact"]["sha256"].clone();
+    let count = synced["build"]["count"].as_u64().expect("count");
+    let hammer = Hammer::start(url.clone());
+    stand.edit("services/service1/src/lib.rs", "pub fn spec()", "pub fn spec( -> {");
+    stand.wait("the failed build", EDIT_DEADLINE, |s| s["build"]["state"] == "failed" && s["build"]["count"].as_u64() > Some(count));
+    std::thread::sleep(Duration::from_millis(1500)); // let a reconcile pass happen under load
+    let (requests, failures, errors) = hammer.finish();
+    assert!(requests > 10, "the request loop barely ran ({requests})");
+    assert_eq!(failures, 0, "requests failed while the build was broken: {errors:?}");
+    assert_eq!(message(&url).as_deref(), Some("hello from the edited service1"));
+    assert_eq!(stand.service()["instances"][0]["hash"], good_sha);
+    stand.edit("services/service1/src/lib.rs", "pub fn spec( -> {", "pub fn spec()");
+    stand.wait("the repaired build", EDIT_DEADLINE, |s| s["build"]["state"] == "ok");
+
+    // 3. A binary that exits at start: rolled back, the old text served, status says why.
+    stand.edit(
+        "services/service1/src/main.rs",
+        "service_kit::telemetry::init();",
+        "service_kit::telemetry::init();\n    eprintln!(\"refusing to start\");\n    std::process::exit(3);",
+    );
+    let rolled = stand.wait("the rollback", EDIT_DEADLINE, |s| {
+        s["instances"][0]["detail"].as_str().is_some_and(|d| d.contains("rolled back"))
+    });
+    let detail = rolled["instances"][0]["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail.contains("exit code 3") || detail.contains("refusing to start"), "the reason is missing: {detail}");
+    assert_ne!(rolled["instances"][0]["hash"], rolled["artifact"]["sha256"], "the bad binary must not be running");
+    assert_eq!(message(&stand.service_url()).as_deref(), Some("hello from the edited service1"));
+    let ready = get(&format!("{}/api/v1/services/service1/ready", stand.url)).expect("ready");
+    assert_eq!(ready.0, 503, "{ready:?}");
+    stand.edit("services/service1/src/main.rs", "\n    eprintln!(\"refusing to start\");\n    std::process::exit(3);", "");
+    stand.wait_synced("the repaired binary", EDIT_DEADLINE);
+    assert_eq!(stand.container_identity(), before, "rollbacks happen inside the container");
+
+    // 4. Restarted by hand: same binary again; removed by hand: devd recreates it from
+    //    its image (the first build's binary) and re-syncs it to the current hash.
+    let current = stand.service()["artifact"]["sha256"].clone();
+    assert!(docker(&["restart", "-t", "5", &stand.container()]).status.success());
+    stand.wait_synced("the restarted container", EDIT_DEADLINE);
+    assert_ne!(stand.container_identity().1, before.1, "the container did restart");
+    wait_message(&stand, "hello from the edited service1", Duration::from_secs(60));
+    let seq = stand.status()["event_seq"].as_u64().expect("seq");
+    assert!(docker(&["rm", "-f", &stand.container()]).status.success());
+    let resync = wait_event(&stand, seq, "resync");
+    assert_eq!(resync["detail"]["running"], first["artifact"]["sha256"], "the new container started from the image's binary");
+    let synced = stand.wait_synced("the recreated container", EDIT_DEADLINE);
+    assert_eq!(synced["instances"][0]["hash"], current);
+    assert_ne!(stand.container_identity().0, before.0);
+    wait_message(&stand, "hello from the edited service1", Duration::from_secs(60));
+    let (_, items) = get(&format!("{}/api/service1/items", stand.service_url())).expect("items");
+    assert!(items.to_string().contains("before the edit"), "the database volume outlived the container: {items}");
+
+    // 5. `devd restart`: the shim restarts the process.
+    let seq = stand.status()["event_seq"].as_u64().expect("seq");
+    let out = stand.command().args(["restart", "service1"]).output().expect("devd restart");
+    assert!(out.status.success(), "{}", text(&out));
+    let restarted = wait_event(&stand, seq, "restarted");
+    assert!(restarted["detail"]["pid"].as_i64().is_some(), "{restarted}");
+    stand.wait_synced("the service after a restart", EDIT_DEADLINE);
+
+    // 6. `devd down`: containers and network go, the volume stays without --volumes.
+    if let Some(mut child) = stand.devd.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let out = stand.command().args(["down", "--env", "e2e"]).output().expect("devd down");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stand.labelled("container").is_empty() && stand.labelled("network").is_empty(), "{}", text(&out));
+    assert_eq!(stand.labelled("volume").len(), 1, "volumes go only with --volumes");
+    let out = stand.command().args(["down", "--env", "e2e", "--volumes"]).output().expect("devd down --volumes");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stand.labelled("volume").is_empty(), "{}", text(&out));
+}
