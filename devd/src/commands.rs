@@ -26,6 +26,10 @@ pub struct UpArgs {
     /// the network, databases and containers itself.
     #[arg(long, value_parser = ["docker", "kubernetes"])]
     pub target: Option<String>,
+    /// kubernetes target: do not run `helm upgrade --install`, only build and sync
+    /// (Tilt deploys; the stand Tilt extension passes this).
+    #[arg(long)]
+    pub no_deploy: bool,
 }
 
 /// `--target docker|kubernetes` (clap has checked the value).
@@ -71,7 +75,11 @@ fn env_or_default(place: &Place, env: Option<String>) -> anyhow::Result<(crate::
 }
 
 pub async fn up(place: &Place, args: UpArgs) -> anyhow::Result<()> {
-    let (_, env) = env_or_default(place, args.env)?;
+    let (stand, env) = env_or_default(place, args.env)?;
+    let target = parse_target(args.target.as_deref());
+    if !args.no_deploy {
+        deploy(place, &stand, &env, target).await?;
+    }
     let config = DaemonConfig {
         root: place.root.clone(),
         file: place.file.clone(),
@@ -79,9 +87,33 @@ pub async fn up(place: &Place, args: UpArgs) -> anyhow::Result<()> {
         host_triple: host_triple(),
         port: args.port,
         target_dir: std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from),
-        target: parse_target(args.target.as_deref()),
+        target,
     };
     daemon::run(config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// `devd up` on the kubernetes target: `helm upgrade --install` with the plan's values
+/// files and `--set`s (see [`crate::helm`]). Without any Kubernetes config there is
+/// nothing to deploy to: devd says so and only builds.
+async fn deploy(
+    place: &Place,
+    stand: &crate::config::Stand,
+    env: &str,
+    target: Option<crate::config::Target>,
+) -> anyhow::Result<()> {
+    let plan = plan::resolve(stand, env, &host_triple())?;
+    if target.unwrap_or(plan.target) != crate::config::Target::Kubernetes {
+        return Ok(());
+    }
+    if !crate::target::kubernetes::config_available().await {
+        eprintln!("devd: no Kubernetes config (kubeconfig or in-cluster): not deploying (`devd up --no-deploy` skips this check)");
+        return Ok(());
+    }
+    let helm = crate::helm::program();
+    eprintln!("devd: helm {}", crate::helm::upgrade_args(&plan).join(" "));
+    let out = crate::helm::upgrade(&helm, &place.root, &plan).await?;
+    eprint!("{}", out.stdout);
     Ok(())
 }
 

@@ -26,6 +26,7 @@ use crate::plan::{self, Plan, PlanError};
 use crate::statedir::{DaemonInfo, StateDir, StateError};
 use crate::status::{ArtifactStatus, BuildState, ServiceStatus, StandStatus, StatusHub};
 use crate::target::docker::DockerStand;
+use crate::target::kubernetes::{self, KubeStand};
 use crate::target::{Target, TargetError};
 use crate::watch::{self, ChangeBatch, WatchConfig, WatchError};
 
@@ -152,10 +153,29 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
         ),
         config::Target::Kubernetes => None,
     };
-    let target: Option<Arc<dyn Target>> = docker.as_ref().map(|d| d.target.clone() as Arc<dyn Target>);
+    // The kubernetes target: pods of the release, reached through the API server. No
+    // Kubernetes config at all: devd builds only (and says so).
+    let kube = match plan.target {
+        config::Target::Kubernetes if plan.live_sync && kubernetes::config_available().await => Some(
+            KubeStand::connect(&plan)
+                .await
+                .map_err(|e| DaemonError::Target { target: "kubernetes".to_owned(), source: TargetError::Other(e.to_string()) })?,
+        ),
+        config::Target::Kubernetes => {
+            if plan.live_sync {
+                eprintln!("devd: no Kubernetes config (kubeconfig or in-cluster): building only, no sync");
+            }
+            None
+        }
+        config::Target::Docker => None,
+    };
+    let mut target: Option<Arc<dyn Target>> = docker.as_ref().map(|d| d.target.clone() as Arc<dyn Target>);
+    if let Some(k) = &kube {
+        target = Some(k.target.clone() as Arc<dyn Target>);
+    }
 
     let mut build_config = BuildConfig::new(&root, state.path());
-    build_config.target = Some(plan.build.target_triple.clone());
+    build_config.target = Some(kube.as_ref().map_or_else(|| plan.build.target_triple.clone(), |k| k.triple.clone()));
     build_config.target_dir = config.target_dir.clone();
     let mut daemon = Loop {
         config: DaemonConfig { root: root.clone(), file: absolute(&root, &config.file), ..config },
@@ -282,7 +302,6 @@ impl Loop {
         });
         syncer.deliver(Desired { sha256: artifact.sha256.clone(), path: artifact.path.clone(), first_event_at });
     }
-
 
     async fn on_changes(&mut self, batch: ChangeBatch) {
         let mut added = BTreeSet::new();

@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod deliver;
 pub mod graph;
+pub mod helm;
 pub mod image;
 pub mod plan;
 pub mod status;

@@ -13,6 +13,7 @@
 //! target whose transport is not plain HTTP (exec, port-forward) overrides them.
 
 pub mod docker;
+pub mod kubernetes;
 pub mod shim;
 
 use std::path::Path;
