@@ -310,7 +310,7 @@ fn check_rbac(r: &Rendered) {
             .collect()
     };
     assert_eq!(verbs("pods"), ["get", "list", "watch"]);
-    assert_eq!(verbs("pods/proxy"), ["get", "create"]);
+    assert_eq!(verbs("pods/proxy"), ["get", "create", "update"]);
     assert!(
         verbs("nodes").is_empty(),
         "nodes are cluster-scoped: not in a Role"
