@@ -1,0 +1,407 @@
+//! The root Tiltfile and the stand extension, evaluated for every environment of
+//! stand.toml as `tilt up -- --env=<env>` would, with every recorded call asserted.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Map, Value as Json};
+use tilt_tests::{run_tiltfile, Run};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the repository root")
+}
+
+/// What stand.toml says about each environment, written out by hand: the test checks
+/// that the extension turns the plan into the right Tilt calls, not that it agrees with
+/// itself.
+struct Env {
+    name: &'static str,
+    services: &'static [&'static str],
+    /// in-cluster | external | none
+    db: &'static str,
+    live_sync: bool,
+    tag: &'static str,
+}
+
+const ENVS: &[Env] = &[
+    Env { name: "local", services: &["service1", "service2"], db: "in-cluster", live_sync: true, tag: "dev" },
+    Env { name: "dev", services: &["service1", "service2"], db: "in-cluster", live_sync: true, tag: "dev" },
+    Env { name: "service1-only", services: &["service1"], db: "in-cluster", live_sync: true, tag: "dev" },
+    Env { name: "service2-only", services: &["service2"], db: "in-cluster", live_sync: true, tag: "dev" },
+    Env { name: "test", services: &["service1", "service2"], db: "in-cluster", live_sync: true, tag: "dev" },
+    Env { name: "minimal", services: &["service1", "service2"], db: "none", live_sync: true, tag: "dev" },
+    Env { name: "staging", services: &["service1", "service2"], db: "external", live_sync: false, tag: "0.1.0" },
+    Env { name: "prod", services: &["service1", "service2"], db: "external", live_sync: false, tag: "0.1.0" },
+];
+
+fn port(svc: &str) -> u64 {
+    match svc {
+        "service1" => 5001,
+        "service2" => 5002,
+        other => panic!("no port known for {other}"),
+    }
+}
+
+fn env(name: &str) -> &'static Env {
+    ENVS.iter().find(|e| e.name == name).expect("a known environment")
+}
+
+fn run(args: &[&str]) -> Run {
+    match run_tiltfile(&repo(), args) {
+        Ok(run) => run,
+        Err(e) => panic!("tilt up -- {}: the Tiltfile failed:\n{e:#}", args.join(" ")),
+    }
+}
+
+fn fails(args: &[&str]) -> String {
+    match run_tiltfile(&repo(), args) {
+        Ok(_) => panic!("tilt up -- {}: expected the Tiltfile to fail", args.join(" ")),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+/// A path argument relative to the repository (the extension passes absolute ones).
+fn rel(v: &Json) -> String {
+    let root = repo().display().to_string();
+    let s = v.as_str().unwrap_or_else(|| panic!("expected a path string, got {v}"));
+    s.strip_prefix(&root)
+        .map(|r| r.trim_start_matches('/').to_owned())
+        .unwrap_or_else(|| panic!("{s} is not under {root}"))
+}
+
+fn rels(v: &Json) -> Vec<String> {
+    v.as_array().expect("a list of paths").iter().map(rel).collect()
+}
+
+fn strs(v: &[&str]) -> Json {
+    json!(v)
+}
+
+fn get<'a>(args: &'a Map<String, Json>, key: &str) -> &'a Json {
+    args.get(key).unwrap_or_else(|| panic!("argument {key} not given in {args:?}"))
+}
+
+fn kinds_named(run: &Run, kind: &str) -> BTreeSet<String> {
+    run.objects
+        .iter()
+        .filter(|o| o["kind"] == kind)
+        .map(|o| o["metadata"]["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn set_of(items: &[String]) -> BTreeSet<String> {
+    items.iter().cloned().collect()
+}
+
+/// Everything the extension does for one environment.
+fn check(e: &Env, run: &Run) {
+    let root = repo().display().to_string();
+    let svcs: Vec<String> = e.services.iter().map(|s| (*s).to_owned()).collect();
+
+    // config: one string flag, parsed once.
+    let defs = run.calls_of("config.define_string");
+    assert_eq!(defs.len(), 1, "{defs:?}");
+    assert_eq!(defs[0]["name"], "env");
+    assert_eq!(run.calls_of("config.parse").len(), 1);
+
+    // local(): devd env list, then devd plan for the chosen env, argv form, quiet, in the root.
+    let locals = run.calls_of("local");
+    let commands: Vec<&Json> = locals.iter().map(|a| get(a, "command")).collect();
+    assert_eq!(
+        commands,
+        [&json!(["devd", "env", "list", "--json"]), &json!(["devd", "plan", "--env", e.name, "--json"])]
+    );
+    for l in &locals {
+        assert_eq!(l["quiet"], true);
+        assert_eq!(l["dir"], root.as_str());
+    }
+    // str() on the Blob before decode_json (a Blob would be recorded as {"_type": "blob"}).
+    for d in run.calls_of("decode_json") {
+        assert!(d["json"].is_string(), "decode_json got {}", d["json"]);
+    }
+    assert!(run.calls_of("decode_yaml_stream").iter().all(|d| d["yaml"].is_string()));
+    assert_eq!(
+        rels(&json!(run.calls_of("watch_file").iter().map(|w| w["file_path"].clone()).collect::<Vec<_>>())),
+        ["stand.toml"]
+    );
+
+    // helm(): chart, release, namespace, the env's values files, the plan's sets (sorted).
+    let helm = run.calls_of("helm");
+    assert_eq!(helm.len(), 1);
+    let h = helm[0];
+    assert_eq!(rel(get(h, "pathToChartDir")), "helm/app");
+    assert_eq!(h["name"], "stand");
+    assert_eq!(h["namespace"], "stand");
+    assert_eq!(rels(get(h, "values")), [format!("helm/app/values-{}.yaml", e.name)]);
+    let mut sets = Vec::new();
+    for s in &svcs {
+        sets.push(format!("services.{s}.image.repository=stand/{s}"));
+        sets.push(format!("services.{s}.image.tag={}", e.tag));
+    }
+    sets.sort();
+    assert_eq!(get(h, "set"), &json!(sets));
+
+    // The objects Tilt deploys: the namespace, then the chart (without its test pods).
+    assert_eq!(run.calls_of("k8s_yaml").len(), 2);
+    assert_eq!(run.objects[0], json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "stand"}}));
+    assert_eq!(kinds_named(run, "Namespace"), set_of(&["stand".to_owned()]));
+    assert_eq!(kinds_named(run, "Deployment"), set_of(&svcs));
+    assert!(kinds_named(run, "Pod").is_empty(), "helm test pods must not be deployed");
+    let postgres: Vec<String> = svcs.iter().map(|s| format!("postgres-{s}")).collect();
+    if e.db == "in-cluster" {
+        assert_eq!(kinds_named(run, "StatefulSet"), set_of(&postgres));
+    } else {
+        assert!(kinds_named(run, "StatefulSet").is_empty(), "{}: no in-cluster Postgres", e.name);
+    }
+    for o in run.objects.iter().filter(|o| o["kind"] == "Deployment") {
+        let name = o["metadata"]["name"].as_str().unwrap_or_default();
+        let images: Vec<&Json> = o["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .expect("containers")
+            .iter()
+            .map(|c| &c["image"])
+            .collect();
+        assert_eq!(images, [&json!(format!("stand/{name}:{}", e.tag))]);
+        assert_eq!(o["spec"]["replicas"], if e.name == "prod" { 2 } else { 1 });
+    }
+
+    // Images: one custom_build per service, devd builds it, deps only what needs a new image.
+    let builds = run.calls_of("custom_build");
+    assert_eq!(builds.len(), svcs.len());
+    for s in &svcs {
+        let b = run.call_with("custom_build", "ref", &format!("stand/{s}"));
+        assert_eq!(b["command"], format!("devd image build {s} --env {} --ref $EXPECTED_REF", e.name));
+        assert_eq!(b["dir"], root.as_str());
+        let mut deps = vec!["devd/docker/Dockerfile".to_owned(), "devd/shim".to_owned(), "Cargo.lock".to_owned()];
+        if !e.live_sync {
+            deps.extend(["Cargo.toml".to_owned(), format!("services/{s}"), "services".to_owned()]);
+        }
+        assert_eq!(rels(get(b, "deps")), deps, "{}: deps of {s}", e.name);
+        if e.live_sync {
+            assert!(!rels(get(b, "deps")).iter().any(|d| d.starts_with("services")), "devd syncs the sources");
+        }
+    }
+    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+
+    // Workload resources: port forwards, links, labels, owned objects, order.
+    let mut forwards = BTreeSet::new();
+    for s in &svcs {
+        let r = run.call_with("k8s_resource", "workload", s);
+        let p = port(s);
+        assert_eq!(
+            get(r, "port_forwards"),
+            &json!([{"_type": "port_forward", "local_port": p, "container_port": p, "name": s}])
+        );
+        assert!(forwards.insert(p), "port {p} forwarded twice");
+        assert_eq!(
+            get(r, "links"),
+            &json!([
+                {"_type": "link", "url": format!("http://localhost:{p}/health"), "name": format!("{s} health")},
+                {"_type": "link", "url": format!("http://127.0.0.1:7700/api/v1/services/{s}"), "name": "devd status"},
+            ])
+        );
+        assert_eq!(get(r, "labels"), &strs(&[s]));
+        assert_eq!(get(r, "resource_deps"), &strs(&["stand-config"]));
+        let objects = get(r, "objects").as_array().expect("objects");
+        assert!(objects.contains(&json!(format!("{s}:configmap"))), "{objects:?}");
+        assert!(!r.contains_key("new_name"));
+    }
+    let config = run.call_with("k8s_resource", "new_name", "stand-config");
+    assert_eq!(get(config, "labels"), &strs(&["stand"]));
+    assert_eq!(get(config, "objects")[0], "stand:namespace");
+
+    // Databases: in-cluster Postgres as resources; external ones shown by host:port.
+    for s in &svcs {
+        let pg = format!("postgres-{s}");
+        let as_resource = run.calls_of("k8s_resource").into_iter().any(|r| r.get("workload") == Some(&json!(pg)));
+        let info = run.calls_of("local_resource").into_iter().find(|r| r["name"] == format!("{s}-database"));
+        match e.db {
+            "in-cluster" => {
+                assert!(as_resource, "{pg} is a resource");
+                let r = run.call_with("k8s_resource", "workload", &pg);
+                assert_eq!(get(r, "labels"), &strs(&[s]));
+                assert_eq!(get(r, "resource_deps"), &strs(&["stand-config"]));
+                assert!(get(r, "objects").as_array().expect("objects").contains(&json!(format!("{pg}:secret"))));
+                assert!(info.is_none());
+            }
+            "external" => {
+                assert!(!as_resource);
+                let host = format!("{s}-db.{}.example.internal:5432", e.name);
+                let info = info.expect("an external database resource");
+                let text = get(info, "cmd")[1].as_str().unwrap_or_default();
+                assert!(text.contains(&host) && text.contains(&format!("Secret {s}-db key password")), "{text}");
+                assert_eq!(get(info, "labels"), &strs(&[s]));
+                assert_eq!(get(info, "links")[0]["url"], format!("postgres://{s}@{host}/{s}"));
+            }
+            _ => {
+                assert!(!as_resource && info.is_none(), "{}: no database at all", e.name);
+            }
+        }
+    }
+
+    // devd, served with a readiness probe on its API.
+    let devd = run.call_with("local_resource", "name", "devd");
+    assert_eq!(devd["serve_cmd"], format!("devd up --env {} --no-deploy", e.name));
+    assert_eq!(devd["serve_dir"], root.as_str());
+    assert_eq!(
+        devd["readiness_probe"]["http_get"],
+        json!({"_type": "http_get_action", "port": 7700, "host": "127.0.0.1", "scheme": "http", "path": "/api/v1/status"})
+    );
+    assert_eq!(devd["readiness_probe"]["_type"], "probe");
+    assert_eq!(get(devd, "labels"), &strs(&["stand"]));
+    assert_eq!(get(devd, "links")[0]["url"], "http://127.0.0.1:7700/api/v1/status");
+    assert!(!devd.contains_key("cmd"));
+
+    // Per-service readiness from devd's status API.
+    for s in &svcs {
+        let r = run.call_with("local_resource", "name", &format!("{s}-synced"));
+        assert_eq!(
+            r["readiness_probe"]["http_get"],
+            json!({"_type": "http_get_action", "port": 7700, "host": "127.0.0.1", "scheme": "http", "path": format!("/api/v1/services/{s}/ready")})
+        );
+        assert!(r["serve_cmd"].as_str().is_some_and(|c| c.ends_with("exec tail -f /dev/null")));
+        assert_eq!(get(r, "resource_deps"), &strs(&["devd", s]));
+        assert_eq!(get(r, "labels"), &strs(&[s]));
+    }
+
+    // Buttons: restart everywhere, rebuild where devd live-syncs; each a UIButton on the
+    // service's resource and a Cmd started by it that calls devd.
+    let mut want_buttons = BTreeSet::new();
+    for s in &svcs {
+        let actions: &[&str] = if e.live_sync { &["restart", "rebuild"] } else { &["restart"] };
+        for a in actions {
+            let name = format!("stand-{s}-{a}");
+            want_buttons.insert(name.clone());
+            let b = run.call_with("v1alpha1.ui_button", "name", &name);
+            assert_eq!(
+                b["location"],
+                json!({"_type": "v1alpha1.ui_component_location", "component_id": s, "component_type": "Resource"})
+            );
+            assert_eq!(b["annotations"], json!({"tilt.dev/resource": s}));
+            let c = run.call_with("v1alpha1.cmd", "name", &format!("btn-{name}"));
+            assert_eq!(c["args"], json!(["devd", a, s]));
+            assert_eq!(c["dir"], root.as_str());
+            assert_eq!(c["start_on"], json!({"_type": "v1alpha1.start_on_spec", "ui_buttons": [name]}));
+            assert_eq!(c["annotations"]["tilt.dev/resource"], s.as_str());
+        }
+    }
+    let buttons: BTreeSet<String> = run
+        .calls_of("v1alpha1.ui_button")
+        .iter()
+        .map(|b| b["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(buttons, want_buttons);
+
+    // Every resource Tilt would show, and nothing in "uncategorized": each deployed object
+    // is a workload, a Service (joins its workload), or claimed by a resource.
+    let mut want: BTreeSet<String> = ["devd", "stand-config"].iter().map(|s| (*s).to_owned()).collect();
+    for s in &svcs {
+        want.insert(s.clone());
+        want.insert(format!("{s}-synced"));
+        match e.db {
+            "in-cluster" => want.insert(format!("postgres-{s}")),
+            "external" => want.insert(format!("{s}-database")),
+            _ => false,
+        };
+    }
+    assert_eq!(run.resources, want);
+    let claimed: usize = run
+        .calls_of("k8s_resource")
+        .iter()
+        .map(|r| r.get("objects").and_then(Json::as_array).map_or(0, Vec::len))
+        .sum();
+    let others = run
+        .objects
+        .iter()
+        .filter(|o| !["Deployment", "StatefulSet", "Service"].contains(&o["kind"].as_str().unwrap_or_default()))
+        .count();
+    assert_eq!(claimed, others, "every non-workload object belongs to a resource");
+
+    // Labels are valid Tilt labels (the stand-in checks them); every call is documented
+    // (the stand-in refuses others). The devd commands are those of docs/CONTRACTS.md.
+}
+
+macro_rules! env_tests {
+    ($($test:ident => $env:literal,)*) => {$(
+        #[test]
+        fn $test() {
+            let e = env($env);
+            check(e, &run(&[concat!("--env=", $env)]));
+        }
+    )*};
+}
+
+env_tests! {
+    env_local => "local",
+    env_dev => "dev",
+    env_service1_only => "service1-only",
+    env_service2_only => "service2-only",
+    env_test => "test",
+    env_minimal => "minimal",
+    env_staging => "staging",
+    env_prod => "prod",
+}
+
+#[test]
+fn the_table_covers_every_environment_of_stand_toml() {
+    let place = devd::cli::Place::find(Some(&repo()), None).expect("stand.toml");
+    let stand = place.load().expect("stand.toml loads");
+    let names: BTreeSet<String> = stand.env_names().into_iter().collect();
+    let table: BTreeSet<String> = ENVS.iter().map(|e| e.name.to_owned()).collect();
+    assert_eq!(names, table, "add the new environment to ENVS in this file");
+}
+
+#[test]
+fn without_env_the_default_of_stand_toml_is_used() {
+    let r = run(&[]);
+    check(env("local"), &r);
+}
+
+#[test]
+fn env_as_a_separate_argument() {
+    check(env("staging"), &run(&["--env", "staging"]));
+}
+
+#[test]
+fn an_unknown_env_fails_listing_the_valid_ones() {
+    let msg = fails(&["--env=nope"]);
+    assert!(
+        msg.contains(r#"stand: unknown environment "nope"; valid environments (stand.toml): dev, local, minimal, prod, service1-only, service2-only, staging, test"#),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_unknown_flag_fails_as_in_tilt() {
+    let msg = fails(&["--environment=local"]);
+    assert!(msg.contains("unknown flag: --environment"), "{msg}");
+}
+
+#[test]
+fn the_commands_the_extension_runs_are_devds() {
+    // The argv Tilt will run (serve_cmd, custom_build, buttons) parse under devd's own CLI.
+    use clap::Parser as _;
+    let r = run(&["--env=local"]);
+    let mut commands: Vec<String> = Vec::new();
+    commands.push(r.call_with("local_resource", "name", "devd")["serve_cmd"].as_str().unwrap_or_default().to_owned());
+    for b in r.calls_of("custom_build") {
+        commands.push(b["command"].as_str().unwrap_or_default().replace("$EXPECTED_REF", "stand/service1:tilt-0123456789abcdef"));
+    }
+    for c in r.calls_of("v1alpha1.cmd") {
+        let argv: Vec<&str> = c["args"].as_array().expect("args").iter().filter_map(Json::as_str).collect();
+        commands.push(argv.join(" "));
+    }
+    for l in r.calls_of("local") {
+        let argv: Vec<&str> = l["command"].as_array().expect("argv").iter().filter_map(Json::as_str).collect();
+        commands.push(argv.join(" "));
+    }
+    assert!(commands.len() >= 8, "{commands:?}");
+    for c in &commands {
+        if let Err(e) = devd::cli::Cli::try_parse_from(c.split_whitespace()) {
+            panic!("devd does not accept `{c}` (docs/CONTRACTS.md, devd CLI):\n{e}");
+        }
+    }
+}
