@@ -30,8 +30,8 @@ pub const SHIM_PACKAGE: &str = "stand-shim";
 pub enum ImageError {
     #[error("cannot reach the Docker engine: {0} (is dockerd running? `bash scripts/setup` starts it)")]
     Connect(#[source] bollard::errors::Error),
-    #[error("image build of {tag} failed: {message}")]
-    Build { tag: String, message: String },
+    #[error("image build of {tag} failed{}: {message}", step.as_deref().map(|s| format!(" at `{s}`")).unwrap_or_default())]
+    Build { tag: String, step: Option<String>, message: String },
     #[error("docker: {0}")]
     Docker(#[from] bollard::errors::Error),
     #[error("cannot read {path}: {source}")]
@@ -208,16 +208,20 @@ pub async fn build(docker: &Docker, spec: &ImageSpec, mut progress: impl FnMut(&
     };
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
     let mut id = None;
-    let mut last_lines: Vec<String> = Vec::new();
+    // The Dockerfile step that runs: a failure names it (a FROM whose image cannot be
+    // pulled says only that the registry is unreachable).
+    let mut step: Option<String> = None;
     while let Some(item) = stream.next().await {
         match item {
             Ok(info) => {
                 if let Some(text) = info.stream.as_deref() {
                     for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
                         progress(line);
-                        last_lines.push(line.to_owned());
-                        if last_lines.len() > 5 {
-                            last_lines.remove(0);
+                        if line.starts_with("Step ") {
+                            step = Some(match (&spec.base_image, line.contains("${BASE_IMAGE}")) {
+                                (Some(base), true) => format!("{line}` with BASE_IMAGE=`{base}"),
+                                _ => line.to_owned(),
+                            });
                         }
                     }
                 }
@@ -226,10 +230,10 @@ pub async fn build(docker: &Docker, spec: &ImageSpec, mut progress: impl FnMut(&
                 }
             }
             Err(bollard::errors::Error::DockerStreamError { error }) => {
-                return Err(ImageError::Build { tag: spec.tag.clone(), message: error.trim().to_owned() });
+                return Err(ImageError::Build { tag: spec.tag.clone(), step, message: error.trim().to_owned() });
             }
             Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
-                return Err(ImageError::Build { tag: spec.tag.clone(), message: message.trim().to_owned() });
+                return Err(ImageError::Build { tag: spec.tag.clone(), step, message: message.trim().to_owned() });
             }
             Err(e) => return Err(e.into()),
         }

@@ -467,3 +467,148 @@ fn docker_target_syncs_edits_into_the_running_container() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(stand.labelled("volume").is_empty(), "{}", text(&out));
 }
+
+/// The tiny fixture workspace (no registry crates) with a stand.toml naming svc1.
+fn image_fixture() -> (fixtures::Fixture, String) {
+    let fx = fixtures::workspace();
+    let name = unique_name();
+    fx.write(
+        "stand.toml",
+        &format!(
+            r#"
+[stand]
+name = "{name}"
+namespace = "{name}"
+chart = "chart"
+release = "{name}"
+default_env = "local"
+
+[services.svc1]
+package = "svc1"
+path = "services/svc1"
+port = 6001
+image = "fx/svc1"
+
+[env.local]
+services = ["svc1"]
+target = "docker"
+values = ["chart/values.yaml"]
+"#
+        ),
+    );
+    fx.write("chart/values.yaml", "services: {}\n");
+    (fx, name)
+}
+
+fn image_build(fx: &fixtures::Fixture, args: &[&str]) -> Output {
+    Command::new(DEVD)
+        .args(["image", "build", "svc1"])
+        .args(args)
+        .current_dir(&fx.root)
+        .env("CARGO_TARGET_DIR", fx.path("target"))
+        .env_remove("STAND_BASE_IMAGE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("devd image build")
+}
+
+/// Removes the images a test tagged, whatever happens.
+struct Images(Vec<String>);
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = docker(&["rmi", "-f", image]);
+        }
+    }
+}
+
+#[test]
+fn image_build_tags_exactly_the_ref_with_labels_and_the_shim_entrypoint() {
+    require_docker();
+    let (fx, name) = image_fixture();
+    let reference = format!("standtest-{name}/svc1:expected-ref-1");
+    let _cleanup = Images(vec![reference.clone(), format!("standtest-{name}/ctx:1")]);
+    let out = image_build(&fx, &["--ref", &reference, "--base-image", BASE_IMAGE]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Step 1/"), "Docker's progress is printed: {stdout}");
+    assert!(stdout.contains(&format!("Successfully tagged {reference}")), "{stdout}");
+
+    let inspect = docker(&["image", "inspect", &reference]);
+    assert!(inspect.status.success(), "{}", text(&inspect));
+    let image: Value = serde_json::from_slice::<Value>(&inspect.stdout).expect("inspect json")[0].clone();
+    assert_eq!(image["RepoTags"], json!([reference]), "tagged exactly as asked");
+    let config = &image["Config"];
+    assert_eq!(config["Entrypoint"], json!(["/app/stand-shim", "--", "/app/svc1"]));
+    assert_eq!(config["User"], "65532:65532");
+    assert_eq!(config["Labels"]["dev.stand.service"], "svc1");
+    let sha = config["Labels"]["dev.stand.binary-sha256"].as_str().expect("binary sha label");
+    assert_eq!(sha.len(), 64);
+    let artifact = std::fs::read(fx.path(&format!(".stand/artifacts/svc1/{sha}")));
+    assert!(artifact.is_ok(), "the label names the artifact devd built");
+
+    // The image holds the binary and the shim under /app, owned by the runtime user.
+    let created = docker(&["create", &reference]);
+    assert!(created.status.success(), "{}", text(&created));
+    let id = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+    let copied = docker(&["cp", &format!("{id}:/app/svc1"), &fx.path("svc1.from-image").display().to_string()]);
+    let shim = docker(&["cp", &format!("{id}:/app/stand-shim"), &fx.path("shim.from-image").display().to_string()]);
+    let _ = docker(&["rm", "-f", &id]);
+    assert!(copied.status.success() && shim.status.success(), "{}{}", text(&copied), text(&shim));
+    assert_eq!(std::fs::read(fx.path("svc1.from-image")).ok(), artifact.ok());
+
+    // A Dockerfile of the stand's own: its directory is the context, .dockerignore holds.
+    fx.write("ctx/Dockerfile", &format!("FROM {BASE_IMAGE}\nCOPY . /ctx/\nENTRYPOINT [\"/app/${{BINARY}}\"]\n"));
+    fx.write("ctx/.dockerignore", "*.secret\n");
+    fx.write("ctx/kept.txt", "kept\n");
+    fx.write("ctx/token.secret", "never in an image\n");
+    let ctx_ref = format!("standtest-{name}/ctx:1");
+    let dockerfile = fx.path("ctx/Dockerfile").display().to_string();
+    let out = image_build(&fx, &["--ref", &ctx_ref, "--dockerfile", &dockerfile]);
+    assert!(out.status.success(), "{}", text(&out));
+    let created = docker(&["create", &ctx_ref]);
+    let id = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+    let kept = docker(&["cp", &format!("{id}:/ctx/kept.txt"), "-"]);
+    let secret = docker(&["cp", &format!("{id}:/ctx/token.secret"), "-"]);
+    let binary = docker(&["cp", &format!("{id}:/ctx/app/svc1"), "-"]);
+    let entrypoint = docker(&["inspect", "-f", "{{json .Config.Entrypoint}}", &id]);
+    let _ = docker(&["rm", "-f", &id]);
+    assert!(kept.status.success(), "{}", text(&kept));
+    assert!(!secret.status.success(), ".dockerignore'd file made it into the image");
+    assert!(binary.status.success(), "devd's app/ entries are in the context: {}", text(&binary));
+    assert_eq!(String::from_utf8_lossy(&entrypoint.stdout).trim(), r#"["/app/svc1"]"#);
+}
+
+#[test]
+fn image_build_failures_carry_dockers_message() {
+    require_docker();
+    let (fx, name) = image_fixture();
+    let reference = format!("standtest-{name}/svc1:broken");
+    let _cleanup = Images(vec![reference.clone()]);
+
+    // A base image that does not exist here (and cannot be pulled).
+    let out = image_build(&fx, &["--ref", &reference, "--base-image", &format!("standtest-{name}/no-such-base:1")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("image build of {reference} failed at `Step 2/")), "{stderr}");
+    assert!(stderr.contains(&format!("BASE_IMAGE=`standtest-{name}/no-such-base:1`")), "the error names the step: {stderr}");
+
+    // A Dockerfile Docker cannot parse.
+    fx.write("bad/Dockerfile", &format!("FROM {BASE_IMAGE}\nFROBNICATE /app\n"));
+    let dockerfile = fx.path("bad/Dockerfile").display().to_string();
+    let out = image_build(&fx, &["--ref", &reference, "--dockerfile", &dockerfile]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(stderr.contains("unknown instruction") && stderr.contains("frobnicate"), "{stderr}");
+    assert!(!docker(&["image", "inspect", &reference]).status.success(), "no image is tagged after a failed build");
+
+    // An unknown service is a usage error (exit 2) before anything is built.
+    let out = Command::new(DEVD)
+        .args(["image", "build", "nope", "--ref", &reference])
+        .current_dir(&fx.root)
+        .stdin(Stdio::null())
+        .output()
+        .expect("devd");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
