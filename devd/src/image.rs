@@ -82,7 +82,7 @@ pub struct Built {
 pub fn render_dockerfile(text: &str, binary: &str) -> String {
     text.lines()
         .map(|line| {
-            let word = line.trim_start().split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+            let word = line.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
             if word == "ENTRYPOINT" || word == "CMD" {
                 line.replace("${BINARY}", binary)
             } else {

@@ -358,6 +358,9 @@ fn docker_target_syncs_edits_into_the_running_container() {
     let first = stand.wait_synced("the first deploy", FIRST_DEADLINE);
     let url = stand.service_url();
     wait_message(&stand, "hello from service1", Duration::from_secs(60));
+    // The image build's progress went to the event stream too.
+    let progress = wait_event(&stand, 0, "image_progress");
+    assert!(progress["detail"]["line"].as_str().is_some_and(|l| !l.is_empty()), "{progress}");
 
     // Containers as the contract names them: the service and its database, one network,
     // the database's volume; ports on 127.0.0.1 only.
@@ -454,7 +457,22 @@ fn docker_target_syncs_edits_into_the_running_container() {
     assert!(restarted["detail"]["pid"].as_i64().is_some(), "{restarted}");
     stand.wait_synced("the service after a restart", EDIT_DEADLINE);
 
-    // 6. `devd down`: containers and network go, the volume stays without --volumes.
+    // 6. `devd up` again over the running stand: no name clashes; the database container
+    //    (same image, same settings) is kept; the service runs the current build.
+    let database = format!("{}-e2e-postgres-service1", stand.name);
+    let db_id = docker(&["inspect", "-f", "{{.Id}}", &database]);
+    if let Some(mut child) = stand.devd.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_file(stand.path(".stand/devd.json"));
+    stand.up();
+    stand.wait_synced("the stand after a second devd up", FIRST_DEADLINE);
+    wait_message(&stand, "hello from the edited service1", Duration::from_secs(60));
+    assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &database]).stdout, db_id.stdout, "the database container was kept");
+    assert_eq!(stand.labelled("container").len(), 2);
+
+    // 7. `devd down`: containers and network go, the volume stays without --volumes.
     if let Some(mut child) = stand.devd.take() {
         let _ = child.kill();
         let _ = child.wait();

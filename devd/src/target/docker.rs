@@ -245,8 +245,8 @@ impl DockerTarget {
             .id
             .unwrap_or_default();
         let config_hash = {
-            let json = serde_json::to_vec(&body).unwrap_or_default();
-            hex::encode(Sha256::digest(&json))
+            let value = canonical(serde_json::to_value(&body).unwrap_or_default());
+            hex::encode(Sha256::digest(value.to_string().as_bytes()))
         };
         body.labels.get_or_insert_with(HashMap::new).insert(LABEL_CONFIG.to_owned(), config_hash.clone());
         match self.docker.inspect_container(name, None::<InspectContainerOptions>).await {
@@ -393,6 +393,20 @@ impl Target for DockerTarget {
     }
 }
 
+/// `value` with every object's keys in order (maps like labels and env iterate in
+/// random order; the settings hash must not).
+fn canonical(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let sorted: std::collections::BTreeMap<String, Value> = map.into_iter().map(|(k, v)| (k, canonical(v))).collect();
+            Value::Object(sorted.into_iter().collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect()),
+        other => other,
+    }
+}
+
 /// A secret devd generates once and keeps in its state dir (0600): the shim token, a
 /// database password. Kept across runs, so that reused containers and volumes match.
 pub fn kept_secret(state_dir: &Path, name: &str) -> std::io::Result<String> {
@@ -530,5 +544,22 @@ impl DockerStand {
         self.target.ensure_service(service, &settings).await.map_err(|e| e.to_string())?;
         self.deployed.insert(service.name.clone(), (service.clone(), settings));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_settings_hash_does_not_depend_on_map_order() {
+        let a = serde_json::json!({"labels": {"b": "2", "a": "1"}, "env": ["X=1"]});
+        let b = serde_json::json!({"env": ["X=1"], "labels": {"a": "1", "b": "2"}});
+        assert_eq!(canonical(a).to_string(), canonical(b).to_string());
+        let keys: Vec<String> = match canonical(serde_json::json!({"z": 1, "a": 2})) {
+            serde_json::Value::Object(m) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        assert_eq!(keys, ["a", "z"]);
     }
 }
