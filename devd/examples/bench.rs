@@ -1,0 +1,313 @@
+//! Edit→serving benchmark (bench/README.md; run with `bench/run [N]`).
+//!
+//! On a temp copy of this repository's service1 (docker target, its own PostgreSQL),
+//! N one-line edits of service1's MESSAGE per path, each timed from the file write to
+//! the new text answering `GET /api/service1`:
+//! (a) devd's sync path: `devd up --target docker` watches, builds, swaps the binary
+//!     into the running container through the shim;
+//! (b) the floor: a bare incremental `cargo build` of the same change (no serving);
+//! (c) the image-rebuild path (Tilt without live update): the same host build, a new
+//!     image through bollard, the container replaced, until the new one serves.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use devd::build::{BuildConfig, BuildRequest, BuildTarget, Builder};
+use devd::plan::ServicePlan;
+use devd::target::docker::DockerStand;
+use devd::target::Target as _;
+use serde_json::Value;
+
+const BASE_IMAGE: &str = "stand/base:bookworm";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo").to_path_buf()
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_name() == "target" {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The temp stand: kit + service1 (binary renamed so that nothing else building into
+/// the shared target dir overwrites it), a stand.toml with a docker environment.
+fn make_stand(root: &Path, name: &str) -> Result<(), String> {
+    let repo = repo();
+    let io = |e: std::io::Error| e.to_string();
+    copy_tree(&repo.join("services/kit"), &root.join("services/kit")).map_err(io)?;
+    copy_tree(&repo.join("services/service1"), &root.join("services/service1")).map_err(io)?;
+    let manifest = root.join("services/service1/Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).map_err(io)?;
+    let text = text.replacen("[dependencies]", &format!("[[bin]]\nname = \"{name}-service1\"\npath = \"src/main.rs\"\n\n[dependencies]"), 1);
+    std::fs::write(&manifest, text).map_err(io)?;
+    let workspace = std::fs::read_to_string(repo.join("Cargo.toml")).map_err(io)?;
+    let start = workspace.find("members = [").ok_or("no members")?;
+    let end = start + workspace[start..].find(']').ok_or("no members end")? + 1;
+    let workspace = format!("{}members = [\"services/kit\", \"services/service1\"]{}", &workspace[..start], &workspace[end..]);
+    std::fs::write(root.join("Cargo.toml"), workspace).map_err(io)?;
+    std::fs::copy(repo.join("Cargo.lock"), root.join("Cargo.lock")).map_err(io)?;
+    std::fs::create_dir_all(root.join("chart")).map_err(io)?;
+    std::fs::write(root.join("chart/values.yaml"), "services: {}\n").map_err(io)?;
+    let toml = format!(
+        r#"[stand]
+name = "{name}"
+namespace = "{name}"
+chart = "chart"
+release = "{name}"
+default_env = "bench"
+
+[services.service1]
+package = "service1"
+path = "services/service1"
+port = 5001
+database = true
+image = "{name}/service1"
+
+[env.bench]
+services = ["service1"]
+target = "docker"
+values = ["chart/values.yaml"]
+live_sync = true
+database = {{ mode = "in-cluster", persistence = false }}
+"#
+    );
+    std::fs::write(root.join("stand.toml"), toml).map_err(io)?;
+    set_message(root, "bench start")
+}
+
+fn set_message(root: &Path, message: &str) -> Result<(), String> {
+    let lib = root.join("services/service1/src/lib.rs");
+    let source = std::fs::read_to_string(&lib).map_err(|e| e.to_string())?;
+    let edited: Vec<String> = source
+        .lines()
+        .map(|l| if l.starts_with("pub const MESSAGE") { format!("pub const MESSAGE: &str = \"{message}\";") } else { l.to_owned() })
+        .collect();
+    std::fs::write(&lib, edited.join("\n") + "\n").map_err(|e| e.to_string())
+}
+
+fn message(http: &reqwest::blocking::Client, url: &str) -> Option<String> {
+    let response = http.get(format!("{url}/api/service1")).timeout(Duration::from_secs(2)).send().ok()?;
+    let body: Value = response.json().ok()?;
+    body["message"].as_str().map(str::to_owned)
+}
+
+fn poll<T>(deadline: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+fn percentile(sorted: &[u64], q: f64) -> u64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn stats(samples: &[u64]) -> (u64, u64) {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    (percentile(&sorted, 0.5), percentile(&sorted, 0.95))
+}
+
+struct Cleanup {
+    devd: Option<Child>,
+    root: PathBuf,
+    name: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.devd.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
+        let _ = Command::new(target_dir.join("debug/devd")).args(["down", "--env", "bench", "--volumes"]).current_dir(&self.root).output();
+        let _ = Command::new("docker").args(["rmi", "-f", &format!("{}/service1:dev", self.name)]).output();
+    }
+}
+
+fn run() -> Result<(), String> {
+    if std::env::var_os("STAND_BASE_IMAGE").is_none() {
+        // The image-rebuild path builds images in this process, the sync path in devd.
+        std::env::set_var("STAND_BASE_IMAGE", BASE_IMAGE);
+    }
+    let n: usize = std::env::args().nth(1).map_or(Ok(20), |a| a.parse()).map_err(|e| format!("N: {e}"))?;
+    let dir = tempfile::Builder::new().prefix("stand-bench-").tempdir().map_err(|e| e.to_string())?;
+    let root = dir.path().canonicalize().map_err(|e| e.to_string())?.join("stand");
+    let name = format!("bench{}", std::process::id());
+    make_stand(&root, &name)?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
+    let devd = target_dir.join("debug/devd");
+    let http = reqwest::blocking::Client::builder().no_proxy().build().map_err(|e| e.to_string())?;
+    let mut cleanup = Cleanup { devd: None, root: root.clone(), name: name.clone() };
+
+    // (a) devd's sync path.
+    eprintln!("bench: {n} edits per path on a copy of service1 in {}", root.display());
+    let log_path = std::env::temp_dir().join(format!("{name}-devd.log"));
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let child = Command::new(&devd)
+        .args(["up", "--env", "bench", "--target", "docker", "--port", "0"])
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("STAND_BASE_IMAGE", std::env::var("STAND_BASE_IMAGE").unwrap_or_else(|_| BASE_IMAGE.to_owned()))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start devd: {e}"))?;
+    cleanup.devd = Some(child);
+    let api = poll(Duration::from_secs(60), Duration::from_millis(50), || {
+        let info: Value = serde_json::from_str(&std::fs::read_to_string(root.join(".stand/devd.json")).ok()?).ok()?;
+        info["url"].as_str().map(str::to_owned)
+    })
+    .ok_or("devd did not start")?;
+    let service_url = poll(Duration::from_secs(900), Duration::from_millis(200), || {
+        let status: Value = http.get(format!("{api}/api/v1/services/service1")).send().ok()?.json().ok()?;
+        let instance = &status["instances"][0];
+        let synced = instance["hash"] == status["artifact"]["sha256"] && instance["healthy"] == true;
+        synced.then(|| instance["url"].as_str().map(str::to_owned)).flatten()
+    })
+    .ok_or_else(|| format!("the stand never came up; see {}", log_path.display()))?;
+    poll(Duration::from_secs(60), Duration::from_millis(50), || message(&http, &service_url).filter(|m| m == "bench start"))
+        .ok_or("service1 does not serve")?;
+    let mut a = Vec::new();
+    let mut reported = Vec::new();
+    for i in 0..n {
+        let text = format!("bench a{i}");
+        set_message(&root, &text)?;
+        let t0 = Instant::now();
+        poll(Duration::from_secs(120), Duration::from_millis(10), || message(&http, &service_url).filter(|m| *m == text))
+            .ok_or_else(|| format!("edit a{i} never served; see {}", log_path.display()))?;
+        a.push(t0.elapsed().as_millis() as u64);
+        // devd's own figure for the same edit, once delivery has finished.
+        let own = poll(Duration::from_secs(10), Duration::from_millis(20), || {
+            let status: Value = http.get(format!("{api}/api/v1/services/service1")).send().ok()?.json().ok()?;
+            let synced = status["instances"][0]["hash"] == status["artifact"]["sha256"] && status["build"]["state"] == "ok";
+            synced.then(|| status["last_edit_to_serving_ms"].as_u64()).flatten()
+        });
+        reported.extend(own);
+        eprintln!("  (a) {i:>2}: {} ms", a[i]);
+    }
+    if let Some(mut child) = cleanup.devd.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // The container's log of the sync path (shim and service) stays for a look.
+    if let Ok(out) = Command::new("docker").args(["logs", "-t", &format!("{name}-bench-service1")]).output() {
+        let _ = std::fs::write(std::env::temp_dir().join(format!("{name}-container.log")), [out.stdout, out.stderr].concat());
+    }
+    if std::env::var_os("BENCH_ONLY_SYNC").is_some() {
+        let (a50, a95) = stats(&a);
+        println!("(a) p50={a50} p95={a95}");
+        return Ok(());
+    }
+
+    // (b) the floor: the same one-line edit, a bare incremental cargo build.
+    let mut b = Vec::new();
+    let build = |root: &Path| -> Result<(), String> {
+        let out = Command::new("cargo")
+            .args(["build", "-q", "-p", "service1", "--bins"])
+            .current_dir(root)
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        out.status.success().then_some(()).ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    build(&root)?;
+    for i in 0..n {
+        set_message(&root, &format!("bench b{i}"))?;
+        let t0 = Instant::now();
+        build(&root)?;
+        b.push(t0.elapsed().as_millis() as u64);
+        eprintln!("  (b) {i:>2}: {} ms", b[i]);
+    }
+
+    // (c) the image-rebuild path: host build, new image (bollard), container replaced.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let c = runtime.block_on(async {
+        let stand = devd::config::load(&root.join("stand.toml")).map_err(|e| e.to_string())?;
+        let plan = devd::plan::resolve(&stand, "bench", "").map_err(|e| e.to_string())?;
+        let service: ServicePlan = plan.services[0].clone();
+        let state_dir = root.join(".stand");
+        let host = devd::cli::host_triple();
+        let mut docker = DockerStand::connect(&plan, &root, &state_dir, &host).await.map_err(|e| e.to_string())?;
+        let mut config = BuildConfig::new(&root, &state_dir);
+        config.target_dir = Some(target_dir.clone());
+        let builder = Builder::new(config);
+        let request = BuildRequest { targets: vec![BuildTarget::package("service1")], cause: Default::default() };
+        let http = reqwest::Client::builder().no_proxy().build().map_err(|e| e.to_string())?;
+        let mut c = Vec::new();
+        for i in 0..n {
+            let text = format!("bench c{i}");
+            set_message(&root, &text)?;
+            let t0 = Instant::now();
+            let output = builder.build(&request, None).await.map_err(|e| e.message)?;
+            let artifact = &output.artifacts[0];
+            docker.ensure(&service, artifact, &mut |_: &str| {}).await?;
+            let end = Instant::now() + Duration::from_secs(120);
+            loop {
+                if Instant::now() > end {
+                    return Err(format!("edit c{i} never served"));
+                }
+                let instances = docker.target.instances("service1").await.unwrap_or_default();
+                if let Some(instance) = instances.first() {
+                    let got = match http.get(format!("{}/api/service1", instance.service_url)).timeout(Duration::from_secs(2)).send().await {
+                        Ok(r) => r.json::<Value>().await.ok().and_then(|v| v["message"].as_str().map(str::to_owned)),
+                        Err(_) => None,
+                    };
+                    if got.as_deref() == Some(text.as_str()) {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            c.push(t0.elapsed().as_millis() as u64);
+            eprintln!("  (c) {i:>2}: {} ms", c[i]);
+        }
+        Ok::<_, String>(c)
+    })?;
+    drop(cleanup);
+
+    let (a50, a95) = stats(&a);
+    let (b50, b95) = stats(&b);
+    let (c50, c95) = stats(&c);
+    println!("edit → new response served, {n} one-line edits of service1's MESSAGE per path (ms)");
+    println!("{:<52} {:>7} {:>7}", "path", "p50", "p95");
+    println!("{:<52} {:>7} {:>7}", "(a) devd sync: watch, build, shim swap, serving", a50, a95);
+    println!("{:<52} {:>7} {:>7}", "(b) floor: bare incremental cargo build", b50, b95);
+    println!("{:<52} {:>7} {:>7}", "(c) image rebuild: build, bollard image, new container", c50, c95);
+    println!("{:<52} {:>7} {:>7}", "a − b", a50 as i64 - b50 as i64, a95 as i64 - b95 as i64);
+    println!("{:<52} {:>7.1} {:>7.1}", "c / a", c50 as f64 / a50.max(1) as f64, c95 as f64 / a95.max(1) as f64);
+    if !reported.is_empty() {
+        let (r50, r95) = stats(&reported);
+        println!("{:<52} {:>7} {:>7}", "devd's own last_edit_to_serving_ms for (a)", r50, r95);
+    }
+    println!("edit_to_serving_p50_ms={a50} p95_ms={a95} floor_p50_ms={b50} naive_p50_ms={c50}");
+    Ok(())
+}
