@@ -327,7 +327,8 @@ mod tests {
         assert!(out.contains(r#"ENTRYPOINT ["/app/stand-shim", "--", "/app/service1"]"#), "{out}");
         assert!(out.contains("ARG BASE_IMAGE=gcr.io/distroless/cc-debian12:nonroot"));
         assert!(out.contains("USER 65532:65532"));
-        assert!(!out.contains("${BINARY}"));
+        assert!(!out.lines().any(|l| !l.starts_with('#') && l.contains("${BINARY}")), "{out}");
+        assert_eq!(render_dockerfile("# ${BINARY} stays in comments\nCMD [\"${BINARY}\"]\n", "b"), "# ${BINARY} stays in comments\nCMD [\"b\"]\n");
     }
 
     #[test]
