@@ -265,8 +265,8 @@ fn shim_workspace(stand_root: &Path) -> Option<PathBuf> {
 
 /// The static shim binary: `$STAND_SHIM_BIN` if set; otherwise built with cargo (a
 /// no-op when it is up to date) as devd/shim/README.md says: release, `--target
-/// <host>` and `+crt-static`, into `$STAND_SHIM_TARGET_DIR` or the shim workspace's
-/// `target/`.
+/// <host>` and `+crt-static`, into `$STAND_SHIM_TARGET_DIR`, else `$CARGO_TARGET_DIR`,
+/// else the shim workspace's `target/`.
 pub async fn ensure_shim(stand_root: &Path, host_triple: &str, mut progress: impl FnMut(&str)) -> Result<PathBuf, ImageError> {
     if let Some(path) = std::env::var_os("STAND_SHIM_BIN") {
         let path = PathBuf::from(path);
@@ -282,7 +282,10 @@ pub async fn ensure_shim(stand_root: &Path, host_triple: &str, mut progress: imp
                 .to_owned(),
         )
     })?;
-    let target_dir = std::env::var_os("STAND_SHIM_TARGET_DIR").map_or_else(|| ws.join("target"), PathBuf::from);
+    let target_dir = std::env::var_os("STAND_SHIM_TARGET_DIR")
+        .or_else(|| std::env::var_os("CARGO_TARGET_DIR"))
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| ws.join("target"), PathBuf::from);
     let output = target_dir.join(host_triple).join("release").join(SHIM_PACKAGE);
     let mut cmd = tokio::process::Command::new("cargo");
     cmd.args(["build", "--release", "-p", SHIM_PACKAGE, "--bin", SHIM_PACKAGE, "--target", host_triple])

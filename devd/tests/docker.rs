@@ -35,6 +35,12 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
 }
 
+/// The cargo target dir the suite builds into (scripts/test exports it in CI), shared by
+/// the stand copies: registry crates and the static shim are built once.
+fn shared_target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()).map_or_else(|| repo().join("target"), PathBuf::from)
+}
+
 fn unique_name() -> String {
     format!("t{}x{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
 }
@@ -138,7 +144,7 @@ database = {database}
     fn command(&self) -> Command {
         let mut cmd = Command::new(DEVD);
         cmd.current_dir(&self.root)
-            .env("CARGO_TARGET_DIR", repo().join("target"))
+            .env("CARGO_TARGET_DIR", shared_target_dir())
             .env("STAND_BASE_IMAGE", BASE_IMAGE)
             .env("RUST_LOG", "devd=info")
             .stdin(Stdio::null());
@@ -524,6 +530,7 @@ fn image_build(fx: &fixtures::Fixture, args: &[&str]) -> Output {
         .args(args)
         .current_dir(&fx.root)
         .env("CARGO_TARGET_DIR", fx.path("target"))
+        .env("STAND_SHIM_TARGET_DIR", shared_target_dir())
         .env_remove("STAND_BASE_IMAGE")
         .stdin(Stdio::null())
         .output()
