@@ -307,6 +307,9 @@ pub async fn image_build(place: &Place, args: ImageBuildArgs) -> anyhow::Result<
         labels: Default::default(),
     };
     let built = image::build(&docker, &spec, |line| println!("{line}")).await?;
+    if let Some(previous) = &built.previous {
+        image::remove_if_unused(&docker, previous).await;
+    }
     println!("built {} ({})", built.tag, built.id);
     Ok(())
 }

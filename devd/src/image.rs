@@ -75,6 +75,18 @@ pub struct ImageSpec {
 pub struct Built {
     pub id: String,
     pub tag: String,
+    /// The image the tag pointed to before, when it was another one.
+    pub previous: Option<String>,
+}
+
+/// Removes an image that a tag no longer names, unless a container still uses it (then
+/// it stays; Docker refuses). Keeps every rebuild from leaving a dangling image behind.
+pub async fn remove_if_unused(docker: &Docker, id: &str) {
+    let options = bollard::query_parameters::RemoveImageOptions { force: false, noprune: false, ..Default::default() };
+    match docker.remove_image(id, Some(options), None).await {
+        Ok(_) => tracing::debug!(image = id, "removed the previous image"),
+        Err(e) => tracing::debug!(image = id, error = %e, "previous image kept"),
+    }
 }
 
 /// `${BINARY}` in ENTRYPOINT/CMD lines becomes the binary's name (Docker does not
@@ -206,6 +218,7 @@ pub async fn build(docker: &Docker, spec: &ImageSpec, mut progress: impl FnMut(&
         labels: Some(labels),
         ..Default::default()
     };
+    let previous = docker.inspect_image(&spec.tag).await.ok().and_then(|i| i.id);
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
     let mut id = None;
     // The Dockerfile step that runs: a failure names it (a FROM whose image cannot be
@@ -242,7 +255,8 @@ pub async fn build(docker: &Docker, spec: &ImageSpec, mut progress: impl FnMut(&
         Some(id) => id,
         None => docker.inspect_image(&spec.tag).await?.id.unwrap_or_default(),
     };
-    Ok(Built { id, tag: spec.tag.clone() })
+    let previous = previous.filter(|p| *p != id);
+    Ok(Built { id, tag: spec.tag.clone(), previous })
 }
 
 /// sha256 of a file, hex.

@@ -477,6 +477,9 @@ fn docker_target_syncs_edits_into_the_running_container() {
     wait_message(&stand, "hello from the edited service1", Duration::from_secs(60));
     assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &database]).stdout, db_id.stdout, "the database container was kept");
     assert_eq!(stand.labelled("container").len(), 2);
+    let first_sha = first["artifact"]["sha256"].as_str().expect("sha");
+    let old_images = docker(&["images", "-q", "--filter", &format!("label=dev.stand.binary-sha256={first_sha}")]);
+    assert_eq!(String::from_utf8_lossy(&old_images.stdout).trim(), "", "the image the tag no longer names was removed");
 
     // 7. `devd down`: containers and network go, the volume stays without --volumes.
     if let Some(mut child) = stand.devd.take() {

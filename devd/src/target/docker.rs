@@ -528,7 +528,7 @@ impl DockerStand {
             dockerfile: crate::image::stand_dockerfile(&self.root),
             labels: Default::default(),
         };
-        crate::image::build(self.target.docker(), &spec, &mut *progress).await.map_err(|e| e.to_string())?;
+        let built = crate::image::build(self.target.docker(), &spec, &mut *progress).await.map_err(|e| e.to_string())?;
         self.target.ensure_network().await.map_err(|e| e.to_string())?;
         let db_password = match service.database.mode {
             DbMode::None => None,
@@ -542,6 +542,9 @@ impl DockerStand {
         };
         let settings = ServiceContainer { image: tag, shim_token: self.target.shim_token.clone(), db_password };
         self.target.ensure_service(service, &settings).await.map_err(|e| e.to_string())?;
+        if let Some(previous) = &built.previous {
+            crate::image::remove_if_unused(self.target.docker(), previous).await;
+        }
         self.deployed.insert(service.name.clone(), (service.clone(), settings));
         Ok(())
     }
