@@ -554,6 +554,68 @@ impl DockerStand {
 mod tests {
     use super::*;
 
+    fn service(mode: DbMode) -> ServicePlan {
+        let stand = crate::config::Stand::parse(
+            r#"
+[stand]
+name = "s"
+namespace = "s"
+chart = "c"
+release = "s"
+default_env = "in"
+
+[services.api]
+package = "api"
+path = "api"
+port = 5002
+database = true
+image = "s/api"
+
+[env.in]
+services = ["api"]
+values = []
+database = { mode = "in-cluster", persistence = false }
+
+[env.ext]
+services = ["api"]
+values = []
+database = { mode = "external", host = "db.example", secret = "api-db", name = "apidb", user = "apiuser" }
+
+[env.none]
+services = ["api"]
+values = []
+database = { mode = "none" }
+"#,
+            Path::new("stand.toml"),
+        )
+        .expect("stand.toml");
+        let env = match mode {
+            DbMode::InCluster => "in",
+            DbMode::External => "ext",
+            DbMode::None => "none",
+        };
+        crate::plan::resolve(&stand, env, "x86_64-unknown-linux-gnu").expect("plan").services.remove(0)
+    }
+
+    #[test]
+    fn service_env_follows_the_plan_database() {
+        let settings = |pw: Option<&str>| ServiceContainer {
+            image: "s/api:dev".into(),
+            shim_token: "tok".into(),
+            db_password: pw.map(str::to_owned),
+        };
+        let env = DockerTarget::service_env(&service(DbMode::InCluster), &settings(Some("pw")));
+        for want in ["PORT=5002", "STAND_SHIM_TOKEN=tok", "STAND_SHIM_PORT=7070", "DB_HOST=postgres-api", "DB_PORT=5432", "DB_NAME=api", "DB_USER=api", "DB_PASSWORD=pw", "DB_SSLMODE=disable", "LOG_FORMAT=json"] {
+            assert!(env.contains(&want.to_owned()), "{want} missing from {env:?}");
+        }
+        let env = DockerTarget::service_env(&service(DbMode::External), &settings(Some("secret")));
+        for want in ["DB_HOST=db.example", "DB_NAME=apidb", "DB_USER=apiuser", "DB_PASSWORD=secret", "DB_SSLMODE=prefer"] {
+            assert!(env.contains(&want.to_owned()), "{want} missing from {env:?}");
+        }
+        let env = DockerTarget::service_env(&service(DbMode::None), &settings(None));
+        assert!(!env.iter().any(|e| e.starts_with("DB_")), "{env:?}");
+    }
+
     #[test]
     fn the_settings_hash_does_not_depend_on_map_order() {
         let a = serde_json::json!({"labels": {"b": "2", "a": "1"}, "env": ["X=1"]});
