@@ -421,8 +421,8 @@ fn docker_target_syncs_edits_into_the_running_container() {
     // 3. A binary that exits at start: rolled back, the old text served, status says why.
     stand.edit(
         "services/service1/src/main.rs",
-        "service_kit::telemetry::init();",
-        "service_kit::telemetry::init();\n    eprintln!(\"refusing to start\");\n    std::process::exit(3);",
+        "fn main() -> std::process::ExitCode {",
+        "fn main() -> std::process::ExitCode {\n    eprintln!(\"refusing to start\");\n    std::process::exit(3);",
     );
     let rolled = stand.wait("the rollback", EDIT_DEADLINE, |s| {
         s["instances"][0]["detail"].as_str().is_some_and(|d| d.contains("rolled back"))

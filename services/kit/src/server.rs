@@ -31,6 +31,33 @@ pub enum ServeError {
     Serve(#[source] std::io::Error),
 }
 
+/// The whole `main` of a service: tracing, the runtime, [`serve`], the exit code.
+/// Non-generic on purpose: a service's binary instantiates nothing of tokio's or
+/// axum's, so rebuilding it after an edit compiles almost nothing (devd's hot path).
+pub fn main(spec: ServiceSpec) -> std::process::ExitCode {
+    crate::telemetry::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(spec)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            tracing::error!(error = %message, "service failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs the service until SIGTERM or Ctrl-C: reads the environment, starts the
 /// database supervisor, serves, then drains in-flight requests.
 pub async fn serve(spec: ServiceSpec) -> Result<(), ServeError> {

@@ -1,6 +1,3 @@
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    service_kit::telemetry::init();
-    service_kit::serve(service2::spec()).await?;
-    Ok(())
+fn main() -> std::process::ExitCode {
+    service_kit::server::main(service2::spec())
 }
