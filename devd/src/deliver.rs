@@ -171,13 +171,7 @@ impl Syncer {
         let Some(instances) = self.instances().await else { return };
         let mut statuses = Vec::with_capacity(instances.len());
         for instance in &instances {
-            let mut status = InstanceStatus {
-                id: instance.id.clone(),
-                url: Some(instance.service_url.clone()),
-                hash: None,
-                healthy: false,
-                detail: None,
-            };
+            let mut status = unknown_status(instance);
             match self.target.shim_status(instance).await {
                 Ok(shim) => {
                     status.hash = shim.sha256.clone();
@@ -242,15 +236,14 @@ async fn instances_changed(changes: &mut Option<watch::Receiver<u64>>) {
     std::future::pending::<()>().await;
 }
 
+/// An instance's status before anything is known about it.
+fn unknown_status(instance: &Instance) -> InstanceStatus {
+    InstanceStatus { id: instance.id.clone(), url: Some(instance.service_url.clone()), ..InstanceStatus::default() }
+}
+
 /// PUTs the artifact and, meanwhile, watches for the new hash answering /health.
 async fn deliver_one(target: &dyn Target, instance: &Instance, desired: &Desired) -> Outcome {
-    let mut status = InstanceStatus {
-        id: instance.id.clone(),
-        url: Some(instance.service_url.clone()),
-        hash: None,
-        healthy: false,
-        detail: None,
-    };
+    let mut status = unknown_status(instance);
     let put = target.deliver(instance, &desired.path, &desired.sha256);
     tokio::pin!(put);
     let watch = serving(target, instance, &desired.sha256);
