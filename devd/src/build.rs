@@ -236,11 +236,14 @@ fn arch(triple: &str) -> &str {
 #[derive(Debug, Clone)]
 pub struct Builder {
     config: BuildConfig,
+    /// The toolchain once it was found (a failure is looked into again next build, so
+    /// installing the missing target mid-session works): no `rustc -vV` per build.
+    toolchain: std::sync::Arc<tokio::sync::OnceCell<(Toolchain, String)>>,
 }
 
 impl Builder {
     pub fn new(config: BuildConfig) -> Self {
-        Self { config }
+        Self { config, toolchain: std::sync::Arc::default() }
     }
 
     pub fn config(&self) -> &BuildConfig {
@@ -250,6 +253,10 @@ impl Builder {
     /// Looks at the machine (`rustc -vV`, `rustup target list --installed`,
     /// cargo-zigbuild and zig on `PATH`) and applies [`choose_toolchain`].
     pub async fn toolchain(&self) -> Result<(Toolchain, String), BuildError> {
+        self.toolchain.get_or_try_init(|| self.find_toolchain()).await.cloned()
+    }
+
+    async fn find_toolchain(&self) -> Result<(Toolchain, String), BuildError> {
         let host = host_triple().await?;
         let target = self.config.target.as_deref();
         let mut facts = ToolchainFacts { host: host.clone(), ..Default::default() };

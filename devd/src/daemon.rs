@@ -131,9 +131,9 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
 
     let mut watch_config = WatchConfig::new(vec![root.clone()]);
     // A burst (a checkout, a formatter over the tree) whose writer stalls for a moment
-    // under load should still be one build: 100 ms of quiet closes a batch. A single
-    // save costs at most 50 ms more than the 50 ms window.
-    watch_config.quiet = std::time::Duration::from_millis(100);
+    // under load should still be one build: once a batch holds several paths, 100 ms
+    // of quiet closes it. A single save keeps the 50 ms window.
+    watch_config.burst_quiet = std::time::Duration::from_millis(100);
     watch_config.extra_ignores = vec![state.path().to_owned(), graph.target_dir().to_owned()];
     if let Some(dir) = &config.target_dir {
         watch_config.extra_ignores.push(dir.clone());

@@ -23,10 +23,12 @@
 //!
 //! ## Debounce
 //! A batch opens at its first event and closes when both hold: `window` has passed
-//! since that first event, and no event arrived during the last `quiet` — but never
-//! later than `max_batch` after the first event. A single save is therefore reported
-//! `window` after it happened; a `git checkout` writing hundreds of files keeps the
-//! batch open until the burst stops and becomes one batch.
+//! since that first event, and no event arrived during the last `quiet` (or
+//! `burst_quiet` once the batch holds more than one path: a burst is in progress) —
+//! but never later than `max_batch` after the first event. A single save is therefore
+//! reported `window` after it happened; a `git checkout` writing hundreds of files
+//! keeps the batch open until the burst stops and becomes one batch, even when its
+//! writer stalls for a moment.
 //!
 //! Only content changes count: creation, data modification, removal and renames.
 //! Opens, closes, reads and metadata-only changes (chmod, `touch`) do not.
@@ -81,6 +83,8 @@ pub struct WatchConfig {
     pub window: Duration,
     /// After `window`, the batch stays open while events keep coming this close together.
     pub quiet: Duration,
+    /// The same, once the batch holds more than one path (a burst is in progress).
+    pub burst_quiet: Duration,
     /// Hard cap from a batch's first event to its delivery, so a never-ending stream
     /// of events still produces batches.
     pub max_batch: Duration,
@@ -93,6 +97,7 @@ impl WatchConfig {
             extra_ignores: Vec::new(),
             window: Duration::from_millis(50),
             quiet: Duration::from_millis(50),
+            burst_quiet: Duration::from_millis(50),
             max_batch: Duration::from_secs(2),
         }
     }
@@ -235,8 +240,9 @@ fn run(
                 Err(_) => return,
             },
             (Some(p), None) => {
+                let quiet = if p.paths.len() > 1 { config.burst_quiet } else { config.quiet };
                 let close_at = (p.first_at + config.window)
-                    .max(p.last_at + config.quiet)
+                    .max(p.last_at + quiet)
                     .min(p.first_at + config.max_batch);
                 let now = Instant::now();
                 let next = if now >= close_at {

@@ -173,3 +173,28 @@ fn dropping_the_handle_closes_the_channel() {
     });
     assert!(closed.is_some(), "channel still open after drop");
 }
+
+/// A burst whose writer stalls longer than `quiet` (but less than `burst_quiet`) stays
+/// one batch once it holds several paths; a lone save still closes after `quiet`.
+#[test]
+fn a_stalled_burst_is_still_one_batch() {
+    let fx = fixtures::workspace();
+    let mut config = WatchConfig::new(vec![fx.root.clone()]);
+    config.quiet = Duration::from_millis(50);
+    config.burst_quiet = Duration::from_millis(1500);
+    let (handle, rx) = watch::start(config).expect("start watcher");
+    let mut w = Watched { fx, handle, rx };
+    let dir = w.fx.path("crates/shared/src");
+    let first: Vec<PathBuf> = (0..3).map(|i| dir.join(format!("burst_a{i}.rs"))).collect();
+    for file in &first {
+        std::fs::write(file, "pub const A: u32 = 1;\n").expect("write");
+    }
+    // The writer stalls (a slow disk, a descheduled checkout): 300 ms, six times `quiet`.
+    // This is the scenario, not a wait for a result.
+    std::thread::sleep(Duration::from_millis(300));
+    let last = dir.join("burst_b.rs");
+    std::fs::write(&last, "pub const B: u32 = 2;\n").expect("write");
+    let batches = w.batches_until(&last);
+    assert_eq!(batches.len(), 1, "batches: {:?}", batches.iter().map(|b| b.paths.len()).collect::<Vec<_>>());
+    assert!(first.iter().all(|f| batches[0].paths.contains(f)), "{:?}", batches[0].paths);
+}
