@@ -409,7 +409,11 @@ fn docker_target_syncs_edits_into_the_running_container() {
     let hammer = Hammer::start(url.clone());
     stand.edit("services/service1/src/lib.rs", "pub fn spec()", "pub fn spec( -> {");
     stand.wait("the failed build", EDIT_DEADLINE, |s| s["build"]["state"] == "failed" && s["build"]["count"].as_u64() > Some(count));
-    std::thread::sleep(Duration::from_millis(1500)); // let a reconcile pass happen under load
+    // Keep requesting across a reconcile pass (every 1.5 s): 80 more requests, each at
+    // least 20 ms apart, span one.
+    let seen = hammer.requests.load(Ordering::SeqCst);
+    poll_until(EDIT_DEADLINE, || (hammer.requests.load(Ordering::SeqCst) >= seen + 80).then_some(()))
+        .expect("the request loop stalled");
     let (requests, failures, errors) = hammer.finish();
     assert!(requests > 10, "the request loop barely ran ({requests})");
     assert_eq!(failures, 0, "requests failed while the build was broken: {errors:?}");
@@ -430,7 +434,9 @@ fn docker_target_syncs_edits_into_the_running_container() {
     let detail = rolled["instances"][0]["detail"].as_str().unwrap_or_default().to_owned();
     assert!(detail.contains("exit code 3") || detail.contains("refusing to start"), "the reason is missing: {detail}");
     assert_ne!(rolled["instances"][0]["hash"], rolled["artifact"]["sha256"], "the bad binary must not be running");
-    assert_eq!(message(&stand.service_url()).as_deref(), Some("hello from the edited service1"));
+    // The rollback is reported once the shim restarted the previous binary, which may
+    // not have bound its port yet: poll for the old text.
+    wait_message(&stand, "hello from the edited service1", EDIT_DEADLINE);
     let ready = get(&format!("{}/api/v1/services/service1/ready", stand.url)).expect("ready");
     assert_eq!(ready.0, 503, "{ready:?}");
     stand.edit("services/service1/src/main.rs", "\n    eprintln!(\"refusing to start\");\n    std::process::exit(3);", "");
