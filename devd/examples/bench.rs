@@ -260,7 +260,7 @@ fn run() -> Result<(), String> {
         let mut config = BuildConfig::new(&root, &state_dir);
         config.target_dir = Some(target_dir.clone());
         let builder = Builder::new(config);
-        let request = BuildRequest { targets: vec![BuildTarget::package("service1")], cause: Default::default() };
+        let request = BuildRequest { targets: vec![BuildTarget::package("service1")], cause: Default::default(), replay: None };
         let http = reqwest::Client::builder().no_proxy().build().map_err(|e| e.to_string())?;
         let mut c = Vec::new();
         for i in 0..n {

@@ -33,6 +33,7 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use crate::graph::PackageName;
+use crate::replay::{self, Recipes, ReplayScope};
 
 /// How many lines of cargo's stderr a result keeps.
 const STDERR_TAIL_LINES: usize = 200;
@@ -52,6 +53,10 @@ pub struct BuildConfig {
     pub target_dir: Option<PathBuf>,
     /// The cargo to run (default `cargo` from `PATH`).
     pub cargo: PathBuf,
+    /// The devd executable, which cargo runs as `RUSTC_WORKSPACE_WRAPPER` to record
+    /// its rustc command lines for [`crate::replay`]; `None` (the default) builds
+    /// with cargo only. See [`rustc_recorder`].
+    pub rustc_recorder: Option<PathBuf>,
 }
 
 impl BuildConfig {
@@ -63,8 +68,23 @@ impl BuildConfig {
             target: None,
             target_dir: None,
             cargo: PathBuf::from("cargo"),
+            rustc_recorder: None,
         }
     }
+}
+
+/// The recorder for [`BuildConfig::rustc_recorder`] when this process is devd: its own
+/// executable. `None` when `DEVD_RUSTC_REPLAY=0`, when the running program is not
+/// devd (a test or an example embedding the library), or when the environment
+/// already names a `RUSTC_WORKSPACE_WRAPPER` of its own.
+pub fn rustc_recorder() -> Option<PathBuf> {
+    if std::env::var_os("DEVD_RUSTC_REPLAY").is_some_and(|v| v == "0")
+        || std::env::var_os("RUSTC_WORKSPACE_WRAPPER").is_some()
+    {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    (exe.file_name()? == "devd").then_some(exe)
 }
 
 /// One service binary to build.
@@ -88,6 +108,10 @@ pub struct BuildRequest {
     pub targets: Vec<BuildTarget>,
     /// The changed paths that caused this build (empty for a manual rebuild).
     pub cause: BTreeSet<PathBuf>,
+    /// What to recompile when the change is one of sources only
+    /// ([`crate::graph::WorkspaceGraph::replay_scope`]): the builder then runs the
+    /// recorded rustc command lines itself when it has them all, else cargo builds.
+    pub replay: Option<ReplayScope>,
 }
 
 /// A built service binary, stored where no later build can change it.
@@ -100,7 +124,7 @@ pub struct Artifact {
     /// Lowercase hex.
     pub sha256: String,
     pub size: u64,
-    /// Wall time of the whole cargo invocation that produced it.
+    /// Wall time of the whole build (cargo, or the replayed rustc runs) that produced it.
     pub build_duration_ms: u64,
     pub built_at: DateTime<Utc>,
     /// The changed paths that caused the build.
@@ -162,7 +186,8 @@ impl BuildError {
 /// Live output of a running build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BuildProgress {
-    /// cargo started; `pid` is also its process group.
+    /// cargo started; `pid` is also its process group. A replay
+    /// ([`crate::replay`]) reports each rustc it starts.
     Started { pid: u32, command: String },
     /// One line of cargo's stderr ("Compiling svc1 v0.1.0 (...)", errors, ...).
     Stderr(String),
@@ -239,11 +264,19 @@ pub struct Builder {
     /// The toolchain once it was found (a failure is looked into again next build, so
     /// installing the missing target mid-session works): no `rustc -vV` per build.
     toolchain: std::sync::Arc<tokio::sync::OnceCell<(Toolchain, String)>>,
+    /// The rustc command lines recorded from this builder's cargo runs.
+    recipes: std::sync::Arc<std::sync::Mutex<Recipes>>,
 }
 
 impl Builder {
     pub fn new(config: BuildConfig) -> Self {
-        Self { config, toolchain: std::sync::Arc::default() }
+        Self { config, toolchain: std::sync::Arc::default(), recipes: std::sync::Arc::default() }
+    }
+
+    /// The units whose rustc command lines this builder holds: `<package> lib`,
+    /// `<package> bin <name>`, sorted.
+    pub fn recorded_units(&self) -> Vec<String> {
+        self.recipes.lock().map(|r| r.units()).unwrap_or_default()
     }
 
     pub fn config(&self) -> &BuildConfig {
@@ -305,6 +338,12 @@ impl Builder {
             });
         }
         let (toolchain, triple) = self.toolchain().await?;
+        if let Some(scope) = request.replay.as_ref().filter(|_| self.config.rustc_recorder.is_some()) {
+            match self.replay(scope, request, progress.as_ref(), started, built_at, &triple).await {
+                Ok(output) => return Ok(output),
+                Err(why) => tracing::info!(%why, "no rustc replay for this change; cargo builds"),
+            }
+        }
         let mut cmd = Command::new(&self.config.cargo);
         let target = match &toolchain {
             Toolchain::Cargo { target } => {
@@ -338,6 +377,19 @@ impl Builder {
         if let Some(dir) = &self.config.target_dir {
             cmd.env("CARGO_TARGET_DIR", dir);
         }
+        let records = match &self.config.rustc_recorder {
+            Some(recorder) => match replay::make_record_dir(&self.config.state_dir.join("rustc-records")) {
+                Ok(dir) => {
+                    cmd.env("RUSTC_WORKSPACE_WRAPPER", recorder).env(replay::RECORD_DIR_ENV, &dir);
+                    Some(RecordDir(dir))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot make a rustc record dir; this build records nothing");
+                    None
+                }
+            },
+            None => None,
+        };
         cmd.current_dir(&self.config.workspace_root)
             .env("CARGO_TERM_COLOR", "never")
             .env("CARGO_TERM_PROGRESS_WHEN", "never")
@@ -412,6 +464,14 @@ impl Builder {
         // cargo is reaped and waited for its rustc children: nothing left to kill, and
         // its pid may be reused from now on.
         group.0 = None;
+        if let Some(records) = &records {
+            // Even from a failed build: a recorded command line is the one cargo runs
+            // for that unit until its fingerprint changes, and such a change goes
+            // through cargo again.
+            let mut recipes = self.recipes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let taken = recipes.ingest(&records.0);
+            tracing::debug!(taken, total = recipes.len(), "rustc command lines recorded");
+        }
         let stderr_tail = stderr_task.await.unwrap_or_default();
         let duration_ms = millis(started.elapsed());
         let names = packages.iter().copied().collect::<Vec<_>>().join(", ");
@@ -447,28 +507,94 @@ impl Builder {
         let mut artifacts = Vec::new();
         for wanted in &request.targets {
             let (bin, (exe, fresh)) = pick_executable(wanted, &executables)?;
-            let store_dir = self.config.state_dir.join("artifacts").join(&wanted.package);
-            let exe_for_copy = exe.clone();
-            let (path, sha256, size) =
-                tokio::task::spawn_blocking(move || store_artifact(&exe_for_copy, &store_dir))
-                    .await
-                    .map_err(|e| io_error(format!("storing the artifact: {e}")))?
-                    .map_err(|e| io_error(format!("storing {}: {e}", exe.display())))?;
-            artifacts.push(Artifact {
-                package: wanted.package.clone(),
-                bin,
-                path,
-                sha256,
-                size,
-                build_duration_ms: duration_ms,
-                built_at,
-                cause: request.cause.clone(),
-                fresh,
-                target: triple.clone(),
-            });
+            artifacts.push(self.store(request, wanted, bin, exe, fresh, duration_ms, built_at, &triple).await?);
         }
         tracing::info!(packages = %names, duration_ms, "build finished");
         Ok(BuildOutput { artifacts, duration_ms, warnings, stderr_tail })
+    }
+
+    /// The fast path ([`crate::replay`]): the recorded rustc command lines of `scope`,
+    /// run in order. `Err` says why cargo has to build instead.
+    async fn replay(
+        &self,
+        scope: &ReplayScope,
+        request: &BuildRequest,
+        progress: Option<&mpsc::UnboundedSender<BuildProgress>>,
+        started: Instant,
+        built_at: DateTime<Utc>,
+        triple: &str,
+    ) -> Result<BuildOutput, String> {
+        let recipes = self.recipes.lock().map_err(|_| "recipes poisoned")?.select(scope)?;
+        let mut on_start = |pid: u32, command: String| {
+            tracing::debug!(%command, "rustc replay started");
+            if let Some(tx) = progress {
+                let _ = tx.send(BuildProgress::Started { pid, command });
+            }
+        };
+        let replayed = replay::run(&recipes, &mut on_start).await?;
+        let duration_ms = millis(started.elapsed());
+        let mut artifacts = Vec::new();
+        for wanted in &request.targets {
+            let (package, bin) = scope
+                .bins
+                .iter()
+                .find(|(p, b)| *p == wanted.package && wanted.bin.as_ref().is_none_or(|w| w == b))
+                .ok_or_else(|| format!("{} is not in the replay scope", wanted.package))?;
+            let exe = replayed
+                .executables
+                .get(&(package.clone(), bin.clone()))
+                .ok_or_else(|| format!("the replay built no {bin}"))?;
+            let artifact = self
+                .store(request, wanted, bin.clone(), exe.clone(), false, duration_ms, built_at, triple)
+                .await
+                .map_err(|e| e.rendered)?;
+            artifacts.push(artifact);
+        }
+        let names: Vec<&str> = scope.bins.iter().map(|(p, _)| p.as_str()).collect();
+        tracing::info!(packages = %names.join(", "), duration_ms, units = recipes.len(), "build finished (rustc replay)");
+        Ok(BuildOutput { artifacts, duration_ms, warnings: replayed.warnings, stderr_tail: replayed.stderr_tail })
+    }
+
+    /// Copies `exe` into the artifact store and describes it.
+    #[allow(clippy::too_many_arguments)]
+    async fn store(
+        &self,
+        request: &BuildRequest,
+        wanted: &BuildTarget,
+        bin: String,
+        exe: PathBuf,
+        fresh: bool,
+        duration_ms: u64,
+        built_at: DateTime<Utc>,
+        triple: &str,
+    ) -> Result<Artifact, BuildError> {
+        let store_dir = self.config.state_dir.join("artifacts").join(&wanted.package);
+        let exe_for_copy = exe.clone();
+        let (path, sha256, size) = tokio::task::spawn_blocking(move || store_artifact(&exe_for_copy, &store_dir))
+            .await
+            .map_err(|e| io_error(format!("storing the artifact: {e}")))?
+            .map_err(|e| io_error(format!("storing {}: {e}", exe.display())))?;
+        Ok(Artifact {
+            package: wanted.package.clone(),
+            bin,
+            path,
+            sha256,
+            size,
+            build_duration_ms: duration_ms,
+            built_at,
+            cause: request.cause.clone(),
+            fresh,
+            target: triple.to_string(),
+        })
+    }
+}
+
+/// A record dir of one cargo run, removed when the build ends however it ends.
+struct RecordDir(PathBuf);
+
+impl Drop for RecordDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -153,8 +153,10 @@ pub async fn build(place: &Place, args: BuildArgs) -> anyhow::Result<()> {
     let state = StateDir::new(&root);
     let mut config = BuildConfig::new(&root, state.path());
     config.target = Some(plan.build.target_triple.clone());
+    // As the daemon's builds do, so that both share cargo's units (see devd::replay).
+    config.rustc_recorder = crate::build::rustc_recorder();
     let output = Builder::new(config)
-        .build(&BuildRequest { targets, cause: BTreeSet::new() }, None)
+        .build(&BuildRequest { targets, cause: BTreeSet::new(), replay: None }, None)
         .await
         .map_err(|e| anyhow::anyhow!("{}\n{}", e.message, e.rendered))?;
     if args.json {
@@ -278,6 +280,8 @@ pub async fn image_build(place: &Place, args: ImageBuildArgs) -> anyhow::Result<
     let state = StateDir::new(&root);
     let mut config = BuildConfig::new(&root, state.path());
     config.target = Some(plan.build.target_triple.clone());
+    // As the daemon's builds do, so that both share cargo's units (see devd::replay).
+    config.rustc_recorder = crate::build::rustc_recorder();
     config.target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from);
     // cargo's progress to stderr as it comes; Docker's to stdout.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -288,7 +292,7 @@ pub async fn image_build(place: &Place, args: ImageBuildArgs) -> anyhow::Result<
             }
         }
     });
-    let request = BuildRequest { targets: vec![BuildTarget::package(service.package.clone())], cause: BTreeSet::new() };
+    let request = BuildRequest { targets: vec![BuildTarget::package(service.package.clone())], cause: BTreeSet::new(), replay: None };
     let output = Builder::new(config).build(&request, Some(tx)).await;
     let _ = printer.await;
     let output = output.map_err(|e| anyhow::anyhow!("{}\n{}", e.message, e.rendered))?;

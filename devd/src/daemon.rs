@@ -177,6 +177,7 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
     let mut build_config = BuildConfig::new(&root, state.path());
     build_config.target = Some(kube.as_ref().map_or_else(|| plan.build.target_triple.clone(), |k| k.triple.clone()));
     build_config.target_dir = config.target_dir.clone();
+    build_config.rustc_recorder = crate::build::rustc_recorder();
     let mut daemon = Loop {
         config: DaemonConfig { root: root.clone(), file: absolute(&root, &config.file), ..config },
         plan,
@@ -228,12 +229,14 @@ struct Loop {
 struct Cause {
     paths: BTreeSet<PathBuf>,
     first_event_at: Option<Instant>,
+    /// `paths` are all that changed (the watcher did not overflow).
+    complete: bool,
 }
 
 impl Loop {
     async fn run(&mut self, mut batches: mpsc::UnboundedReceiver<ChangeBatch>, mut actions: mpsc::Receiver<Action>) {
         let everything: BTreeSet<String> = self.plan.services.iter().map(|s| s.name.clone()).collect();
-        self.build(&everything, Cause { paths: BTreeSet::new(), first_event_at: None }).await;
+        self.build(&everything, Cause { paths: BTreeSet::new(), first_event_at: None, complete: false }).await;
         let mut keep_up = tokio::time::interval(RECONCILE_INTERVAL);
         keep_up.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -265,7 +268,7 @@ impl Loop {
         match action {
             Action::Rebuild { service } => {
                 let services = BTreeSet::from([service]);
-                self.build(&services, Cause { paths: BTreeSet::new(), first_event_at: None }).await;
+                self.build(&services, Cause { paths: BTreeSet::new(), first_event_at: None, complete: false }).await;
             }
             Action::Restart { service } => match self.syncers.get(&service) {
                 Some(syncer) => syncer.restart(),
@@ -326,7 +329,7 @@ impl Loop {
             return;
         }
         tracing::info!(services = ?affected, paths = batch.paths.len(), "change");
-        self.build(&affected, Cause { paths: batch.paths, first_event_at: Some(batch.first_event_at) }).await;
+        self.build(&affected, Cause { paths: batch.paths, first_event_at: Some(batch.first_event_at), complete: !batch.overflowed }).await;
     }
 
     /// Re-reads stand.toml. Invalid: keep the plan, report the error. Valid: switch to
@@ -388,9 +391,12 @@ impl Loop {
                 s.build.started_at = Some(started_at);
             });
         }
+        let packages: Vec<&str> = plans.iter().map(|s| s.package.as_str()).collect();
+        let changed: Vec<&PathBuf> = cause.paths.iter().collect();
         let request = BuildRequest {
             targets: plans.iter().map(|s| BuildTarget::package(s.package.clone())).collect(),
             cause: cause.paths.clone(),
+            replay: if cause.complete { self.graph.replay_scope(&changed, &packages) } else { None },
         };
         match self.builder.build(&request, None).await {
             Ok(output) => {

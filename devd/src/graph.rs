@@ -13,7 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Component, Path, PathBuf};
 
-use cargo_metadata::{CargoOpt, DependencyKind, Metadata, MetadataCommand};
+use cargo_metadata::{CargoOpt, DependencyKind, Metadata, MetadataCommand, TargetKind};
+
+use crate::replay::{dependency_order, ReplayScope};
 
 /// A cargo package name, as written in its `Cargo.toml`.
 pub type PackageName = String;
@@ -48,6 +50,10 @@ pub struct PackageInfo {
     pub manifest_dir: PathBuf,
     /// Names of the package's binary targets.
     pub bins: Vec<String>,
+    /// It has a library target (`lib`, `rlib`, `proc-macro`, ...).
+    pub lib: bool,
+    /// It has a build script (`build.rs`).
+    pub build_script: bool,
 }
 
 /// The workspace members, their directories, and who depends on whom.
@@ -101,6 +107,20 @@ impl WorkspaceGraph {
                 .filter(|t| t.is_bin())
                 .map(|t| t.name.clone())
                 .collect();
+            let lib = package.targets.iter().any(|t| {
+                t.kind.iter().any(|k| {
+                    matches!(
+                        k,
+                        TargetKind::Lib
+                            | TargetKind::RLib
+                            | TargetKind::DyLib
+                            | TargetKind::CDyLib
+                            | TargetKind::StaticLib
+                            | TargetKind::ProcMacro
+                    )
+                })
+            });
+            let build_script = package.targets.iter().any(|t| t.is_custom_build());
             names_by_id.insert(&package.id, name.clone());
             packages.insert(
                 name.clone(),
@@ -108,6 +128,8 @@ impl WorkspaceGraph {
                     name,
                     manifest_dir: dir,
                     bins,
+                    lib,
+                    build_script,
                 },
             );
         }
@@ -226,6 +248,60 @@ impl WorkspaceGraph {
             .filter(|s| affected.contains(*s))
             .map(str::to_string)
             .collect()
+    }
+
+    /// What a change of `changed_paths` needs recompiled when it is a change of
+    /// sources only, for devd to run rustc itself ([`crate::replay`]); `None` when
+    /// cargo has to build: a manifest, lock file, toolchain or cargo config, a build
+    /// script or a package that has one, or a requested package the change does not
+    /// reach. Paths outside every package are left out. `requested` are the packages
+    /// whose binaries are wanted; each needs exactly one binary, or one named like it.
+    pub fn replay_scope<P, S>(&self, changed_paths: &[P], requested: &[S]) -> Option<ReplayScope>
+    where
+        P: AsRef<Path>,
+        S: AsRef<str>,
+    {
+        let mut touched = BTreeSet::new();
+        for path in changed_paths {
+            let path = self.normalize(path.as_ref());
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if matches!(name, "Cargo.toml" | "Cargo.lock" | "build.rs" | "config" | "config.toml")
+                || name.starts_with("rust-toolchain")
+            {
+                return None;
+            }
+            touched.extend(self.packages_for_path(&path));
+        }
+        if touched.is_empty() || touched.iter().any(|p| self.packages.get(p).is_none_or(|i| i.build_script)) {
+            return None;
+        }
+        let affected: BTreeSet<PackageName> = touched.iter().flat_map(|p| self.dependents_closure(p)).collect();
+        let mut needed = BTreeSet::new();
+        let mut bins = Vec::new();
+        for package in requested.iter().map(AsRef::as_ref) {
+            let info = self.packages.get(package)?;
+            if !affected.contains(package) || info.build_script {
+                return None;
+            }
+            let bin = match info.bins.as_slice() {
+                [only] => only.clone(),
+                several => several.iter().find(|b| *b == package)?.clone(),
+            };
+            bins.push((package.to_string(), bin));
+            // The package's own dependencies within the workspace, itself included.
+            needed.extend(
+                self.packages.keys().filter(|p| self.dependents_closure(p).contains(package)).cloned(),
+            );
+        }
+        let libs: BTreeSet<PackageName> = affected
+            .intersection(&needed)
+            .filter(|p| self.packages.get(*p).is_some_and(|i| i.lib))
+            .cloned()
+            .collect();
+        if libs.iter().any(|p| self.packages.get(p).is_some_and(|i| i.build_script)) {
+            return None;
+        }
+        Some(ReplayScope { libs: dependency_order(&libs, &self.dependents), bins })
     }
 
     /// The directories a watcher needs: the workspace root plus any package that lies

@@ -15,6 +15,7 @@ pub mod graph;
 pub mod helm;
 pub mod image;
 pub mod plan;
+pub mod replay;
 pub mod status;
 pub mod statedir;
 pub mod target;

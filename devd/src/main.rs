@@ -7,6 +7,10 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    // Run by cargo as its rustc wrapper during devd's own builds (see devd::replay).
+    if let Some(code) = devd::replay::wrapper_main() {
+        return code;
+    }
     let cli = match devd::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use devd::build::{
-    Artifact, BuildConfig, BuildErrorKind, BuildProgress, BuildRequest, BuildTarget, Builder,
+    Artifact, BuildConfig, BuildErrorKind, BuildOutput, BuildProgress, BuildRequest, BuildTarget, Builder,
 };
+use devd::graph::WorkspaceGraph;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -36,6 +37,7 @@ fn request(packages: &[&str], cause: &[PathBuf]) -> BuildRequest {
     BuildRequest {
         targets: packages.iter().map(|p| BuildTarget::package(*p)).collect(),
         cause: cause.iter().cloned().collect(),
+        replay: None,
     }
 }
 
@@ -184,4 +186,82 @@ async fn dropping_a_build_kills_cargo() {
     })
     .await;
     assert!(gone.is_ok(), "cargo (pid {pid}) still running after the build was dropped");
+}
+
+/// Builds and returns the output and the commands it started (cargo, or replayed rustc).
+async fn build_and_starts(builder: &Builder, req: &BuildRequest) -> (Result<BuildOutput, devd::build::BuildError>, Vec<String>) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let out = builder.build(req, Some(tx)).await;
+    let mut starts = Vec::new();
+    while let Ok(p) = rx.try_recv() {
+        if let BuildProgress::Started { command, .. } = p {
+            starts.push(command);
+        }
+    }
+    (out, starts)
+}
+
+/// devd's fast path (devd::replay): once a cargo build has recorded the rustc command
+/// lines, a change of sources runs those rustc units directly; whatever it cannot do
+/// (nothing recorded yet, a compiler error) is cargo's, and cargo stays correct after.
+#[tokio::test]
+async fn source_edits_replay_the_recorded_rustc_runs() {
+    let e = env();
+    let mut config = e.builder.config().clone();
+    config.rustc_recorder = Some(PathBuf::from(env!("CARGO_BIN_EXE_devd")));
+    let builder = Builder::new(config);
+    let graph = WorkspaceGraph::load(&e.fx.root).expect("cargo metadata");
+    let scoped = |rel: &str| {
+        let paths = vec![e.fx.path(rel)];
+        BuildRequest { replay: graph.replay_scope(&paths, &["svc1"]), ..request(&["svc1"], &paths) }
+    };
+    let main_rs = "services/svc1/src/main.rs";
+
+    // Nothing recorded yet: cargo builds, through devd as its rustc wrapper.
+    let (first, starts) = build_and_starts(&builder, &scoped(main_rs)).await;
+    let first = first.expect("first build");
+    assert!(starts.len() == 1 && starts[0].contains("cargo build"), "{starts:?}");
+    assert_eq!(run(&first.artifacts[0]), "svc1 42");
+    assert_eq!(builder.recorded_units(), ["fx-core lib", "fx-shared lib", "svc1 bin svc1"]);
+    let records = e.state_dir.join("rustc-records");
+    assert_eq!(std::fs::read_dir(&records).map(|d| d.count()).unwrap_or(0), 0, "records are read and removed");
+
+    // A service's source: its binary alone, by rustc, without cargo.
+    e.fx.write(main_rs, "fn main() { println!(\"svc1 replayed {}\", fx_shared::answer()); }\n");
+    let (out, starts) = build_and_starts(&builder, &scoped(main_rs)).await;
+    let out = out.expect("replayed build");
+    assert_eq!(starts.len(), 1, "{starts:?}");
+    assert!(starts[0].contains("(bin svc1 of svc1, replayed)"), "{starts:?}");
+    let replayed = &out.artifacts[0];
+    assert_eq!(run(replayed), "svc1 replayed 42");
+    assert_eq!(replayed.sha256, sha256_of(&replayed.path));
+    assert_eq!(replayed.cause, BTreeSet::from([e.fx.path(main_rs)]));
+    assert!(!replayed.fresh);
+    eprintln!("svc1 edit, replayed: {} ms", out.duration_ms);
+
+    // A shared crate: the library, then the binary, in dependency order.
+    e.fx.write("crates/shared/src/lib.rs", "pub fn answer() -> u32 { fx_core::base() + 3 }\n");
+    let (out, starts) = build_and_starts(&builder, &scoped("crates/shared/src/lib.rs")).await;
+    assert_eq!(run(&out.expect("replayed build").artifacts[0]), "svc1 replayed 43");
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    assert!(starts[0].contains("(lib of fx-shared, replayed)") && starts[1].contains("(bin svc1 of svc1"), "{starts:?}");
+
+    // A compiler error is cargo's to report; the last artifact stays as it was.
+    e.fx.write(main_rs, "fn main() { let x = ; }\n");
+    let (err, starts) = build_and_starts(&builder, &scoped(main_rs)).await;
+    let err = err.expect_err("syntax error");
+    assert_eq!(err.kind, BuildErrorKind::Compile);
+    assert!(err.rendered.contains("services/svc1/src/main.rs:1:"), "{}", err.rendered);
+    assert!(starts.last().is_some_and(|s| s.contains("cargo build")), "{starts:?}");
+    assert_eq!(run(replayed), "svc1 replayed 42");
+
+    // Fixed: replayed again. Then cargo, asked without a scope, agrees with the replay.
+    e.fx.write(main_rs, "fn main() { println!(\"svc1 fixed {}\", fx_shared::answer()); }\n");
+    let (out, starts) = build_and_starts(&builder, &scoped(main_rs)).await;
+    assert!(starts.iter().all(|s| s.contains("replayed")), "{starts:?}");
+    let fixed = out.expect("fixed").artifacts[0].clone();
+    assert_eq!(run(&fixed), "svc1 fixed 43");
+    let (out, starts) = build_and_starts(&builder, &request(&["svc1"], &[])).await;
+    assert!(starts.len() == 1 && starts[0].contains("cargo build"), "{starts:?}");
+    assert_eq!(run(&out.expect("cargo build").artifacts[0]), "svc1 fixed 43");
 }

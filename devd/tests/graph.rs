@@ -121,3 +121,40 @@ fn graph_load_reports_a_missing_workspace() {
     assert!(text.contains("cargo metadata failed in"), "{text}");
     assert!(text.contains("nothing-here"), "{text}");
 }
+
+/// What a change needs recompiled when devd may run rustc itself (devd::replay).
+#[test]
+fn replay_scope_covers_source_only_changes() {
+    let (fx, graph) = load();
+    let scope = |rel: &[&str], requested: &[&str]| {
+        let paths: Vec<PathBuf> = rel.iter().map(|r| fx.path(r)).collect();
+        graph.replay_scope(&paths, requested).map(|s| (s.libs, s.bins))
+    };
+    let bins = |names: &[&str]| names.iter().map(|n| (n.to_string(), n.to_string())).collect::<Vec<_>>();
+    let libs = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+
+    // svc1 is a binary only: its own edit recompiles just that binary.
+    assert_eq!(scope(&["services/svc1/src/main.rs"], &["svc1"]), Some((libs(&[]), bins(&["svc1"]))));
+    // A shared crate: it, then what depends on it on the way to svc1, in that order.
+    assert_eq!(scope(&["crates/shared/src/lib.rs"], &["svc1"]), Some((libs(&["fx-shared"]), bins(&["svc1"]))));
+    assert_eq!(
+        scope(&["crates/core/src/lib.rs", "services/svc1/src/main.rs"], &["svc1"]),
+        Some((libs(&["fx-core", "fx-shared"]), bins(&["svc1"])))
+    );
+    // Paths outside every package are left out.
+    assert_eq!(
+        scope(&["docs/notes.md", "services/svc1/src/main.rs"], &["svc1"]),
+        Some((libs(&[]), bins(&["svc1"])))
+    );
+
+    // cargo builds: manifests, the lock file, build scripts and packages with one,
+    // a change that reaches no requested package, a change of nothing that builds.
+    assert_eq!(scope(&["services/svc1/Cargo.toml"], &["svc1"]), None);
+    assert_eq!(scope(&["Cargo.lock", "services/svc1/src/main.rs"], &["svc1"]), None);
+    assert_eq!(scope(&["services/svc2/build.rs"], &["svc2"]), None);
+    assert_eq!(scope(&["services/svc2/src/main.rs"], &["svc2"]), None, "svc2 has a build script");
+    assert_eq!(scope(&["crates/shared/src/lib.rs"], &["svc1", "svc2"]), None);
+    assert_eq!(scope(&["services/svc1/src/main.rs"], &["svc2"]), None);
+    assert_eq!(scope(&["docs/notes.md"], &["svc1"]), None);
+    assert_eq!(scope(&["services/svc1/src/main.rs"], &["no-such-package"]), None);
+}

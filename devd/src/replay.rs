@@ -1,0 +1,428 @@
+//! The fast path of a rebuild: rustc run directly with the command lines cargo used.
+//!
+//! An incremental `cargo build` of a one-line edit spends about 0.3 s before its first
+//! rustc starts (loading the workspace, resolving the lock file, reading every
+//! dependency's manifest, checking ~150 fingerprints), on a build that takes ~0.9 s in
+//! all. When nothing but the sources of workspace packages changed, the rustc command
+//! lines cargo would run are the ones it ran last time, so devd runs those itself.
+//!
+//! Recording: devd's cargo builds set `RUSTC_WORKSPACE_WRAPPER` to the devd executable
+//! and [`RECORD_DIR_ENV`] to a private directory. Run that way, devd is the wrapper
+//! ([`wrapper_main`]): it writes the rustc invocation (program, arguments, working
+//! directory, environment) to a 0600 file there and `exec`s rustc. After the build the
+//! builder reads those files into [`Recipes`] (memory only) and deletes them. cargo
+//! runs rustc for exactly the units whose fingerprint changed, so a unit cargo finds
+//! fresh keeps its recorded command line, which is still the one cargo would use.
+//!
+//! Replaying ([`Recipes::select`], [`run`]): the daemon says which workspace libraries
+//! must be recompiled, in dependency order, and which binaries it wants; every one
+//! needs a recipe, else cargo builds. The units run one after the other under cargo's
+//! own lock on the target dir (`<target>/<profile>/.cargo-lock`; busy means cargo is
+//! running, and then cargo builds). A failure of any kind, a compiler error included,
+//! hands the build to cargo, whose account of it is the authoritative one: the fast
+//! path never decides that code does not compile.
+//!
+//! cargo itself stays correct: its fingerprints compare the sources' mtimes with its
+//! own last run, so after a replay it simply finds those units dirty and recompiles them
+//! the next time it is asked. `RUSTC_WORKSPACE_WRAPPER` is part of cargo's metadata hash,
+//! so devd's builds of workspace members sit next to those of a plain `cargo build`
+//! instead of replacing them (each is compiled once, then both stay fresh).
+//!
+//! `DEVD_RUSTC_REPLAY=0` in devd's environment turns all of this off.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::graph::PackageName;
+
+/// Set (to the record directory) only in the environment of devd's own cargo builds.
+pub const RECORD_DIR_ENV: &str = "__STAND_RUSTC_RECORD_DIR";
+
+/// Variables of a recorded environment that a replay leaves out: the jobserver of a
+/// cargo that has exited.
+const STALE_ENV: &[&str] = &["CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS", RECORD_DIR_ENV];
+
+/// How many lines of a replay's stderr (non-diagnostic lines) are kept.
+const TAIL_LINES: usize = 50;
+
+/// Runs the devd binary as cargo's rustc wrapper when [`RECORD_DIR_ENV`] is set:
+/// records the invocation, then becomes rustc. `None`: not invoked as the wrapper.
+pub fn wrapper_main() -> Option<ExitCode> {
+    let dir = std::env::var_os(RECORD_DIR_ENV)?;
+    let mut args = std::env::args_os().skip(1);
+    let Some(rustc) = args.next() else {
+        eprintln!("devd: {RECORD_DIR_ENV} is set, so devd runs as cargo's rustc wrapper, but no rustc was given");
+        return Some(ExitCode::from(2));
+    };
+    let args: Vec<std::ffi::OsString> = args.collect();
+    if args.iter().any(|a| a == "--crate-name") {
+        // Best effort: without a record this unit is simply built by cargo next time.
+        if let Err(e) = write_record(Path::new(&dir), &rustc, &args) {
+            eprintln!("devd: cannot record the rustc invocation in {}: {e}", Path::new(&dir).display());
+        }
+    }
+    let error = std::os::unix::process::CommandExt::exec(std::process::Command::new(&rustc).args(&args));
+    eprintln!("devd: cannot run {}: {error}", Path::new(&rustc).display());
+    Some(ExitCode::from(1))
+}
+
+/// One rustc invocation as the wrapper saw it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Record {
+    program: String,
+    args: Vec<String>,
+    cwd: String,
+    env: Vec<(String, String)>,
+}
+
+fn write_record(dir: &Path, rustc: &std::ffi::OsStr, args: &[std::ffi::OsString]) -> std::io::Result<()> {
+    let text = |s: &std::ffi::OsStr| {
+        s.to_str().map(str::to_owned).ok_or_else(|| std::io::Error::other("not UTF-8"))
+    };
+    let record = Record {
+        program: text(rustc)?,
+        args: args.iter().map(|a| text(a)).collect::<Result<_, _>>()?,
+        cwd: text(std::env::current_dir()?.as_os_str())?,
+        env: std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect(),
+    };
+    let name = format!(
+        "{}-{}.json",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    );
+    let mut file = std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().write(true).create_new(true), 0o600)
+        .open(dir.join(name))?;
+    file.write_all(&serde_json::to_vec(&record).map_err(std::io::Error::other)?)
+}
+
+/// Creates a fresh record directory (0700) for one cargo build.
+pub fn make_record_dir(parent: &Path) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(parent)?;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = parent.join(format!("{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700).create(&dir)?;
+    Ok(dir)
+}
+
+/// Which unit of a package a recipe compiles.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Unit {
+    Lib,
+    Bin(String),
+}
+
+/// A recorded rustc invocation, ready to run again.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub package: PackageName,
+    pub unit: Unit,
+    program: String,
+    args: Vec<String>,
+    cwd: String,
+    env: Vec<(String, String)>,
+}
+
+impl Recipe {
+    /// From a record: library and binary units of a package; build scripts and test
+    /// harnesses are cargo's business.
+    fn from_record(record: Record) -> Option<Self> {
+        let value = |flag: &str| {
+            record.args.iter().position(|a| a == flag).and_then(|i| record.args.get(i + 1)).cloned()
+        };
+        let var = |name: &str| record.env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let crate_name = value("--crate-name")?;
+        // cargo's probes of the compiler (`rustc - --crate-name ___ --print=...`),
+        // build scripts and test harnesses are not units devd replays.
+        let probe = record.args.iter().any(|a| a == "-" || a.starts_with("--print"));
+        if probe || crate_name.starts_with("build_script_") || record.args.iter().any(|a| a == "--test") {
+            return None;
+        }
+        let package = var("CARGO_PKG_NAME")?;
+        let unit = if value("--crate-type").as_deref() == Some("bin") {
+            Unit::Bin(var("CARGO_BIN_NAME").unwrap_or(crate_name))
+        } else {
+            Unit::Lib
+        };
+        let env = record.env.into_iter().filter(|(k, _)| !STALE_ENV.contains(&k.as_str())).collect();
+        Some(Self { package, unit, program: record.program, args: record.args, cwd: record.cwd, env })
+    }
+
+    /// `--out-dir`: `<target>/<profile>/deps`.
+    fn out_dir(&self) -> Option<&Path> {
+        let i = self.args.iter().position(|a| a == "--out-dir")?;
+        self.args.get(i + 1).map(Path::new)
+    }
+
+    /// A short description for logs and progress: `rustc --crate-name x (replayed)`.
+    pub fn describe(&self) -> String {
+        let unit = match &self.unit {
+            Unit::Lib => "lib".to_string(),
+            Unit::Bin(b) => format!("bin {b}"),
+        };
+        format!("{} ({unit} of {}, replayed)", self.program, self.package)
+    }
+}
+
+/// The recipes of one builder, keyed by package and unit.
+#[derive(Debug, Default)]
+pub struct Recipes {
+    by_unit: BTreeMap<(PackageName, Unit), Recipe>,
+}
+
+impl Recipes {
+    /// Reads every record in `dir` (then removes `dir`); a later record of a unit
+    /// replaces the earlier one. Returns how many recipes were taken.
+    pub fn ingest(&mut self, dir: &Path) -> usize {
+        let mut taken = 0;
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        for file in files {
+            let record = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok());
+            if let Some(recipe) = record.and_then(Recipe::from_record) {
+                self.by_unit.insert((recipe.package.clone(), recipe.unit.clone()), recipe);
+                taken += 1;
+            }
+        }
+        let _ = std::fs::remove_dir_all(dir);
+        taken
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_unit.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_unit.is_empty()
+    }
+
+    /// `<package> lib` and `<package> bin <name>` for every recipe, sorted.
+    pub fn units(&self) -> Vec<String> {
+        self.by_unit
+            .keys()
+            .map(|(package, unit)| match unit {
+                Unit::Lib => format!("{package} lib"),
+                Unit::Bin(bin) => format!("{package} bin {bin}"),
+            })
+            .collect()
+    }
+
+    /// The recipes for `scope` in the order to run them (its libraries in their order,
+    /// then its binaries), or why there are none.
+    pub fn select(&self, scope: &ReplayScope) -> Result<Vec<Recipe>, String> {
+        let libs = scope.libs.iter().map(|p| (p.clone(), Unit::Lib));
+        let bins = scope.bins.iter().map(|(p, b)| (p.clone(), Unit::Bin(b.clone())));
+        libs.chain(bins)
+            .map(|key| {
+                self.by_unit.get(&key).cloned().ok_or_else(|| format!("no recorded rustc command for {key:?}"))
+            })
+            .collect()
+    }
+}
+
+/// What a source-only change needs recompiled, decided from the workspace graph:
+/// the workspace libraries in dependency order, then the binaries (package, bin).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayScope {
+    pub libs: Vec<PackageName>,
+    pub bins: Vec<(PackageName, String)>,
+}
+
+/// A finished replay: the executables (package, bin) → path, and the warnings.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    pub executables: BTreeMap<(PackageName, String), PathBuf>,
+    pub warnings: Vec<String>,
+    pub stderr_tail: Vec<String>,
+}
+
+/// Runs `recipes` in order under cargo's lock on the target dir. `Err` says why the
+/// build has to go to cargo (lock busy, a rustc that failed, an output not reported).
+pub async fn run(recipes: &[Recipe], on_start: &mut dyn FnMut(u32, String)) -> Result<Replayed, String> {
+    let out_dir = recipes.first().and_then(Recipe::out_dir).ok_or("no --out-dir in the recipe")?;
+    let lock_path = out_dir.parent().map(|p| p.join(".cargo-lock")).ok_or("no profile dir")?;
+    let lock_file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| format!("cargo holds {} ({e})", lock_path.display()))?;
+
+    let mut done = Replayed::default();
+    for recipe in recipes {
+        let mut cmd = tokio::process::Command::new(&recipe.program);
+        cmd.args(&recipe.args)
+            .current_dir(&recipe.cwd)
+            .env_clear()
+            .envs(recipe.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", recipe.program))?;
+        if let Some(pid) = child.id() {
+            on_start(pid, recipe.describe());
+        }
+        let stderr = child.stderr.take().ok_or("rustc stderr not captured")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let mut linked = None;
+        let mut errors = 0;
+        while let Ok(Some(line)) = lines.next_line().await {
+            match serde_json::from_str::<serde_json::Value>(&line) {
+                Ok(message) if message["$message_type"] == "artifact" => {
+                    if message["emit"] == "link" {
+                        linked = message["artifact"].as_str().map(PathBuf::from);
+                    }
+                }
+                Ok(message) if message["$message_type"] == "diagnostic" => {
+                    let rendered = message["rendered"].as_str().unwrap_or_default().to_string();
+                    match message["level"].as_str() {
+                        Some("warning") => done.warnings.push(rendered),
+                        Some("error" | "error: internal compiler error") => errors += 1,
+                        _ => {}
+                    }
+                }
+                _ => {
+                    if done.stderr_tail.len() == TAIL_LINES {
+                        done.stderr_tail.remove(0);
+                    }
+                    done.stderr_tail.push(line);
+                }
+            }
+        }
+        let status = child.wait().await.map_err(|e| format!("waiting for rustc: {e}"))?;
+        if !status.success() || errors > 0 {
+            return Err(format!("{} exited with {status} ({errors} errors)", recipe.describe()));
+        }
+        if let Unit::Bin(bin) = &recipe.unit {
+            let path = linked.ok_or_else(|| format!("{} reported no linked output", recipe.describe()))?;
+            done.executables.insert((recipe.package.clone(), bin.clone()), path);
+        }
+    }
+    Ok(done)
+}
+
+/// Topological order of `set` given `dependents` (package → packages depending on
+/// it): every package after all of its dependencies within the set. Ties in name order.
+pub fn dependency_order(
+    set: &std::collections::BTreeSet<PackageName>,
+    dependents: &BTreeMap<PackageName, std::collections::BTreeSet<PackageName>>,
+) -> Vec<PackageName> {
+    let mut pending: BTreeMap<&PackageName, usize> = set.iter().map(|p| (p, 0)).collect();
+    for p in set {
+        for d in dependents.get(p).into_iter().flatten().filter(|d| set.contains(*d)) {
+            if let Some(n) = pending.get_mut(d) {
+                *n += 1;
+            }
+        }
+    }
+    let mut ready: VecDeque<&PackageName> = pending.iter().filter(|(_, n)| **n == 0).map(|(p, _)| *p).collect();
+    let mut order = Vec::with_capacity(set.len());
+    // Each package becomes ready once: at most `set.len()` rounds.
+    while let Some(p) = ready.pop_front() {
+        order.push(p.clone());
+        for d in dependents.get(p).into_iter().flatten().filter(|d| set.contains(*d)) {
+            if let Some(n) = pending.get_mut(d) {
+                *n -= 1;
+                if *n == 0 {
+                    ready.push_back(d);
+                }
+            }
+        }
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn record(args: &[&str], env: &[(&str, &str)]) -> Record {
+        Record {
+            program: "/r/rustc".into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            cwd: "/w".into(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn records_become_recipes_of_libs_and_bins_only() {
+        let lib = Recipe::from_record(record(
+            &["--crate-name", "fx_shared", "--crate-type", "lib", "--out-dir", "/t/debug/deps"],
+            &[("CARGO_PKG_NAME", "fx-shared"), ("CARGO_MAKEFLAGS", "-j --jobserver-fds=3,4"), ("PATH", "/bin")],
+        ))
+        .expect("lib");
+        assert_eq!((lib.package.as_str(), &lib.unit), ("fx-shared", &Unit::Lib));
+        let names: Vec<&str> = lib.env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["CARGO_PKG_NAME", "PATH"], "the old jobserver is dropped");
+        assert_eq!(lib.out_dir(), Some(Path::new("/t/debug/deps")));
+
+        let bin = Recipe::from_record(record(
+            &["--crate-name", "svc_one", "--crate-type", "bin"],
+            &[("CARGO_PKG_NAME", "svc1"), ("CARGO_BIN_NAME", "svc-one")],
+        ))
+        .expect("bin");
+        assert_eq!(bin.unit, Unit::Bin("svc-one".into()));
+
+        let script = record(&["--crate-name", "build_script_build", "--crate-type", "bin"], &[("CARGO_PKG_NAME", "a")]);
+        assert!(Recipe::from_record(script).is_none());
+        let test = record(&["--crate-name", "a", "--test"], &[("CARGO_PKG_NAME", "a")]);
+        assert!(Recipe::from_record(test).is_none());
+        let probe = record(&["-", "--crate-name", "___", "--print=file-names"], &[("CARGO_PKG_NAME", "a")]);
+        assert!(Recipe::from_record(probe).is_none());
+        let no_package = record(&["--crate-name", "a"], &[]);
+        assert!(Recipe::from_record(no_package).is_none());
+    }
+
+    #[test]
+    fn selection_needs_every_unit() {
+        let mut recipes = Recipes::default();
+        for (package, unit) in [("kit", Unit::Lib), ("svc1", Unit::Lib), ("svc1", Unit::Bin("svc1".into()))] {
+            let r = Recipe {
+                package: package.into(),
+                unit: unit.clone(),
+                program: "rustc".into(),
+                args: Vec::new(),
+                cwd: "/".into(),
+                env: Vec::new(),
+            };
+            recipes.by_unit.insert((package.into(), unit), r);
+        }
+        let scope = ReplayScope { libs: vec!["kit".into(), "svc1".into()], bins: vec![("svc1".into(), "svc1".into())] };
+        let order: Vec<(String, Unit)> =
+            recipes.select(&scope).expect("all there").into_iter().map(|r| (r.package, r.unit)).collect();
+        assert_eq!(
+            order,
+            vec![("kit".into(), Unit::Lib), ("svc1".into(), Unit::Lib), ("svc1".into(), Unit::Bin("svc1".into()))]
+        );
+        let more = ReplayScope { libs: vec!["kit".into()], bins: vec![("svc2".into(), "svc2".into())] };
+        let why = recipes.select(&more).expect_err("svc2 was never recorded");
+        assert!(why.contains("svc2"), "{why}");
+    }
+
+    #[test]
+    fn dependency_order_puts_dependencies_first() {
+        let dependents: BTreeMap<String, BTreeSet<String>> = [
+            ("base".to_string(), BTreeSet::from(["kit".to_string(), "svc2".to_string()])),
+            ("kit".to_string(), BTreeSet::from(["svc1".to_string(), "svc2".to_string()])),
+        ]
+        .into_iter()
+        .collect();
+        let set: BTreeSet<String> = ["svc2", "svc1", "kit", "base"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(dependency_order(&set, &dependents), vec!["base", "kit", "svc1", "svc2"]);
+        let part: BTreeSet<String> = ["svc2", "kit"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(dependency_order(&part, &dependents), vec!["kit", "svc2"]);
+    }
+}
