@@ -257,10 +257,20 @@ fn run() -> Result<(), String> {
         let state_dir = root.join(".stand");
         let host = devd::cli::host_triple();
         let mut docker = DockerStand::connect(&plan, &root, &state_dir, &host).await.map_err(|e| e.to_string())?;
+        // The same host build as devd's in (a): rustc replayed once cargo has recorded it.
         let mut config = BuildConfig::new(&root, &state_dir);
         config.target_dir = Some(target_dir.clone());
+        config.rustc_recorder = Some(devd.clone());
         let builder = Builder::new(config);
-        let request = BuildRequest { targets: vec![BuildTarget::package("service1")], cause: Default::default(), replay: None };
+        let graph = devd::graph::WorkspaceGraph::load(&root).map_err(|e| e.to_string())?;
+        let edited = vec![root.join("services/service1/src/lib.rs")];
+        let request = BuildRequest {
+            targets: vec![BuildTarget::package("service1")],
+            cause: edited.iter().cloned().collect(),
+            replay: graph.replay_scope(&edited, &["service1"]),
+        };
+        set_message(&root, "bench c warm-up")?;
+        builder.build(&BuildRequest { replay: None, ..request.clone() }, None).await.map_err(|e| e.message)?;
         let http = reqwest::Client::builder().no_proxy().build().map_err(|e| e.to_string())?;
         let mut c = Vec::new();
         for i in 0..n {

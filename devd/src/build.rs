@@ -143,6 +143,8 @@ pub struct BuildOutput {
     /// Rendered compiler warnings.
     pub warnings: Vec<String>,
     pub stderr_tail: Vec<String>,
+    /// Built by replaying recorded rustc command lines ([`crate::replay`]), not by cargo.
+    pub replayed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -335,6 +337,7 @@ impl Builder {
                 duration_ms: 0,
                 warnings: Vec::new(),
                 stderr_tail: Vec::new(),
+                replayed: false,
             });
         }
         let (toolchain, triple) = self.toolchain().await?;
@@ -507,10 +510,10 @@ impl Builder {
         let mut artifacts = Vec::new();
         for wanted in &request.targets {
             let (bin, (exe, fresh)) = pick_executable(wanted, &executables)?;
-            artifacts.push(self.store(request, wanted, bin, exe, fresh, duration_ms, built_at, &triple).await?);
+            artifacts.push(self.store(request, wanted, bin, exe, Produced::Cargo { fresh }, duration_ms, built_at, &triple).await?);
         }
         tracing::info!(packages = %names, duration_ms, "build finished");
-        Ok(BuildOutput { artifacts, duration_ms, warnings, stderr_tail })
+        Ok(BuildOutput { artifacts, duration_ms, warnings, stderr_tail, replayed: false })
     }
 
     /// The fast path ([`crate::replay`]): the recorded rustc command lines of `scope`,
@@ -545,17 +548,23 @@ impl Builder {
                 .get(&(package.clone(), bin.clone()))
                 .ok_or_else(|| format!("the replay built no {bin}"))?;
             let artifact = self
-                .store(request, wanted, bin.clone(), exe.clone(), false, duration_ms, built_at, triple)
+                .store(request, wanted, bin.clone(), exe.clone(), Produced::Replay, duration_ms, built_at, triple)
                 .await
                 .map_err(|e| e.rendered)?;
             artifacts.push(artifact);
         }
         let names: Vec<&str> = scope.bins.iter().map(|(p, _)| p.as_str()).collect();
         tracing::info!(packages = %names.join(", "), duration_ms, units = recipes.len(), "build finished (rustc replay)");
-        Ok(BuildOutput { artifacts, duration_ms, warnings: replayed.warnings, stderr_tail: replayed.stderr_tail })
+        Ok(BuildOutput {
+            artifacts,
+            duration_ms,
+            warnings: replayed.warnings,
+            stderr_tail: replayed.stderr_tail,
+            replayed: true,
+        })
     }
 
-    /// Copies `exe` into the artifact store and describes it.
+    /// Puts `exe` into the artifact store and describes it.
     #[allow(clippy::too_many_arguments)]
     async fn store(
         &self,
@@ -563,14 +572,18 @@ impl Builder {
         wanted: &BuildTarget,
         bin: String,
         exe: PathBuf,
-        fresh: bool,
+        produced: Produced,
         duration_ms: u64,
         built_at: DateTime<Utc>,
         triple: &str,
     ) -> Result<Artifact, BuildError> {
         let store_dir = self.config.state_dir.join("artifacts").join(&wanted.package);
         let exe_for_copy = exe.clone();
-        let (path, sha256, size) = tokio::task::spawn_blocking(move || store_artifact(&exe_for_copy, &store_dir))
+        let (fresh, take) = match produced {
+            Produced::Cargo { fresh } => (fresh, false),
+            Produced::Replay => (false, true),
+        };
+        let (path, sha256, size) = tokio::task::spawn_blocking(move || store_artifact(&exe_for_copy, &store_dir, take))
             .await
             .map_err(|e| io_error(format!("storing the artifact: {e}")))?
             .map_err(|e| io_error(format!("storing {}: {e}", exe.display())))?;
@@ -587,6 +600,15 @@ impl Builder {
             target: triple.to_string(),
         })
     }
+}
+
+/// Where an executable to store came from.
+#[derive(Debug, Clone, Copy)]
+enum Produced {
+    /// cargo's (uplifted) output, which cargo keeps using; `fresh`: not recompiled.
+    Cargo { fresh: bool },
+    /// A replayed rustc's output in `deps/`, which the store may take.
+    Replay,
 }
 
 /// A record dir of one cargo run, removed when the build ends however it ends.
@@ -645,13 +667,32 @@ pub fn package_name_from_id(id: &str) -> String {
 }
 
 /// Copies `exe` into `dir/<sha256>`, hashing on the way; returns (path, sha256, size).
-fn store_artifact(exe: &Path, dir: &Path) -> std::io::Result<(PathBuf, String, u64)> {
+/// `take`: `exe` is this build's own output that nothing else needs (a replayed rustc
+/// wrote it; cargo rebuilds a missing output when asked): it is moved instead, when
+/// `dir` is on the same file system, and hashed in place (a 16 MB copy and its fsync
+/// cost ~50 ms here). The store is a cache: every build stores its binaries anew.
+fn store_artifact(exe: &Path, dir: &Path, take: bool) -> std::io::Result<(PathBuf, String, u64)> {
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
         ".incoming-{}-{}",
         std::process::id(),
         Utc::now().timestamp_nanos_opt().unwrap_or_default()
     ));
+    if take && std::fs::rename(exe, &tmp).is_ok() {
+        let result = (|| {
+            let mut source = std::fs::File::open(&tmp)?;
+            let mut hasher = Sha256::new();
+            let size = std::io::copy(&mut source, &mut hasher)?;
+            let sha256 = hex::encode(hasher.finalize());
+            let path = dir.join(&sha256);
+            std::fs::rename(&tmp, &path)?;
+            Ok((path, sha256, size))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        return result;
+    }
     let result = (|| {
         let mut source = std::fs::File::open(exe)?;
         let mut out = std::fs::File::create(&tmp)?;

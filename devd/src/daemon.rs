@@ -420,6 +420,7 @@ impl Loop {
                         "size": artifact.size,
                         "duration_ms": output.duration_ms,
                         "fresh": artifact.fresh,
+                        "replayed": output.replayed,
                         "edit_to_artifact_ms": edit_to_artifact,
                     });
                     self.hub.update_service(&service.name, "build_finished", detail, |s| {

@@ -220,6 +220,7 @@ async fn source_edits_replay_the_recorded_rustc_runs() {
     // Nothing recorded yet: cargo builds, through devd as its rustc wrapper.
     let (first, starts) = build_and_starts(&builder, &scoped(main_rs)).await;
     let first = first.expect("first build");
+    assert!(!first.replayed);
     assert!(starts.len() == 1 && starts[0].contains("cargo build"), "{starts:?}");
     assert_eq!(run(&first.artifacts[0]), "svc1 42");
     assert_eq!(builder.recorded_units(), ["fx-core lib", "fx-shared lib", "svc1 bin svc1"]);
@@ -230,6 +231,7 @@ async fn source_edits_replay_the_recorded_rustc_runs() {
     e.fx.write(main_rs, "fn main() { println!(\"svc1 replayed {}\", fx_shared::answer()); }\n");
     let (out, starts) = build_and_starts(&builder, &scoped(main_rs)).await;
     let out = out.expect("replayed build");
+    assert!(out.replayed);
     assert_eq!(starts.len(), 1, "{starts:?}");
     assert!(starts[0].contains("(bin svc1 of svc1, replayed)"), "{starts:?}");
     let replayed = &out.artifacts[0];
