@@ -678,40 +678,14 @@ fn store_artifact(exe: &Path, dir: &Path, take: bool) -> std::io::Result<(PathBu
         std::process::id(),
         Utc::now().timestamp_nanos_opt().unwrap_or_default()
     ));
-    if take && std::fs::rename(exe, &tmp).is_ok() {
-        let result = (|| {
-            let mut source = std::fs::File::open(&tmp)?;
-            let mut hasher = Sha256::new();
-            let size = std::io::copy(&mut source, &mut hasher)?;
-            let sha256 = hex::encode(hasher.finalize());
-            let path = dir.join(&sha256);
-            std::fs::rename(&tmp, &path)?;
-            Ok((path, sha256, size))
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        return result;
-    }
     let result = (|| {
-        let mut source = std::fs::File::open(exe)?;
-        let mut out = std::fs::File::create(&tmp)?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut size = 0u64;
-        // Ends at end of file.
-        loop {
-            let n = source.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n])?;
-            size += n as u64;
-        }
-        out.set_permissions(source.metadata()?.permissions())?;
-        out.sync_all()?;
-        let sha256 = hex::encode(hasher.finalize());
+        let (sha256, size) = if take && std::fs::rename(exe, &tmp).is_ok() {
+            let mut hasher = Sha256::new();
+            let size = std::io::copy(&mut std::fs::File::open(&tmp)?, &mut hasher)?;
+            (hex::encode(hasher.finalize()), size)
+        } else {
+            copy_hashed(exe, &tmp)?
+        };
         let path = dir.join(&sha256);
         std::fs::rename(&tmp, &path)?;
         Ok((path, sha256, size))
@@ -720,6 +694,28 @@ fn store_artifact(exe: &Path, dir: &Path, take: bool) -> std::io::Result<(PathBu
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Copies `from` to `to` (same permissions, synced), hashing on the way.
+fn copy_hashed(from: &Path, to: &Path) -> std::io::Result<(String, u64)> {
+    let mut source = std::fs::File::open(from)?;
+    let mut out = std::fs::File::create(to)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    // Ends at end of file.
+    loop {
+        let n = source.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+        size += n as u64;
+    }
+    out.set_permissions(source.metadata()?.permissions())?;
+    out.sync_all()?;
+    Ok((hex::encode(hasher.finalize()), size))
 }
 
 async fn read_stderr(
