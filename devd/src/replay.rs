@@ -28,6 +28,10 @@
 //! so devd's builds of workspace members sit next to those of a plain `cargo build`
 //! instead of replacing them (each is compiled once, then both stay fresh).
 //!
+//! A record holds the build's whole environment (devd's own plus what cargo adds), as
+//! cargo gave it to rustc: written 0600 into a 0700 directory under the state dir,
+//! removed when the build ends, kept in memory after that and never logged.
+//!
 //! `DEVD_RUSTC_REPLAY=0` in devd's environment turns all of this off.
 
 use std::collections::{BTreeMap, VecDeque};
