@@ -161,8 +161,18 @@ impl Recipe {
 
     /// `--out-dir`: `<target>/<profile>/deps`.
     fn out_dir(&self) -> Option<&Path> {
-        let i = self.args.iter().position(|a| a == "--out-dir")?;
-        self.args.get(i + 1).map(Path::new)
+        self.value("--out-dir").map(Path::new)
+    }
+
+    /// The argument after `flag`.
+    fn value(&self, flag: &str) -> Option<&str> {
+        let i = self.args.iter().position(|a| a == flag)?;
+        self.args.get(i + 1).map(String::as_str)
+    }
+
+    /// The value of a `-C <key>=<value>` codegen option, `key` given with its `=`.
+    fn codegen(&self, key: &str) -> Option<&str> {
+        self.args.windows(2).find(|w| w[0] == "-C" && w[1].starts_with(key)).map(|w| &w[1][key.len()..])
     }
 
     /// A short description for logs and progress: `rustc --crate-name x (replayed)`.
@@ -225,12 +235,49 @@ impl Recipes {
     pub fn select(&self, scope: &ReplayScope) -> Result<Vec<Recipe>, String> {
         let libs = scope.libs.iter().map(|p| (p.clone(), Unit::Lib));
         let bins = scope.bins.iter().map(|(p, b)| (p.clone(), Unit::Bin(b.clone())));
-        libs.chain(bins)
+        let selected: Vec<Recipe> = libs
+            .chain(bins)
             .map(|key| {
                 self.by_unit.get(&key).cloned().ok_or_else(|| format!("no recorded rustc command for {key:?}"))
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        consistent(&selected)?;
+        Ok(selected)
     }
+}
+
+/// Every `--extern` of a selected recipe that names one of the selected libraries must
+/// name the file that library's recipe writes. A recipe recorded before cargo rebuilt
+/// one of its libraries under a new hash (a feature change made for another package,
+/// say) would otherwise link the old library without a word.
+fn consistent(recipes: &[Recipe]) -> Result<(), String> {
+    let outputs: Vec<(String, Vec<PathBuf>)> = recipes
+        .iter()
+        .filter(|r| r.unit == Unit::Lib)
+        .filter_map(|r| {
+            let stem = format!("lib{}{}", r.value("--crate-name")?, r.codegen("extra-filename=").unwrap_or_default());
+            let dir = r.out_dir()?;
+            let prefix = format!("lib{}-", r.value("--crate-name")?);
+            Some((prefix, ["rlib", "rmeta"].iter().map(|ext| dir.join(format!("{stem}.{ext}"))).collect()))
+        })
+        .collect();
+    for recipe in recipes {
+        let externs = recipe.args.windows(2).filter(|w| w[0] == "--extern").map(|w| w[1].as_str());
+        for (name, path) in externs.filter_map(|e| e.split_once('=')) {
+            let path = Path::new(path);
+            let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+            for (prefix, files) in &outputs {
+                if file.starts_with(prefix.as_str()) && !files.iter().any(|f| f == path) {
+                    return Err(format!(
+                        "the recorded command for {} links {name} from {}, which its library's recipe no longer writes",
+                        recipe.describe(),
+                        path.display()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What a source-only change needs recompiled, decided from the workspace graph:
@@ -414,6 +461,35 @@ mod tests {
         let more = ReplayScope { libs: vec!["kit".into()], bins: vec![("svc2".into(), "svc2".into())] };
         let why = recipes.select(&more).expect_err("svc2 was never recorded");
         assert!(why.contains("svc2"), "{why}");
+    }
+
+    fn recipe(package: &str, unit: Unit, args: &[&str]) -> Recipe {
+        Recipe {
+            package: package.into(),
+            unit,
+            program: "rustc".into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            cwd: "/".into(),
+            env: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_recipe_linking_an_older_build_of_a_selected_library_is_refused() {
+        let kit = recipe(
+            "kit",
+            Unit::Lib,
+            &["--crate-name", "kit", "-C", "extra-filename=-new", "--out-dir", "/t/deps"],
+        );
+        let bin = |kit_file: &str| {
+            let extern_kit = format!("kit=/t/deps/{kit_file}");
+            let args = ["--crate-name", "svc", "--extern", &extern_kit, "--extern", "serde=/t/deps/libserde-1.rlib"];
+            recipe("svc", Unit::Bin("svc".into()), &args)
+        };
+        assert!(consistent(&[kit.clone(), bin("libkit-new.rlib")]).is_ok());
+        assert!(consistent(&[kit.clone(), bin("libkit-new.rmeta")]).is_ok());
+        let why = consistent(&[kit, bin("libkit-old.rlib")]).expect_err("stale");
+        assert!(why.contains("/t/deps/libkit-old.rlib"), "{why}");
     }
 
     #[test]
