@@ -187,6 +187,9 @@ fn editing_a_service_rebuilds_only_that_service_with_a_new_hash() {
     let events = devd.events_until(seq, |ev| ev.iter().any(|e| e["kind"] == "build_finished"));
     let builds = builds_after(&events);
     assert_eq!(builds.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(), ["svc1"], "{events:#?}");
+    // svc1's own source, after the start-up build recorded it: rustc replayed, no cargo.
+    let finished = events.iter().find(|e| e["kind"] == "build_finished").unwrap();
+    assert_eq!(finished["detail"]["replayed"], true, "{finished:#}");
     let svc1 = devd.service("svc1");
     assert!(svc1["last_edit_to_artifact_ms"].as_u64().is_some());
     assert_eq!(svc1["artifact"]["cause"], serde_json::json!(["services/svc1/src/main.rs"]));
@@ -209,6 +212,8 @@ fn editing_the_shared_crate_rebuilds_both_in_one_cargo_invocation() {
     let builds = builds_after(&events);
     assert_eq!(builds.len(), 2, "{builds:?}");
     assert_eq!(builds[0].1, builds[1].1, "one cargo invocation builds both: {builds:?}");
+    // svc2 has a build script: that is cargo's to run, so cargo builds.
+    assert!(events.iter().filter(|e| e["kind"] == "build_finished").all(|e| e["detail"]["replayed"] == false));
 }
 
 #[test]
