@@ -380,17 +380,28 @@ impl Builder {
         if let Some(dir) = &self.config.target_dir {
             cmd.env("CARGO_TARGET_DIR", dir);
         }
-        let records = match &self.config.rustc_recorder {
-            Some(recorder) => match replay::make_record_dir(&self.config.state_dir.join("rustc-records")) {
-                Ok(dir) => {
-                    cmd.env("RUSTC_WORKSPACE_WRAPPER", recorder).env(replay::RECORD_DIR_ENV, &dir);
-                    Some(RecordDir(dir))
+        // Until this build has ended well and its records are read, the recipes cannot
+        // be trusted: the units it runs may get new command lines.
+        let mut forget = ForgetRecipes { recipes: &self.recipes, armed: true };
+        let records = match self.config.rustc_recorder.as_ref() {
+            Some(recorder) if recorder.is_file() => {
+                cmd.env("RUSTC_WORKSPACE_WRAPPER", recorder);
+                match replay::make_record_dir(&self.config.state_dir.join("rustc-records")) {
+                    Ok(dir) => {
+                        cmd.env(replay::RECORD_DIR_ENV, &dir);
+                        Some(RecordDir(dir))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot make a rustc record dir; this build records nothing");
+                        cmd.env(replay::RECORD_DIR_ENV, "");
+                        None
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot make a rustc record dir; this build records nothing");
-                    None
-                }
-            },
+            }
+            Some(recorder) => {
+                tracing::warn!(recorder = %recorder.display(), "devd's executable is gone; building without recording");
+                None
+            }
             None => None,
         };
         cmd.current_dir(&self.config.workspace_root)
@@ -467,13 +478,13 @@ impl Builder {
         // cargo is reaped and waited for its rustc children: nothing left to kill, and
         // its pid may be reused from now on.
         group.0 = None;
-        if let Some(records) = &records {
-            // Even from a failed build: a recorded command line is the one cargo runs
-            // for that unit until its fingerprint changes, and such a change goes
-            // through cargo again.
+        if let (Some(records), true) = (&records, status.success()) {
+            // A unit cargo found fresh keeps its recorded command line: it is the one
+            // cargo would run for it until its fingerprint changes.
             let mut recipes = self.recipes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let taken = recipes.ingest(&records.0);
+            let taken = recipes.ingest(&records.0, &selection(request));
             tracing::debug!(taken, total = recipes.len(), "rustc command lines recorded");
+            forget.armed = false;
         }
         let stderr_tail = stderr_task.await.unwrap_or_default();
         let duration_ms = millis(started.elapsed());
@@ -527,7 +538,7 @@ impl Builder {
         built_at: DateTime<Utc>,
         triple: &str,
     ) -> Result<BuildOutput, String> {
-        let recipes = self.recipes.lock().map_err(|_| "recipes poisoned")?.select(scope)?;
+        let recipes = self.recipes.lock().map_err(|_| "recipes poisoned")?.select(scope, &selection(request))?;
         let mut on_start = |pid: u32, command: String| {
             tracing::debug!(%command, "rustc replay started");
             if let Some(tx) = progress {
@@ -599,6 +610,35 @@ impl Builder {
             fresh,
             target: triple.to_string(),
         })
+    }
+}
+
+/// The cargo selection of a request (`-p` packages and `--bin`s), which decides how
+/// cargo unifies features: recipes are only replayed for the selection they came from.
+fn selection(request: &BuildRequest) -> String {
+    let packages: BTreeSet<&str> = request.targets.iter().map(|t| t.package.as_str()).collect();
+    let mut key = packages.into_iter().collect::<Vec<_>>().join(" ");
+    if request.targets.iter().all(|t| t.bin.is_some()) {
+        for bin in request.targets.iter().filter_map(|t| t.bin.as_deref()) {
+            key.push_str(" --bin ");
+            key.push_str(bin);
+        }
+    }
+    key
+}
+
+/// Clears the recipes when dropped armed: a cargo build that failed, was cancelled or
+/// recorded nothing leaves the command lines of the units it ran unknown.
+struct ForgetRecipes<'a> {
+    recipes: &'a std::sync::Mutex<Recipes>,
+    armed: bool,
+}
+
+impl Drop for ForgetRecipes<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.recipes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        }
     }
 }
 

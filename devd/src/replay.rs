@@ -9,24 +9,39 @@
 //! Recording: devd's cargo builds set `RUSTC_WORKSPACE_WRAPPER` to the devd executable
 //! and [`RECORD_DIR_ENV`] to a private directory. Run that way, devd is the wrapper
 //! ([`wrapper_main`]): it writes the rustc invocation (program, arguments, working
-//! directory, environment) to a 0600 file there and `exec`s rustc. After the build the
-//! builder reads those files into [`Recipes`] (memory only) and deletes them. cargo
-//! runs rustc for exactly the units whose fingerprint changed, so a unit cargo finds
-//! fresh keeps its recorded command line, which is still the one cargo would use.
+//! directory, environment) to a 0600 file there and `exec`s rustc. After a cargo build
+//! that succeeded, the builder reads those files into [`Recipes`] (memory only), keyed
+//! by the build's selection (its `-p` packages and binaries: cargo unifies features
+//! over a selection, so a unit can be compiled differently in another one), and deletes
+//! them. cargo runs rustc for exactly the units whose fingerprint changed, so a unit
+//! cargo finds fresh keeps its recorded command line, which is still the one cargo
+//! would use. A cargo build that fails, is cancelled or cannot record clears all
+//! recipes: the command lines of the units it ran are unknown.
 //!
 //! Replaying ([`Recipes::select`], [`run`]): the daemon says which workspace libraries
 //! must be recompiled, in dependency order, and which binaries it wants; every one
-//! needs a recipe, else cargo builds. The units run one after the other under cargo's
-//! own lock on the target dir (`<target>/<profile>/.cargo-lock`; busy means cargo is
-//! running, and then cargo builds). A failure of any kind, a compiler error included,
-//! hands the build to cargo, whose account of it is the authoritative one: the fast
-//! path never decides that code does not compile.
+//! needs a recipe of the same selection, and a recipe linking another build of a
+//! library being recompiled is refused; else cargo builds. The units run one after the
+//! other under cargo's own lock on the target dir (`<target>/<profile>/.cargo-lock`;
+//! busy means cargo is running, and then cargo builds), held until the binaries are in
+//! the artifact store. A failure of any kind, a compiler error included, hands the
+//! build to cargo, whose account of it is the authoritative one: the fast path never
+//! decides that code does not compile.
 //!
-//! cargo itself stays correct: its fingerprints compare the sources' mtimes with its
-//! own last run, so after a replay it simply finds those units dirty and recompiles them
-//! the next time it is asked. `RUSTC_WORKSPACE_WRAPPER` is part of cargo's metadata hash,
-//! so devd's builds of workspace members sit next to those of a plain `cargo build`
-//! instead of replacing them (each is compiled once, then both stay fresh).
+//! cargo itself stays correct: a replay deletes the cargo fingerprint of every unit it
+//! runs, so cargo recompiles those units the next time it is asked, whatever the
+//! files' mtimes say. `RUSTC_WORKSPACE_WRAPPER` is part of cargo's metadata hash, so
+//! devd's builds of workspace members sit next to those of a plain `cargo build`
+//! instead of replacing them (each is compiled once, then both stay fresh); it stays
+//! set even when a build cannot record.
+//!
+//! What the fast path does not see: the changes the watcher reports are mapped to the
+//! packages whose directories hold them, while cargo reads rustc's dep-info. A file
+//! outside every package that a crate reads (`include_str!("../../schema.sql")`) is
+//! not a reason for devd to build at all, and with the replay not even the next edit's
+//! build picks it up; keep such files inside the package that reads them. The
+//! toolchain is the one cargo used when it recorded: after `rustup default` or a new
+//! override, restart devd.
 //!
 //! A record holds the build's whole environment (devd's own plus what cargo adds), as
 //! cargo gave it to rustc: written 0600 into a 0700 directory under the state dir,
@@ -63,7 +78,9 @@ pub fn wrapper_main() -> Option<ExitCode> {
         return Some(ExitCode::from(2));
     };
     let args: Vec<std::ffi::OsString> = args.collect();
-    if args.iter().any(|a| a == "--crate-name") {
+    // Empty: this build records nothing, but keeps the wrapper (it is part of cargo's
+    // metadata hash, so dropping it would compile into other files).
+    if !dir.is_empty() && args.iter().any(|a| a == "--crate-name") {
         // Best effort: without a record this unit is simply built by cargo next time.
         if let Err(e) = write_record(Path::new(&dir), &rustc, &args) {
             eprintln!("devd: cannot record the rustc invocation in {}: {e}", Path::new(&dir).display());
@@ -105,9 +122,17 @@ fn write_record(dir: &Path, rustc: &std::ffi::OsStr, args: &[std::ffi::OsString]
     file.write_all(&serde_json::to_vec(&record).map_err(std::io::Error::other)?)
 }
 
-/// Creates a fresh record directory (0700) for one cargo build.
+/// Creates a fresh record directory (0700) for one cargo build, after removing those
+/// of processes that are gone (a devd killed mid-build leaves its records behind).
 pub fn make_record_dir(parent: &Path) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(parent)?;
+    for entry in std::fs::read_dir(parent)?.flatten() {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| n.split_once('-')).map(|(pid, _)| pid.to_string());
+        if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = parent.join(format!("{}-{n}", std::process::id()));
@@ -175,6 +200,14 @@ impl Recipe {
         self.args.windows(2).find(|w| w[0] == "-C" && w[1].starts_with(key)).map(|w| &w[1][key.len()..])
     }
 
+    /// cargo's fingerprint of this unit: `<target>/<profile>/.fingerprint/<package>-<hash>`,
+    /// `<hash>` being the unit's `-C extra-filename`.
+    fn fingerprint_dir(&self) -> Option<PathBuf> {
+        let hash = self.codegen("extra-filename=")?.strip_prefix('-')?;
+        let profile_dir = self.out_dir()?.parent()?;
+        Some(profile_dir.join(".fingerprint").join(format!("{}-{hash}", self.package)))
+    }
+
     /// A short description for logs and progress: `rustc --crate-name x (replayed)`.
     pub fn describe(&self) -> String {
         let unit = match &self.unit {
@@ -185,16 +218,19 @@ impl Recipe {
     }
 }
 
-/// The recipes of one builder, keyed by package and unit.
+/// The recipes of one builder, keyed by the cargo selection they were recorded in
+/// (which packages and binaries one `cargo build` was asked for: cargo unifies
+/// features over a selection, so the same unit may be compiled differently in
+/// another), then package and unit.
 #[derive(Debug, Default)]
 pub struct Recipes {
-    by_unit: BTreeMap<(PackageName, Unit), Recipe>,
+    by_unit: BTreeMap<(String, PackageName, Unit), Recipe>,
 }
 
 impl Recipes {
     /// Reads every record in `dir` (then removes `dir`); a later record of a unit
     /// replaces the earlier one. Returns how many recipes were taken.
-    pub fn ingest(&mut self, dir: &Path) -> usize {
+    pub fn ingest(&mut self, dir: &Path, selection: &str) -> usize {
         let mut taken = 0;
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map(|entries| entries.flatten().map(|e| e.path()).collect())
@@ -203,7 +239,7 @@ impl Recipes {
         for file in files {
             let record = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok());
             if let Some(recipe) = record.and_then(Recipe::from_record) {
-                self.by_unit.insert((recipe.package.clone(), recipe.unit.clone()), recipe);
+                self.by_unit.insert((selection.to_string(), recipe.package.clone(), recipe.unit.clone()), recipe);
                 taken += 1;
             }
         }
@@ -219,22 +255,28 @@ impl Recipes {
         self.by_unit.is_empty()
     }
 
+    /// Forgets everything: after a cargo build that did not end well, the command
+    /// lines of the units it ran are unknown.
+    pub fn clear(&mut self) {
+        self.by_unit.clear();
+    }
+
     /// `<package> lib` and `<package> bin <name>` for every recipe, sorted.
     pub fn units(&self) -> Vec<String> {
         self.by_unit
             .keys()
-            .map(|(package, unit)| match unit {
+            .map(|(_, package, unit)| match unit {
                 Unit::Lib => format!("{package} lib"),
                 Unit::Bin(bin) => format!("{package} bin {bin}"),
             })
             .collect()
     }
 
-    /// The recipes for `scope` in the order to run them (its libraries in their order,
-    /// then its binaries), or why there are none.
-    pub fn select(&self, scope: &ReplayScope) -> Result<Vec<Recipe>, String> {
-        let libs = scope.libs.iter().map(|p| (p.clone(), Unit::Lib));
-        let bins = scope.bins.iter().map(|(p, b)| (p.clone(), Unit::Bin(b.clone())));
+    /// The recipes for `scope`, recorded in `selection`, in the order to run them (its
+    /// libraries in their order, then its binaries), or why there are none.
+    pub fn select(&self, scope: &ReplayScope, selection: &str) -> Result<Vec<Recipe>, String> {
+        let libs = scope.libs.iter().map(|p| (selection.to_string(), p.clone(), Unit::Lib));
+        let bins = scope.bins.iter().map(|(p, b)| (selection.to_string(), p.clone(), Unit::Bin(b.clone())));
         let selected: Vec<Recipe> = libs
             .chain(bins)
             .map(|key| {
@@ -288,12 +330,15 @@ pub struct ReplayScope {
     pub bins: Vec<(PackageName, String)>,
 }
 
-/// A finished replay: the executables (package, bin) → path, and the warnings.
-#[derive(Debug, Default)]
+/// A finished replay: the executables (package, bin) → path, and the warnings. It
+/// holds cargo's lock on the target dir until dropped: keep it until the executables
+/// are moved into the store, so that no cargo relinks them in between.
+#[derive(Debug)]
 pub struct Replayed {
     pub executables: BTreeMap<(PackageName, String), PathBuf>,
     pub warnings: Vec<String>,
     pub stderr_tail: Vec<String>,
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 /// Runs `recipes` in order under cargo's lock on the target dir. `Err` says why the
@@ -306,11 +351,17 @@ pub async fn run(recipes: &[Recipe], on_start: &mut dyn FnMut(u32, String)) -> R
         .write(true)
         .open(&lock_path)
         .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|(_, e)| format!("cargo holds {} ({e})", lock_path.display()))?;
 
-    let mut done = Replayed::default();
+    let mut done = Replayed { executables: BTreeMap::new(), warnings: Vec::new(), stderr_tail: Vec::new(), _lock: lock };
     for recipe in recipes {
+        // cargo must not take this unit for fresh later (its fingerprints compare
+        // mtimes, and a restored file can be older than cargo's last run): without its
+        // fingerprint cargo recompiles it the next time it is asked.
+        if let Some(dir) = recipe.fingerprint_dir() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         let mut cmd = tokio::process::Command::new(&recipe.program);
         cmd.args(&recipe.args)
             .current_dir(&recipe.cwd)
@@ -325,10 +376,18 @@ pub async fn run(recipes: &[Recipe], on_start: &mut dyn FnMut(u32, String)) -> R
             on_start(pid, recipe.describe());
         }
         let stderr = child.stderr.take().ok_or("rustc stderr not captured")?;
-        let mut lines = BufReader::new(stderr).lines();
+        let mut reader = BufReader::new(stderr);
+        let mut raw = Vec::new();
         let mut linked = None;
         let mut errors = 0;
-        while let Ok(Some(line)) = lines.next_line().await {
+        // Ends at end of file (rustc exited) or a read error; lines need not be UTF-8.
+        loop {
+            raw.clear();
+            match reader.read_until(b'\n', &mut raw).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let line = String::from_utf8_lossy(&raw).trim_end().to_string();
             match serde_json::from_str::<serde_json::Value>(&line) {
                 Ok(message) if message["$message_type"] == "artifact" => {
                     if message["emit"] == "link" {
@@ -336,7 +395,7 @@ pub async fn run(recipes: &[Recipe], on_start: &mut dyn FnMut(u32, String)) -> R
                     }
                 }
                 Ok(message) if message["$message_type"] == "diagnostic" => {
-                    let rendered = message["rendered"].as_str().unwrap_or_default().to_string();
+                    let rendered = strip_ansi(message["rendered"].as_str().unwrap_or_default());
                     match message["level"].as_str() {
                         Some("warning") => done.warnings.push(rendered),
                         Some("error" | "error: internal compiler error") => errors += 1,
@@ -351,6 +410,7 @@ pub async fn run(recipes: &[Recipe], on_start: &mut dyn FnMut(u32, String)) -> R
                 }
             }
         }
+        drop(reader);
         let status = child.wait().await.map_err(|e| format!("waiting for rustc: {e}"))?;
         if !status.success() || errors > 0 {
             return Err(format!("{} exited with {status} ({errors} errors)", recipe.describe()));
@@ -361,6 +421,29 @@ pub async fn run(recipes: &[Recipe], on_start: &mut dyn FnMut(u32, String)) -> R
         }
     }
     Ok(done)
+}
+
+/// `text` without ANSI escape sequences (cargo asks rustc for colored renderings and
+/// strips them itself; so must a replay).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    // Each character is taken once.
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte (0x40..=0x7e).
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Topological order of `set` given `dependents` (package → packages depending on
@@ -449,18 +532,19 @@ mod tests {
                 cwd: "/".into(),
                 env: Vec::new(),
             };
-            recipes.by_unit.insert((package.into(), unit), r);
+            recipes.by_unit.insert(("svc1".into(), package.into(), unit), r);
         }
         let scope = ReplayScope { libs: vec!["kit".into(), "svc1".into()], bins: vec![("svc1".into(), "svc1".into())] };
         let order: Vec<(String, Unit)> =
-            recipes.select(&scope).expect("all there").into_iter().map(|r| (r.package, r.unit)).collect();
+            recipes.select(&scope, "svc1").expect("all there").into_iter().map(|r| (r.package, r.unit)).collect();
         assert_eq!(
             order,
             vec![("kit".into(), Unit::Lib), ("svc1".into(), Unit::Lib), ("svc1".into(), Unit::Bin("svc1".into()))]
         );
         let more = ReplayScope { libs: vec!["kit".into()], bins: vec![("svc2".into(), "svc2".into())] };
-        let why = recipes.select(&more).expect_err("svc2 was never recorded");
+        let why = recipes.select(&more, "svc1").expect_err("svc2 was never recorded");
         assert!(why.contains("svc2"), "{why}");
+        assert!(recipes.select(&scope, "svc1 svc2").is_err(), "recorded in another selection");
     }
 
     fn recipe(package: &str, unit: Unit, args: &[&str]) -> Recipe {
@@ -490,6 +574,14 @@ mod tests {
         assert!(consistent(&[kit.clone(), bin("libkit-new.rmeta")]).is_ok());
         let why = consistent(&[kit, bin("libkit-old.rlib")]).expect_err("stale");
         assert!(why.contains("/t/deps/libkit-old.rlib"), "{why}");
+    }
+
+    #[test]
+    fn ansi_escapes_are_stripped_and_fingerprints_located() {
+        assert_eq!(strip_ansi("\u{1b}[0m\u{1b}[1m\u{1b}[33mwarning\u{1b}[0m: unused"), "warning: unused");
+        assert_eq!(strip_ansi("plain → text"), "plain → text");
+        let lib = recipe("fx-shared", Unit::Lib, &["-C", "extra-filename=-abc123", "--out-dir", "/t/debug/deps"]);
+        assert_eq!(lib.fingerprint_dir(), Some(PathBuf::from("/t/debug/.fingerprint/fx-shared-abc123")));
     }
 
     #[test]

@@ -257,13 +257,39 @@ async fn source_edits_replay_the_recorded_rustc_runs() {
     assert!(starts.last().is_some_and(|s| s.contains("cargo build")), "{starts:?}");
     assert_eq!(run(replayed), "svc1 replayed 42");
 
-    // Fixed: replayed again. Then cargo, asked without a scope, agrees with the replay.
+    // A failed cargo build leaves the command lines of what it ran unknown: the fix
+    // goes through cargo, which records again; the next edit is replayed.
+    assert!(builder.recorded_units().is_empty(), "{:?}", builder.recorded_units());
     e.fx.write(main_rs, "fn main() { println!(\"svc1 fixed {}\", fx_shared::answer()); }\n");
     let (out, starts) = build_and_starts(&builder, &scoped(main_rs)).await;
+    assert!(starts.len() == 1 && starts[0].contains("cargo build"), "{starts:?}");
+    assert_eq!(run(&out.expect("fixed").artifacts[0]), "svc1 fixed 43");
+    e.fx.write(main_rs, "fn main() { println!(\"svc1 fixed again {}\", fx_shared::answer()); }\n");
+    let (out, starts) = build_and_starts(&builder, &scoped(main_rs)).await;
+    assert!(starts.len() == 1 && starts[0].contains("replayed"), "{starts:?}");
+    assert_eq!(run(&out.expect("replayed again").artifacts[0]), "svc1 fixed again 43");
+
+    // cargo, asked without a scope, agrees with the replay even when a file comes back
+    // with an old mtime (`cp -p`, a restore): the replay removed cargo's fingerprints of
+    // the units it ran, so cargo recompiles them whatever the mtimes say. (fx-shared
+    // was fresh in the cargo build after the failure, so its first edit records it.)
+    let shared = "crates/shared/src/lib.rs";
+    let answer = |n: u32| format!("pub fn answer() -> u32 {{ fx_core::base() + {n} }}\n");
+    e.fx.write(shared, &answer(4));
+    let (out, starts) = build_and_starts(&builder, &scoped(shared)).await;
+    assert!(starts.len() == 1 && starts[0].contains("cargo build"), "{starts:?}");
+    assert_eq!(run(&out.expect("cargo build").artifacts[0]), "svc1 fixed again 44");
+    e.fx.write(shared, &answer(5));
+    let (out, starts) = build_and_starts(&builder, &scoped(shared)).await;
     assert!(starts.iter().all(|s| s.contains("replayed")), "{starts:?}");
-    let fixed = out.expect("fixed").artifacts[0].clone();
-    assert_eq!(run(&fixed), "svc1 fixed 43");
+    assert_eq!(run(&out.expect("replayed").artifacts[0]), "svc1 fixed again 45");
+    // Back to what cargo compiled last, dated before that compilation.
+    let restored = e.fx.write(shared, &answer(4));
+    let long_ago = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(946_684_800); // 2000-01-01
+    std::fs::File::options().write(true).open(&restored).and_then(|f| f.set_modified(long_ago)).expect("set mtime");
     let (out, starts) = build_and_starts(&builder, &request(&["svc1"], &[])).await;
     assert!(starts.len() == 1 && starts[0].contains("cargo build"), "{starts:?}");
-    assert_eq!(run(&out.expect("cargo build").artifacts[0]), "svc1 fixed 43");
+    let out = out.expect("cargo build");
+    assert!(!out.artifacts[0].fresh, "cargo recompiled what the replay built");
+    assert_eq!(run(&out.artifacts[0]), "svc1 fixed again 44");
 }
