@@ -367,16 +367,8 @@ impl Builder {
             cmd.args(["--target", target]);
         }
         let packages: BTreeSet<&str> = request.targets.iter().map(|t| t.package.as_str()).collect();
-        for package in &packages {
-            cmd.args(["-p", package]);
-        }
-        if request.targets.iter().all(|t| t.bin.is_some()) {
-            for bin in request.targets.iter().filter_map(|t| t.bin.as_deref()) {
-                cmd.args(["--bin", bin]);
-            }
-        } else {
-            cmd.arg("--bins");
-        }
+        let selection = selection(request);
+        cmd.args(&selection);
         if let Some(dir) = &self.config.target_dir {
             cmd.env("CARGO_TARGET_DIR", dir);
         }
@@ -482,7 +474,7 @@ impl Builder {
             // A unit cargo found fresh keeps its recorded command line: it is the one
             // cargo would run for it until its fingerprint changes.
             let mut recipes = self.recipes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let taken = recipes.ingest(&records.0, &selection(request));
+            let taken = recipes.ingest(&records.0, &selection.join(" "));
             tracing::debug!(taken, total = recipes.len(), "rustc command lines recorded");
             forget.armed = false;
         }
@@ -538,7 +530,8 @@ impl Builder {
         built_at: DateTime<Utc>,
         triple: &str,
     ) -> Result<BuildOutput, String> {
-        let recipes = self.recipes.lock().map_err(|_| "recipes poisoned")?.select(scope, &selection(request))?;
+        let key = selection(request).join(" ");
+        let recipes = self.recipes.lock().map_err(|_| "recipes poisoned")?.select(scope, &key)?;
         let mut on_start = |pid: u32, command: String| {
             tracing::debug!(%command, "rustc replay started");
             if let Some(tx) = progress {
@@ -613,18 +606,20 @@ impl Builder {
     }
 }
 
-/// The cargo selection of a request (`-p` packages and `--bin`s), which decides how
-/// cargo unifies features: recipes are only replayed for the selection they came from.
-fn selection(request: &BuildRequest) -> String {
+/// cargo's selection arguments for a request: `-p` per package, then `--bin` per
+/// target when every target names its binary, else `--bins`. They decide how cargo
+/// unifies features, so recipes are kept and replayed per selection (joined by spaces).
+fn selection(request: &BuildRequest) -> Vec<String> {
     let packages: BTreeSet<&str> = request.targets.iter().map(|t| t.package.as_str()).collect();
-    let mut key = packages.into_iter().collect::<Vec<_>>().join(" ");
+    let mut args: Vec<String> = packages.into_iter().flat_map(|p| ["-p".to_string(), p.to_string()]).collect();
     if request.targets.iter().all(|t| t.bin.is_some()) {
         for bin in request.targets.iter().filter_map(|t| t.bin.as_deref()) {
-            key.push_str(" --bin ");
-            key.push_str(bin);
+            args.extend(["--bin".to_string(), bin.to_string()]);
         }
+    } else {
+        args.push("--bins".to_string());
     }
-    key
+    args
 }
 
 /// Clears the recipes when dropped armed: a cargo build that failed, was cancelled or

@@ -226,6 +226,11 @@ impl WorkspaceGraph {
         seen
     }
 
+    /// The union of [`Self::dependents_closure`] over `packages`.
+    fn dependents_of_all(&self, packages: &BTreeSet<PackageName>) -> BTreeSet<PackageName> {
+        packages.iter().flat_map(|p| self.dependents_closure(p)).collect()
+    }
+
     /// The services (given as package names) that must be rebuilt because these
     /// paths changed: a change in a shared crate reaches every service depending on
     /// it, transitively.
@@ -238,10 +243,7 @@ impl WorkspaceGraph {
         for path in changed_paths {
             touched.extend(self.packages_for_path(path.as_ref()));
         }
-        let mut affected = BTreeSet::new();
-        for package in &touched {
-            affected.extend(self.dependents_closure(package));
-        }
+        let affected = self.dependents_of_all(&touched);
         services
             .iter()
             .map(|s| s.as_ref())
@@ -275,7 +277,7 @@ impl WorkspaceGraph {
         if touched.is_empty() || touched.iter().any(|p| self.packages.get(p).is_none_or(|i| i.build_script)) {
             return None;
         }
-        let affected: BTreeSet<PackageName> = touched.iter().flat_map(|p| self.dependents_closure(p)).collect();
+        let affected = self.dependents_of_all(&touched);
         let mut needed = BTreeSet::new();
         let mut bins = Vec::new();
         for package in requested.iter().map(AsRef::as_ref) {
