@@ -193,6 +193,8 @@ pub enum BuildProgress {
     Started { pid: u32, command: String },
     /// One line of cargo's stderr ("Compiling svc1 v0.1.0 (...)", errors, ...).
     Stderr(String),
+    /// cargo's progress bar: `done` of `total` units (crates, build scripts, binaries).
+    Units { done: u32, total: u32 },
 }
 
 /// How cargo is invoked for the configured target.
@@ -398,7 +400,10 @@ impl Builder {
         };
         cmd.current_dir(&self.config.workspace_root)
             .env("CARGO_TERM_COLOR", "never")
-            .env("CARGO_TERM_PROGRESS_WHEN", "never")
+            // With a listener, cargo's own count of units (its progress bar, on a pipe
+            // too) becomes [`BuildProgress::Units`]; see `progress_units`.
+            .env("CARGO_TERM_PROGRESS_WHEN", if progress.is_some() { "always" } else { "never" })
+            .env("CARGO_TERM_PROGRESS_WIDTH", "100")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -758,17 +763,42 @@ async fn read_stderr(
     progress: Option<mpsc::UnboundedSender<BuildProgress>>,
 ) -> Vec<String> {
     let mut tail = VecDeque::with_capacity(STDERR_TAIL_LINES);
-    let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if let Some(tx) = &progress {
-            let _ = tx.send(BuildProgress::Stderr(line.clone()));
+    let mut reader = BufReader::new(stderr);
+    let mut raw = Vec::new();
+    while reader.read_until(b'\n', &mut raw).await.is_ok_and(|n| n > 0) {
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        raw.clear();
+        // cargo's progress bar ends in `\r` (the next message overwrites it).
+        for segment in text.split(['\r', '\n']) {
+            let line = segment.trim_end();
+            if line.is_empty() {
+                continue;
+            }
+            if let Some((done, total)) = progress_units(line) {
+                if let Some(tx) = &progress {
+                    let _ = tx.send(BuildProgress::Units { done, total });
+                }
+                continue;
+            }
+            if let Some(tx) = &progress {
+                let _ = tx.send(BuildProgress::Stderr(line.to_owned()));
+            }
+            if tail.len() == STDERR_TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line.to_owned());
         }
-        if tail.len() == STDERR_TAIL_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(line);
     }
     tail.into()
+}
+
+/// `    Building [====>     ] 37/180: serde, tokio` → (37, 180).
+fn progress_units(line: &str) -> Option<(u32, u32)> {
+    let rest = line.trim_start().strip_prefix("Building [")?;
+    let (_, counts) = rest.split_once("] ")?;
+    let counts = counts.split(':').next()?;
+    let (done, total) = counts.trim().split_once('/')?;
+    Some((done.parse().ok()?, total.parse().ok()?))
 }
 
 /// cargo's own error lines from stderr (from the first `error` on), or the whole tail.
@@ -884,6 +914,14 @@ mod tests {
             zigbuild,
             linker_configured: false,
         }
+    }
+
+    #[test]
+    fn cargo_progress_bar_gives_the_unit_count() {
+        assert_eq!(progress_units("    Building [=======>        ] 37/180: serde, tokio(build)"), Some((37, 180)));
+        assert_eq!(progress_units("    Building [                             ] 0/7: fx-core"), Some((0, 7)));
+        assert_eq!(progress_units("   Compiling fx-core v0.1.0 (/tmp/ws/crates/core)"), None);
+        assert_eq!(progress_units("error[E0425]: cannot find value `x` in this scope"), None);
     }
 
     #[test]

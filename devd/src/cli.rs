@@ -48,6 +48,8 @@ pub enum Command {
     Rebuild(crate::commands::ActionArgs),
     /// Ask the running devd to restart a service's process in every instance.
     Restart(crate::commands::ActionArgs),
+    /// What the services print: every instance's output, prefixed with its service.
+    Logs(crate::commands::LogsArgs),
     /// Remove the docker target's containers and network (volumes with --volumes).
     Down(crate::commands::DownArgs),
     /// Dev images.
@@ -95,6 +97,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => crate::commands::status(&place, args).await,
         Command::Rebuild(args) => crate::commands::action(&place, args, "rebuild").await,
         Command::Restart(args) => crate::commands::action(&place, args, "restart").await,
+        Command::Logs(args) => crate::commands::logs(&place, args).await,
         Command::Down(args) => crate::commands::down(&place, args).await,
         Command::Image(crate::commands::ImageCommand::Build(args)) => crate::commands::image_build(&place, args).await,
     }
@@ -123,12 +126,14 @@ pub fn render_error(error: &anyhow::Error) -> String {
     format!("error: {error:#}")
 }
 
-/// Logs to stderr, filtered by RUST_LOG (default: warnings).
+/// Logs to stderr, filtered by RUST_LOG (default: warnings); colour only on a terminal
+/// and without `NO_COLOR`.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(crate::progress::colour_on_stderr())
         .with_writer(std::io::stderr)
         .try_init();
 }

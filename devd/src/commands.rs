@@ -22,10 +22,14 @@ pub struct UpArgs {
     /// The status API's port (default: `[stand] api_port`; 0 picks a free one).
     #[arg(long)]
     pub port: Option<u16>,
-    /// Where the stand runs (default: the environment's `target`). docker: devd creates
-    /// the network, databases and containers itself.
+    /// Where the stand runs. Default: the environment's `target`; for kubernetes with no
+    /// cluster answering (2 s) but a Docker engine that does, docker. docker: devd
+    /// creates the network, databases and containers itself.
     #[arg(long, value_parser = ["docker", "kubernetes"])]
     pub target: Option<String>,
+    /// Print no progress lines (warnings and errors still go to stderr).
+    #[arg(long, short)]
+    pub quiet: bool,
     /// kubernetes target: do not run `helm upgrade --install`, only build and sync
     /// (Tilt deploys; the stand Tilt extension passes this).
     #[arg(long)]
@@ -76,7 +80,12 @@ fn env_or_default(place: &Place, env: Option<String>) -> anyhow::Result<(crate::
 
 pub async fn up(place: &Place, args: UpArgs) -> anyhow::Result<()> {
     let (stand, env) = env_or_default(place, args.env)?;
-    let target = parse_target(args.target.as_deref());
+    let env_target = plan::resolve(&stand, &env, "")?.target;
+    let choice = crate::target::choice::choose(&env, env_target, parse_target(args.target.as_deref()), args.no_deploy).await?;
+    if let Some(note) = &choice.note {
+        eprintln!("{note}");
+    }
+    let target = Some(choice.target);
     if !args.no_deploy {
         deploy(place, &stand, &env, target).await?;
     }
@@ -88,6 +97,7 @@ pub async fn up(place: &Place, args: UpArgs) -> anyhow::Result<()> {
         port: args.port,
         target_dir: std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from),
         target,
+        progress: !args.quiet,
     };
     daemon::run(config, shutdown_signal()).await?;
     Ok(())
@@ -212,9 +222,65 @@ pub async fn status(place: &Place, args: StatusArgs) -> anyhow::Result<()> {
 pub async fn action(place: &Place, args: ActionArgs, action: &str) -> anyhow::Result<()> {
     let root = place.root.canonicalize().unwrap_or_else(|_| place.root.clone());
     let client = Client::connect(StateDir::new(&root))?;
-    client.action(&args.service, action).await?;
+    match client.action(&args.service, action).await {
+        // The API names the known services: bad input, exit 2.
+        Err(crate::client::ClientError::Status { status, body, .. }) if status == reqwest::StatusCode::NOT_FOUND => {
+            return Err(Usage(body).into());
+        }
+        other => other?,
+    }
     println!("{action} of {} requested", args.service);
     Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The services (default: every service of the environment).
+    pub services: Vec<String>,
+    /// The environment (default: the running devd's, else `[stand] default_env`).
+    #[arg(long, short, value_name = "ENV")]
+    pub env: Option<String>,
+    /// Keep printing, and follow new instances (a re-created container, a new pod).
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Only what was printed in the last DURATION (`30s`, `5m`, `1h`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// Only the last N lines of each instance (then, with -f, what follows).
+    #[arg(long, short = 'n', value_name = "N")]
+    pub tail: Option<u64>,
+    /// Where the stand runs (default: the running devd's target, else as `devd up` picks).
+    #[arg(long, value_parser = ["docker", "kubernetes"])]
+    pub target: Option<String>,
+}
+
+/// `devd logs`: the services' output, from the target the stand runs on.
+pub async fn logs(place: &Place, args: LogsArgs) -> anyhow::Result<()> {
+    let root = place.root.canonicalize().unwrap_or_else(|_| place.root.clone());
+    // The running devd (if any) says which environment and target.
+    let running = match Client::connect(StateDir::new(&root)) {
+        Ok(client) => client.status().await.ok(),
+        Err(_) => None,
+    };
+    let running = running.filter(|s| args.env.as_deref().is_none_or(|e| e == s.env));
+    let (stand, default_env) = env_or_default(place, None)?;
+    let env = args.env.or_else(|| running.as_ref().map(|s| s.env.clone())).unwrap_or(default_env);
+    let plan = plan::resolve(&stand, &env, "")?;
+    for name in &args.services {
+        if !plan.services.iter().any(|s| &s.name == name) {
+            let valid: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
+            return Err(Usage(format!("no service `{name}` in env `{env}`; valid: {}", valid.join(", "))).into());
+        }
+    }
+    let target = match (parse_target(args.target.as_deref()), running.as_ref().map(|s| s.target.as_str())) {
+        (Some(target), _) => target,
+        (None, Some("docker")) => crate::config::Target::Docker,
+        (None, Some(_)) => crate::config::Target::Kubernetes,
+        (None, None) => crate::target::choice::choose(&env, plan.target, None, false).await?.target,
+    };
+    let request = crate::logs::LogRequest { services: args.services, follow: args.follow, since: args.since, tail: args.tail };
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    crate::logs::run(&plan, target, request, colour).await
 }
 
 #[derive(Debug, Args)]
@@ -259,7 +325,8 @@ pub struct ImageBuildArgs {
     /// The environment whose plan names the service and the target triple.
     #[arg(long, short, value_name = "ENV")]
     pub env: Option<String>,
-    /// The `BASE_IMAGE` build arg (default: $STAND_BASE_IMAGE, else the Dockerfile's).
+    /// The `BASE_IMAGE` build arg (default: $STAND_BASE_IMAGE, else stand/base:bookworm
+    /// when the engine has it, else the Dockerfile's).
     #[arg(long, value_name = "IMAGE")]
     pub base_image: Option<String>,
     /// The Dockerfile (its directory is the context dir; default: devd/docker/Dockerfile
@@ -299,6 +366,7 @@ pub async fn image_build(place: &Place, args: ImageBuildArgs) -> anyhow::Result<
     let artifact = output.artifacts.first().context("the build produced no artifact")?;
     let shim = image::ensure_shim(&root, &host_triple(), |line| eprintln!("{line}")).await?;
     let docker = image::connect().await?;
+    let base_image = image::base_image(&docker, args.base_image).await;
     let spec = image::ImageSpec {
         service: service.name.clone(),
         binary: artifact.path.clone(),
@@ -306,7 +374,7 @@ pub async fn image_build(place: &Place, args: ImageBuildArgs) -> anyhow::Result<
         binary_sha256: artifact.sha256.clone(),
         shim,
         tag: args.reference.clone(),
-        base_image: args.base_image.or_else(|| std::env::var("STAND_BASE_IMAGE").ok().filter(|b| !b.is_empty())),
+        base_image,
         dockerfile: args.dockerfile.or_else(|| image::stand_dockerfile(&root)),
         labels: Default::default(),
     };

@@ -25,7 +25,7 @@ use crate::graph::{GraphError, WorkspaceGraph};
 use crate::plan::{self, Plan, PlanError};
 use crate::statedir::{DaemonInfo, StateDir, StateError};
 use crate::status::{ArtifactStatus, BuildState, ServiceStatus, StandStatus, StatusHub};
-use crate::target::docker::DockerStand;
+use crate::target::docker::{DockerStand, EnsureProgress};
 use crate::target::kubernetes::{self, KubeStand};
 use crate::target::{Target, TargetError};
 use crate::watch::{self, ChangeBatch, WatchConfig, WatchError};
@@ -61,6 +61,8 @@ pub struct DaemonConfig {
     pub target_dir: Option<PathBuf>,
     /// Overrides the environment's target (`devd up --target`).
     pub target: Option<config::Target>,
+    /// Print progress lines to stderr ([`crate::progress`]); off with `devd up --quiet`.
+    pub progress: bool,
 }
 
 /// How often delivery reconciles instances with the current artifact.
@@ -127,7 +129,10 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
     };
     state.write_info(&info)?;
     tracing::info!(url = %info.url, env = %plan.env, "devd is up");
-    eprintln!("devd: env {} · status API {} · token in {}", plan.env, info.url, state.token_path().display());
+    let progress = config.progress.then(|| {
+        eprintln!("devd: env {} · status API {} · token in {}", plan.env, info.url, state.token_path().display());
+        crate::progress::spawn(hub.clone(), plan.target == config::Target::Docker || plan.live_sync)
+    });
 
     let mut watch_config = WatchConfig::new(vec![root.clone()]);
     // A burst (a checkout, a formatter over the tree) whose writer stalls for a moment
@@ -195,6 +200,9 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
         () = shutdown => tracing::info!("shutting down"),
     }
     drop(watcher);
+    if let Some(progress) = progress {
+        progress.abort();
+    }
     let _ = stop_api_tx.send(());
     let _ = server.await;
     state.clear_info(info.pid);
@@ -290,8 +298,13 @@ impl Loop {
         if let Some(docker) = self.docker.as_mut().filter(|d| !d.is_ready(&service.name)) {
             let hub = self.hub.clone();
             let name = service.name.clone();
-            let mut progress = move |line: &str| {
-                hub.update_service(&name, "image_progress", json!({ "line": line }), |_| {});
+            let mut progress = move |step: EnsureProgress<'_>| match step {
+                EnsureProgress::Line(line) => {
+                    hub.update_service(&name, "image_progress", json!({ "line": line }), |_| {});
+                }
+                EnsureProgress::Done { step, what, ms } => {
+                    hub.update_service(&name, step, json!({ "target": "docker", "name": what, "duration_ms": ms }), |_| {});
+                }
             };
             if let Err(message) = docker.ensure(service, artifact, &mut progress).await {
                 tracing::warn!(service = %service.name, %message, "docker target: cannot start the service");
@@ -385,8 +398,10 @@ impl Loop {
         let build_id = self.builds;
         let started_at = Utc::now();
         let cause_list: Vec<String> = cause.paths.iter().map(|p| relative(&self.config.root, p)).collect();
+        let names: Vec<String> = plans.iter().map(|s| s.name.clone()).collect();
         for service in &plans {
-            self.hub.update_service(&service.name, "build_started", json!({ "build": build_id, "cause": cause_list }), |s| {
+            let detail = json!({ "build": build_id, "cause": cause_list, "services": names });
+            self.hub.update_service(&service.name, "build_started", detail, |s| {
                 s.build.state = BuildState::Building;
                 s.build.started_at = Some(started_at);
             });
@@ -398,7 +413,25 @@ impl Loop {
             cause: cause.paths.clone(),
             replay: if cause.complete { self.graph.replay_scope(&changed, &packages) } else { None },
         };
-        match self.builder.build(&request, None).await {
+        // cargo's count of units, as `build_progress` events (at most one a second).
+        let (progress_tx, mut progress_rx) = mpsc::unbounded_channel();
+        let hub = self.hub.clone();
+        let forward = tokio::spawn(async move {
+            let services = names;
+            let mut last: Option<Instant> = None;
+            while let Some(progress) = progress_rx.recv().await {
+                if let crate::build::BuildProgress::Units { done, total } = progress {
+                    if done == total || last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+                        last = Some(Instant::now());
+                        let detail = json!({ "build": build_id, "services": services, "done": done, "total": total });
+                        hub.update("build_progress", None, detail, |_| {});
+                    }
+                }
+            }
+        });
+        let result = self.builder.build(&request, Some(progress_tx)).await;
+        let _ = forward.await;
+        match result {
             Ok(output) => {
                 let finished_at = Utc::now();
                 for service in &plans {

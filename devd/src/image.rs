@@ -50,6 +50,26 @@ pub async fn connect() -> Result<Docker, ImageError> {
     docker.negotiate_version().await.map_err(ImageError::Connect)
 }
 
+/// The local base image `scripts/setup` makes (no registry needed).
+pub const LOCAL_BASE_IMAGE: &str = "stand/base:bookworm";
+
+/// The `BASE_IMAGE` build arg: `explicit` (`--base-image`), else `$STAND_BASE_IMAGE`,
+/// else [`LOCAL_BASE_IMAGE`] when the engine has it, else `None` (the Dockerfile's
+/// default, pulled from its registry).
+pub async fn base_image(docker: &Docker, explicit: Option<String>) -> Option<String> {
+    let chosen = explicit.or_else(|| std::env::var("STAND_BASE_IMAGE").ok()).filter(|b| !b.is_empty());
+    if chosen.is_some() {
+        return chosen;
+    }
+    match docker.inspect_image(LOCAL_BASE_IMAGE).await {
+        Ok(_) => Some(LOCAL_BASE_IMAGE.to_owned()),
+        Err(e) => {
+            tracing::debug!(error = %e, "no local {LOCAL_BASE_IMAGE}; the Dockerfile's default base image");
+            None
+        }
+    }
+}
+
 /// What goes into one image.
 #[derive(Clone, Debug)]
 pub struct ImageSpec {

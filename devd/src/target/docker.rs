@@ -445,6 +445,19 @@ pub fn external_password(state_dir: &Path, service: &ServicePlan) -> Option<Stri
     from_file.or_else(|| std::env::var("STAND_DB_PASSWORD").ok())
 }
 
+/// What [`DockerStand::ensure`] reports as it goes.
+#[derive(Debug)]
+pub enum EnsureProgress<'a> {
+    /// A line of the image build (Docker's output, the shim's cargo).
+    Line(&'a str),
+    /// A step done (`image_built`, `database_started`, `container_started`): what, in how long.
+    Done { step: &'static str, what: String, ms: u64 },
+}
+
+fn millis_since(start: std::time::Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// What `devd up --target docker` needs besides the target: images and containers per
 /// service, set up once per service after its first successful build.
 pub struct DockerStand {
@@ -501,17 +514,21 @@ impl DockerStand {
     }
 
     /// Builds the service's dev image from `artifact` and brings up its database and
-    /// container (kept when unchanged). `progress` gets the image build's lines.
+    /// container (kept when unchanged). `progress` gets the image build's lines and
+    /// each step as it is done.
     pub async fn ensure(
         &mut self,
         service: &ServicePlan,
         artifact: &crate::build::Artifact,
-        progress: &mut (dyn FnMut(&str) + Send),
+        progress: &mut (dyn FnMut(EnsureProgress<'_>) + Send),
     ) -> Result<(), String> {
+        let started = std::time::Instant::now();
         let shim = match &self.shim {
             Some(shim) => shim.clone(),
             None => {
-                let shim = crate::image::ensure_shim(&self.root, &self.host_triple, &mut *progress).await.map_err(|e| e.to_string())?;
+                let shim = crate::image::ensure_shim(&self.root, &self.host_triple, |line| progress(EnsureProgress::Line(line)))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 self.shim = Some(shim.clone());
                 shim
             }
@@ -524,24 +541,33 @@ impl DockerStand {
             binary_sha256: artifact.sha256.clone(),
             shim,
             tag: tag.clone(),
-            base_image: std::env::var("STAND_BASE_IMAGE").ok().filter(|b| !b.is_empty()),
+            base_image: crate::image::base_image(self.target.docker(), None).await,
             dockerfile: crate::image::stand_dockerfile(&self.root),
             labels: Default::default(),
         };
-        let built = crate::image::build(self.target.docker(), &spec, &mut *progress).await.map_err(|e| e.to_string())?;
+        let built = crate::image::build(self.target.docker(), &spec, |line| progress(EnsureProgress::Line(line)))
+            .await
+            .map_err(|e| e.to_string())?;
+        progress(EnsureProgress::Done { step: "image_built", what: tag.clone(), ms: millis_since(started) });
         self.target.ensure_network().await.map_err(|e| e.to_string())?;
         let db_password = match service.database.mode {
             DbMode::None => None,
             DbMode::InCluster => {
                 let password = kept_secret(&self.state_dir, &format!("postgres-{}", service.name))
                     .map_err(|e| format!("cannot keep the database password: {e}"))?;
+                let step = std::time::Instant::now();
                 self.target.ensure_database(service, &password).await.map_err(|e| e.to_string())?;
+                let what = self.target.postgres_name(&service.name);
+                progress(EnsureProgress::Done { step: "database_started", what, ms: millis_since(step) });
                 Some(password)
             }
             DbMode::External => external_password(&self.state_dir, service),
         };
         let settings = ServiceContainer { image: tag, shim_token: self.target.shim_token.clone(), db_password };
+        let step = std::time::Instant::now();
         self.target.ensure_service(service, &settings).await.map_err(|e| e.to_string())?;
+        let what = self.target.container_name(&service.name);
+        progress(EnsureProgress::Done { step: "container_started", what, ms: millis_since(step) });
         if let Some(previous) = &built.previous {
             crate::image::remove_if_unused(self.target.docker(), previous).await;
         }

@@ -12,6 +12,7 @@
 //! methods of [`Target`] speak the shim protocol ([`shim`]) over [`Target::http`]. A
 //! target whose transport is not plain HTTP (exec, port-forward) overrides them.
 
+pub mod choice;
 pub mod docker;
 pub mod kubernetes;
 pub mod shim;

@@ -1,0 +1,406 @@
+//! What `devd up` prints while it works: one line per stage and service, from the
+//! status hub's events (the same events the API streams, so there is one source of
+//! truth).
+//!
+//! [`Progress`] turns events into [`Say`]s, purely; [`spawn`] prints them to stderr.
+//! On a terminal every service has one line that updates in place (indicatif), and
+//! rebuild summaries are printed above them; in a file or a pipe every stage is a
+//! plain line with the time and no colour. `NO_COLOR` turns colour off on a terminal
+//! too; `devd up --quiet` prints none of this.
+//!
+//! First start: `building service1, service2`, cargo's `37/180 crates`, per service
+//! `built in`, `image ... built in`, `database ... started in`, `container ...
+//! started in`, `synced, 1/1 healthy in`. Later: `service1: rebuilt in 412 ms, serving
+//! in 538 ms` (when the service is delivered somewhere), else `rebuilt in`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{IsTerminal as _, Write as _};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use crate::status::{Event, StatusHub};
+
+/// How a [`Say`] is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A stage started or ended: a plain line; on a terminal the service's line.
+    Stage,
+    /// A count that moves (cargo's units): on a terminal the service's line; plain
+    /// lines at most every [`PLAIN_PROGRESS_EVERY`].
+    Count,
+    /// Something to keep in the scrollback: a line on a terminal too.
+    Summary,
+}
+
+/// One thing to tell the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Say {
+    /// The services it is about (empty: the stand).
+    pub services: Vec<String>,
+    pub text: String,
+    pub kind: Kind,
+}
+
+/// Plain output prints cargo's count at most this often.
+pub const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct ServiceState {
+    /// The service has been served once (its first start is over).
+    served: bool,
+    /// All its instances were healthy at the last look.
+    healthy: bool,
+    /// A rebuild's duration, waiting for its delivery to be told in one line.
+    rebuilt_ms: Option<u64>,
+    /// When the current build or deploy started.
+    build_started: Option<DateTime<Utc>>,
+    built_at: Option<DateTime<Utc>>,
+}
+
+/// Events in, [`Say`]s out. `delivers`: the stand's target receives every build, so a
+/// rebuild's line waits for the delivery.
+pub struct Progress {
+    delivers: bool,
+    services: BTreeMap<String, ServiceState>,
+    /// Builds already announced.
+    announced: BTreeSet<u64>,
+    last_count: BTreeMap<u64, DateTime<Utc>>,
+}
+
+/// `412 ms`, `35.2 s`, `1 min 37 s`.
+pub fn duration(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms} ms"),
+        1000..=59_999 => format!("{:.1} s", ms as f64 / 1000.0),
+        _ => format!("{} min {} s", ms / 60_000, (ms % 60_000) / 1000),
+    }
+}
+
+fn ms_between(from: Option<DateTime<Utc>>, to: DateTime<Utc>) -> Option<u64> {
+    from.and_then(|f| u64::try_from((to - f).num_milliseconds()).ok())
+}
+
+fn text<'a>(detail: &'a Value, key: &str) -> &'a str {
+    detail[key].as_str().unwrap_or("")
+}
+
+fn names(detail: &Value) -> Vec<String> {
+    detail["services"].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+impl Progress {
+    pub fn new(delivers: bool) -> Self {
+        Self { delivers, services: BTreeMap::new(), announced: BTreeSet::new(), last_count: BTreeMap::new() }
+    }
+
+    /// What `event` tells; `healthy` is (healthy, total) instances of its service now.
+    pub fn on_event(&mut self, event: &Event, healthy: Option<(usize, usize)>) -> Vec<Say> {
+        let d = &event.detail;
+        let Some(name) = event.service.clone() else {
+            return self.on_stand_event(event);
+        };
+        let one = |text: String, kind: Kind| vec![Say { services: vec![name.clone()], text, kind }];
+        let delivers = self.delivers;
+        let state = self.services.entry(name.clone()).or_default();
+        match event.kind.as_str() {
+            "build_started" => {
+                state.build_started = Some(event.at);
+                let build = d["build"].as_u64().unwrap_or(0);
+                if !self.announced.insert(build) {
+                    return Vec::new();
+                }
+                let services = names(d);
+                let services = if services.is_empty() { vec![name] } else { services };
+                let changed = d["cause"].as_array().map_or(0, Vec::len);
+                let why = match changed {
+                    0 => String::new(),
+                    1 => format!(" ({} changed)", d["cause"][0].as_str().unwrap_or("")),
+                    n => format!(" ({n} files changed)"),
+                };
+                vec![Say { text: format!("building {}{why}", services.join(", ")), services, kind: Kind::Stage }]
+            }
+            "build_finished" => {
+                let ms = d["duration_ms"].as_u64().unwrap_or(0);
+                state.built_at = Some(event.at);
+                if !state.served {
+                    // Nothing to deliver to: the first build is the whole start.
+                    state.served = !delivers;
+                    one(format!("built in {}", duration(ms)), Kind::Stage)
+                } else if delivers {
+                    state.rebuilt_ms = Some(ms);
+                    Vec::new()
+                } else {
+                    one(format!("rebuilt in {}", duration(ms)), Kind::Summary)
+                }
+            }
+            "build_failed" => {
+                let ms = d["duration_ms"].as_u64().unwrap_or(0);
+                let message = first_line(text(d, "message")).to_owned();
+                one(format!("build failed after {}: {message} (`devd status` shows the errors)", duration(ms)), Kind::Summary)
+            }
+            "image_built" | "database_started" | "container_started" => {
+                let what = match event.kind.as_str() {
+                    "image_built" => "image",
+                    "database_started" => "database",
+                    _ => "container",
+                };
+                let verb = if what == "image" { "built" } else { "started" };
+                let ms = d["duration_ms"].as_u64().unwrap_or(0);
+                one(format!("{what} {} {verb} in {}", text(d, "name"), duration(ms)), Kind::Stage)
+            }
+            "deploy_failed" => one(format!("cannot start it: {}", first_line(text(d, "error"))), Kind::Summary),
+            "sync_started" if !state.served => {
+                let n = d["instances"].as_u64().unwrap_or(0);
+                one(format!("syncing into {n} instance{}", if n == 1 { "" } else { "s" }), Kind::Count)
+            }
+            "synced" => {
+                let (up, total) = healthy.unwrap_or((0, 0));
+                state.healthy = total > 0 && up == total;
+                let health = format!("{up}/{total} healthy");
+                if let Some(build_ms) = state.rebuilt_ms.take().filter(|_| state.served) {
+                    let serving = d["edit_to_serving_ms"].as_u64().or_else(|| ms_between(state.build_started, event.at));
+                    let serving = serving.map_or_else(String::new, |ms| format!(", serving in {}", duration(ms)));
+                    let unhealthy = if state.healthy { String::new() } else { format!(" ({health})") };
+                    return one(format!("rebuilt in {}{serving}{unhealthy}", duration(build_ms)), Kind::Summary);
+                }
+                let was_served = state.served;
+                state.served = true;
+                let since = ms_between(state.built_at, event.at).map_or_else(String::new, |ms| format!(" in {}", duration(ms)));
+                let kind = if was_served { Kind::Summary } else { Kind::Stage };
+                one(format!("synced, {health}{since}"), kind)
+            }
+            "sync_failed" => {
+                state.rebuilt_ms = None;
+                let error = d["errors"][0].as_str().unwrap_or("");
+                one(format!("delivery failed: {}", first_line(error)), Kind::Summary)
+            }
+            "instances" => {
+                let (up, total) = healthy.unwrap_or((0, 0));
+                let now = total > 0 && up == total;
+                let was = std::mem::replace(&mut state.healthy, now);
+                match (was, now, state.served) {
+                    (false, true, true) => one(format!("healthy ({up}/{total})"), Kind::Summary),
+                    (true, false, _) => one(format!("{up}/{total} healthy"), Kind::Summary),
+                    _ => Vec::new(),
+                }
+            }
+            "resync" => one(format!("instance {} runs another build; syncing it", short(text(d, "instance"))), Kind::Summary),
+            "container_revived" => one("its container was stopped or removed; started it again".to_owned(), Kind::Summary),
+            "restarted" => one("restarted".to_owned(), Kind::Summary),
+            "restart_failed" => one(format!("restart failed: {}", first_line(text(d, "error"))), Kind::Summary),
+            _ => Vec::new(),
+        }
+    }
+
+    fn on_stand_event(&mut self, event: &Event) -> Vec<Say> {
+        let d = &event.detail;
+        match event.kind.as_str() {
+            "build_progress" => {
+                let build = d["build"].as_u64().unwrap_or(0);
+                let (done, total) = (d["done"].as_u64().unwrap_or(0), d["total"].as_u64().unwrap_or(0));
+                let services = names(d);
+                let text = format!("building {}: {done}/{total} crates", services.join(", "));
+                let last = self.last_count.insert(build, event.at);
+                let due = last.is_none_or(|t| ms_between(Some(t), event.at).unwrap_or(0) >= PLAIN_PROGRESS_EVERY.as_millis() as u64);
+                if !due {
+                    // Keep the time of the last plain line, not of this one.
+                    if let Some(t) = last {
+                        self.last_count.insert(build, t);
+                    }
+                }
+                vec![Say { services, text, kind: if due { Kind::Stage } else { Kind::Count } }]
+            }
+            "config_error" => vec![Say {
+                services: Vec::new(),
+                text: format!("stand.toml is invalid, running on the last good plan: {}", first_line(text(d, "error"))),
+                kind: Kind::Summary,
+            }],
+            "config_reloaded" => vec![Say { services: Vec::new(), text: "stand.toml reloaded".to_owned(), kind: Kind::Summary }],
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn short(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+/// One plain line: `HH:MM:SS service1: text` (or without a service).
+pub fn plain_line(at: DateTime<Utc>, say: &Say) -> String {
+    let clock = at.with_timezone(&chrono::Local).format("%H:%M:%S");
+    match say.services.as_slice() {
+        [one] => format!("{clock} {one}: {}", say.text),
+        _ => format!("{clock} {}", say.text),
+    }
+}
+
+/// Whether colour may be used on stderr: a terminal, and no `NO_COLOR`.
+pub fn colour_on_stderr() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Prints the hub's events as progress until aborted.
+pub fn spawn(hub: StatusHub, delivers: bool) -> JoinHandle<()> {
+    let tty = std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb");
+    tokio::spawn(async move {
+        let (past, mut rx) = hub.subscribe(0);
+        let mut progress = Progress::new(delivers);
+        let mut out: Box<dyn Sink> = if tty { Box::new(Bars::new(&hub)) } else { Box::new(Plain) };
+        let mut handle = |event: &Event, out: &mut Box<dyn Sink>| {
+            let healthy = event.service.as_deref().and_then(|s| hub.service(s)).map(|s| {
+                (s.instances.iter().filter(|i| i.healthy).count(), s.instances.len())
+            });
+            for say in progress.on_event(event, healthy) {
+                out.say(event.at, &say);
+            }
+        };
+        for event in &past {
+            handle(event, &mut out);
+        }
+        loop {
+            match rx.recv().await {
+                Ok(event) => handle(&event, &mut out),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    })
+}
+
+trait Sink: Send {
+    fn say(&mut self, at: DateTime<Utc>, say: &Say);
+}
+
+/// Plain lines to stderr; counts only when due.
+struct Plain;
+
+impl Sink for Plain {
+    fn say(&mut self, at: DateTime<Utc>, say: &Say) {
+        if say.kind == Kind::Count {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{}", plain_line(at, say));
+    }
+}
+
+/// One updating line per service on a terminal.
+struct Bars {
+    multi: indicatif::MultiProgress,
+    bars: BTreeMap<String, indicatif::ProgressBar>,
+    colour: bool,
+}
+
+impl Bars {
+    fn new(hub: &StatusHub) -> Self {
+        let multi = indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
+        let mut bars = Self { multi, bars: BTreeMap::new(), colour: colour_on_stderr() };
+        let names: Vec<String> = hub.snapshot().services.iter().map(|s| s.name.clone()).collect();
+        let width = names.iter().map(String::len).max().unwrap_or(0);
+        for name in names {
+            let bar = bars.multi.add(indicatif::ProgressBar::new_spinner());
+            bar.set_style(bars.style(true));
+            bar.set_prefix(format!("{name:<width$}"));
+            bar.set_message("waiting");
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bars.bars.insert(name, bar);
+        }
+        bars
+    }
+
+    fn style(&self, working: bool) -> indicatif::ProgressStyle {
+        let template = match (working, self.colour) {
+            (true, true) => "{spinner:.cyan} {prefix:.bold}  {msg}",
+            (true, false) => "{spinner} {prefix}  {msg}",
+            (false, true) => "  {prefix:.bold}  {msg}",
+            (false, false) => "  {prefix}  {msg}",
+        };
+        indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner())
+    }
+}
+
+impl Sink for Bars {
+    fn say(&mut self, at: DateTime<Utc>, say: &Say) {
+        if say.kind == Kind::Summary || say.services.is_empty() {
+            let _ = self.multi.println(plain_line(at, say));
+        }
+        let working = !(say.text.starts_with("synced") || say.text.starts_with("healthy") || say.kind == Kind::Summary);
+        let style = self.style(working);
+        for name in &say.services {
+            if let Some(bar) = self.bars.get(name) {
+                let text = say.text.strip_prefix(&format!("building {name}")).map_or(say.text.clone(), |rest| format!("building{rest}"));
+                bar.set_style(style.clone());
+                bar.set_message(text);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(seq: u64, secs: i64, kind: &str, service: Option<&str>, detail: Value) -> Event {
+        let at = DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z").unwrap().with_timezone(&Utc) + chrono::Duration::seconds(secs);
+        Event { seq, at, kind: kind.into(), service: service.map(str::to_owned), detail }
+    }
+
+    fn texts(says: Vec<Say>) -> Vec<String> {
+        says.into_iter().map(|s| format!("{}|{}", s.services.join(","), s.text)).collect()
+    }
+
+    #[test]
+    fn a_first_start_then_a_rebuild() {
+        let mut p = Progress::new(true);
+        let both = json!({"build": 1, "cause": [], "services": ["s1", "s2"]});
+        assert_eq!(texts(p.on_event(&event(1, 0, "build_started", Some("s1"), both.clone()), None)), ["s1,s2|building s1, s2"]);
+        assert!(p.on_event(&event(2, 0, "build_started", Some("s2"), both), None).is_empty(), "one line per build");
+        let count = |seq, secs, done| event(seq, secs, "build_progress", None, json!({"build": 1, "services": ["s1", "s2"], "done": done, "total": 180}));
+        let first = p.on_event(&count(3, 1, 10), None);
+        assert_eq!((first[0].text.as_str(), first[0].kind), ("building s1, s2: 10/180 crates", Kind::Stage));
+        assert_eq!(p.on_event(&count(4, 2, 37), None)[0].kind, Kind::Count, "plain lines at most every 5 s");
+        assert_eq!(p.on_event(&count(5, 7, 90), None)[0].kind, Kind::Stage);
+        let built = p.on_event(&event(6, 35, "build_finished", Some("s1"), json!({"duration_ms": 35_200})), None);
+        assert_eq!(texts(built), ["s1|built in 35.2 s"]);
+        let image = event(7, 38, "image_built", Some("s1"), json!({"name": "stand/s1:dev", "duration_ms": 3200}));
+        assert_eq!(texts(p.on_event(&image, None)), ["s1|image stand/s1:dev built in 3.2 s"]);
+        let container = event(8, 39, "container_started", Some("s1"), json!({"name": "stand-local-s1", "duration_ms": 300}));
+        assert_eq!(texts(p.on_event(&container, None)), ["s1|container stand-local-s1 started in 300 ms"]);
+        let synced = event(9, 40, "synced", Some("s1"), json!({"instances": 1, "edit_to_serving_ms": null}));
+        assert_eq!(texts(p.on_event(&synced, Some((1, 1)))), ["s1|synced, 1/1 healthy in 5.0 s"]);
+
+        // A rebuild: one line when it serves.
+        let edit = json!({"build": 2, "cause": ["services/s1/src/lib.rs"], "services": ["s1"]});
+        assert_eq!(texts(p.on_event(&event(10, 60, "build_started", Some("s1"), edit), None)), ["s1|building s1 (services/s1/src/lib.rs changed)"]);
+        assert!(p.on_event(&event(11, 60, "build_finished", Some("s1"), json!({"duration_ms": 412})), None).is_empty());
+        let synced = event(12, 61, "synced", Some("s1"), json!({"instances": 1, "edit_to_serving_ms": 538}));
+        let line = p.on_event(&synced, Some((1, 1)));
+        assert_eq!(texts(line.clone()), ["s1|rebuilt in 412 ms, serving in 538 ms"]);
+        assert_eq!(line[0].kind, Kind::Summary);
+    }
+
+    #[test]
+    fn without_a_target_a_rebuild_is_told_when_built() {
+        let mut p = Progress::new(false);
+        let _ = p.on_event(&event(1, 0, "build_finished", Some("s1"), json!({"duration_ms": 900})), None);
+        assert_eq!(texts(p.on_event(&event(2, 9, "build_finished", Some("s1"), json!({"duration_ms": 1900})), None)), ["s1|rebuilt in 1.9 s"]);
+        let failed = p.on_event(&event(3, 9, "build_failed", Some("s1"), json!({"duration_ms": 700, "message": "cargo build failed\nmore"})), None);
+        assert_eq!(texts(failed), ["s1|build failed after 700 ms: cargo build failed (`devd status` shows the errors)"]);
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(duration(412), "412 ms");
+        assert_eq!(duration(35_210), "35.2 s");
+        assert_eq!(duration(97_000), "1 min 37 s");
+    }
+}
