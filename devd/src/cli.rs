@@ -126,11 +126,12 @@ pub fn render_error(error: &anyhow::Error) -> String {
     format!("error: {error:#}")
 }
 
-/// Logs to stderr, filtered by RUST_LOG (default: warnings); colour only on a terminal
-/// and without `NO_COLOR`.
+/// Logs to stderr, filtered by RUST_LOG (default: warnings, without kube's own line per
+/// failed request: devd reports those itself); colour only on a terminal and without
+/// `NO_COLOR`.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,kube_client::client::builder=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(crate::progress::colour_on_stderr())

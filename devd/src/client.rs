@@ -118,43 +118,43 @@ fn instances_cell(service: &ServiceStatus) -> (String, String) {
     let synced = service.instances.iter().filter(|i| i.hash.as_deref() == current && current.is_some()).count();
     let healthy = service.instances.iter().filter(|i| i.healthy).count();
     let total = service.instances.len();
-    (format!("{synced}/{total} synced"), format!("{healthy}/{total} healthy"))
+    (format!("{synced}/{total}"), format!("{healthy}/{total}"))
 }
 
-/// The `devd status` table (pure: the caller prints it).
+/// The `devd status` table (pure: the caller prints it). Eight narrow columns fit 80
+/// characters for service names up to 8; on a narrower terminal comfy-table wraps the
+/// widest cells instead of letting lines run over.
 pub fn render_table(status: &StandStatus, now: DateTime<Utc>) -> String {
-    let mut rows = vec![[
-        "SERVICE".to_owned(),
-        "BUILD".to_owned(),
-        "LAST BUILD".to_owned(),
-        "ARTIFACT".to_owned(),
-        "INSTANCES".to_owned(),
-        "HEALTH".to_owned(),
-        "EDIT→ARTIFACT".to_owned(),
-        "EDIT→SERVING".to_owned(),
-    ]];
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::NOTHING);
+    table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+    if let Some((_, columns)) = console::Term::stdout().size_checked() {
+        table.set_width(columns);
+    }
+    table.set_header(["SERVICE", "BUILD", "BUILT", "ARTIFACT", "SYNCED", "HEALTHY", "EDIT→BUILT", "EDIT→SERVING"]);
     for service in &status.services {
-        let (instances, health) = instances_cell(service);
+        let (synced, healthy) = instances_cell(service);
         let ms = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms"));
-        rows.push([
+        table.add_row([
             service.name.clone(),
             service.build.state.as_str().to_owned(),
             ago(service.build.finished_at, now),
-            service.artifact.as_ref().map_or_else(|| "-".to_owned(), |a| a.sha256.chars().take(12).collect()),
-            instances,
-            health,
+            service.artifact.as_ref().map_or_else(|| "-".to_owned(), |a| a.sha256.chars().take(8).collect()),
+            synced,
+            healthy,
             ms(service.last_edit_to_artifact_ms),
             ms(service.last_edit_to_serving_ms),
         ]);
     }
-    let widths: Vec<usize> = (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
     let mut out = format!("stand: env {} · target {} · {}\n", status.env, status.target, status.root);
     if let Some(error) = &status.config_error {
         let _ = writeln!(out, "stand.toml is invalid (running on the last good plan):\n  {error}");
     }
-    for row in &rows {
-        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    for line in table.lines() {
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     for service in &status.services {
         if let Some(error) = &service.build.error {
@@ -190,8 +190,9 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[1].starts_with("SERVICE") && lines[1].contains("EDIT→SERVING"), "{table}");
         assert!(lines[2].contains("service1") && lines[2].contains("ok") && lines[2].contains("5s ago"));
-        assert!(lines[2].contains("0123456789ab") && !lines[2].contains("0123456789abc"));
-        assert!(lines[2].contains("1/1 synced") && lines[2].contains("812 ms"));
+        assert!(lines[2].contains("01234567") && !lines[2].contains("012345678"));
+        assert!(lines[2].contains("1/1") && lines[2].contains("812 ms"));
+        assert!(table.lines().all(|l| l.chars().count() <= 80), "fits 80 columns:\n{table}");
         assert!(lines[3].contains("service2") && lines[3].contains("failed"));
         assert!(table.contains("service2 build failed:\n  error: expected `;`"));
     }

@@ -201,20 +201,51 @@ pub async fn status(place: &Place, args: StatusArgs) -> anyhow::Result<()> {
     if !args.watch {
         return Ok(());
     }
+    // Events redraw with a fresh status; every second redraws the relative times.
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
+    let follower = Client::connect(StateDir::new(&root))?;
     let mut after = first.event_seq;
-    loop {
-        // Each event redraws; a dropped stream is reopened after the last event seen.
-        let mut pending = Vec::new();
-        after = client
-            .follow(after, |event| {
-                pending.push(event.seq);
-                false
-            })
-            .await?;
-        if pending.is_empty() {
-            anyhow::bail!("devd closed the event stream (it is shutting down)");
+    tokio::spawn(async move {
+        loop {
+            // A dropped stream is reopened after the last event seen.
+            let mut seen = false;
+            let followed = follower
+                .follow(after, |_| {
+                    seen = true;
+                    events_tx.send(Ok(())).is_ok()
+                })
+                .await;
+            match followed {
+                Ok(last) if seen => after = last,
+                Ok(_) => {
+                    let _ = events_tx.send(Err("devd closed the event stream (it is shutting down)".to_owned()));
+                    return;
+                }
+                Err(e) => {
+                    let _ = events_tx.send(Err(e.to_string()));
+                    return;
+                }
+            }
         }
-        draw(&client.status().await?, true);
+    });
+    let mut current = first;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => draw(&current, true),
+            event = events.recv() => match event {
+                Some(Ok(())) => {
+                    // Several events at once: one redraw.
+                    while let Ok(Ok(())) = events.try_recv() {}
+                    current = client.status().await?;
+                    draw(&current, true);
+                }
+                Some(Err(message)) => anyhow::bail!(message),
+                None => anyhow::bail!("devd closed the event stream (it is shutting down)"),
+            },
+        }
     }
 }
 

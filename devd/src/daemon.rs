@@ -129,10 +129,9 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
     };
     state.write_info(&info)?;
     tracing::info!(url = %info.url, env = %plan.env, "devd is up");
-    let progress = config.progress.then(|| {
+    if config.progress {
         eprintln!("devd: env {} · status API {} · token in {}", plan.env, info.url, state.token_path().display());
-        crate::progress::spawn(hub.clone(), plan.target == config::Target::Docker || plan.live_sync)
-    });
+    }
 
     let mut watch_config = WatchConfig::new(vec![root.clone()]);
     // A burst (a checkout, a formatter over the tree) whose writer stalls for a moment
@@ -178,6 +177,10 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
     if let Some(k) = &kube {
         target = Some(k.target.clone() as Arc<dyn Target>);
     }
+
+    // Progress lines (from every event since the start); a rebuild's line waits for its
+    // delivery when there is a target to deliver to.
+    let progress = config.progress.then(|| crate::progress::spawn(hub.clone(), target.is_some()));
 
     let mut build_config = BuildConfig::new(&root, state.path());
     build_config.target = Some(kube.as_ref().map_or_else(|| plan.build.target_triple.clone(), |k| k.triple.clone()));

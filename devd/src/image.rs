@@ -46,7 +46,7 @@ pub enum ImageError {
 
 /// The engine, with the API version negotiated (this engine speaks 1.41 at most).
 pub async fn connect() -> Result<Docker, ImageError> {
-    let docker = Docker::connect_with_local_defaults().map_err(ImageError::Connect)?;
+    let docker = Docker::connect_with_defaults().map_err(ImageError::Connect)?;
     docker.negotiate_version().await.map_err(ImageError::Connect)
 }
 

@@ -265,3 +265,10 @@ fn plan_defaults_to_default_env_and_prints_a_summary() {
     );
     assert!(out.contains("service1  :5001  stand/service1:dev  x1  in-cluster postgres-service1:5432/service1 (1Gi volume)"), "{out}");
 }
+
+#[test]
+fn logs_of_an_unknown_service_exits_2_naming_the_valid_ones() {
+    let o = devd(&root(), &["logs", "nope", "--env", "local"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("no service `nope` in env `local`; valid: service1, service2"), "{}", stderr(&o));
+}

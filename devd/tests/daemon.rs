@@ -60,7 +60,8 @@ impl Devd {
     fn up(fx: &Fixture) -> Devd {
         let log = std::fs::File::create(fx.path("devd.log")).unwrap();
         let child = Command::new(DEVD)
-            .args(["up", "--env", "local", "--port", "0"])
+            // kubernetes with no cluster builds only: these tests need no engine.
+            .args(["up", "--env", "local", "--port", "0", "--target", "kubernetes"])
             .current_dir(&fx.root)
             // Each fixture builds into its own target dir (same package names elsewhere).
             .env("CARGO_TARGET_DIR", fx.path("target"))
@@ -377,9 +378,13 @@ fn status_command_prints_json_and_table_and_fails_clearly_without_a_daemon() {
     let rebuild = Command::new(DEVD).args(["rebuild", "svc1"]).current_dir(&fx.root).output().unwrap();
     assert!(rebuild.status.success(), "{}", String::from_utf8_lossy(&rebuild.stderr));
     devd.wait(&fx, "the requested rebuild", |s| build_count(s, "svc1") >= 2);
-    let unknown = Command::new(DEVD).args(["rebuild", "nope"]).current_dir(&fx.root).output().unwrap();
-    assert_eq!(unknown.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no service \"nope\""), "{}", String::from_utf8_lossy(&unknown.stderr));
+    // An unknown service is bad input: exit 2, naming the known ones.
+    for action in ["rebuild", "restart"] {
+        let unknown = Command::new(DEVD).args([action, "nope"]).current_dir(&fx.root).output().unwrap();
+        let stderr = String::from_utf8_lossy(&unknown.stderr);
+        assert_eq!(unknown.status.code(), Some(2), "devd {action} nope: {stderr}");
+        assert!(stderr.contains("no service \"nope\"") && stderr.contains("svc1, svc2"), "{stderr}");
+    }
 }
 
 
@@ -406,7 +411,7 @@ fn status_watch_redraws_on_events() {
         }
     });
     let mut seen = String::new();
-    let mut read_until = |tables: usize, seen: &mut String| {
+    let read_until = |tables: usize, seen: &mut String| {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while seen.matches("SERVICE").count() < tables {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -418,6 +423,9 @@ fn status_watch_redraws_on_events() {
         true
     };
     assert!(read_until(1, &mut seen), "no first table: {seen}");
+    // No event comes (the first builds are done): the relative times are redrawn anyway.
+    assert!(read_until(3, &mut seen), "devd status --watch did not redraw the times every second: {seen}");
+    seen.clear();
     let token = devd.token.clone();
     devd.http.post(format!("{}/api/v1/services/svc2/rebuild", devd.url)).bearer_auth(&token).send().unwrap();
     // build_started and build_finished: two redraws after the first table.
@@ -459,4 +467,230 @@ fn build_command_builds_the_named_services_once() {
         .unwrap();
     assert_eq!(failed.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&failed.stderr).contains("main.rs"));
+}
+
+/// Collects a child's stderr from a pipe (not a terminal) as it comes.
+fn collect(stream: impl std::io::Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        let mut stream = stream;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
+}
+
+#[test]
+fn progress_on_a_pipe_is_plain_lines_per_stage_and_a_line_per_rebuild() {
+    let fx = stand();
+    let mut child = Command::new(DEVD)
+        .args(["up", "--env", "local", "--port", "0", "--target", "kubernetes"])
+        .current_dir(&fx.root)
+        .env("CARGO_TARGET_DIR", fx.path("target"))
+        // devd's own log lines share the pipe: they must be plain too.
+        .env("RUST_LOG", "devd=info")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start devd");
+    let stderr = collect(child.stderr.take().unwrap());
+    let text = || stderr.lock().unwrap().clone();
+    let has = |needle: &str| poll_until(BUILD_DEADLINE, || text().contains(needle).then_some(())).is_some();
+    let first = has("svc1: built in") && has("svc2: built in");
+    let edited = first && {
+        edit(&fx, "services/svc1/src/main.rs", "\"svc1 {}\"", "\"svc1 edited {}\"");
+        has("svc1: rebuilt in")
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = text();
+    assert!(first && edited, "no progress lines for the first build and the rebuild:\n{out}");
+    assert!(out.contains("building svc1, svc2"), "the first build names its services:\n{out}");
+    assert!(out.lines().any(|l| l.contains("building svc1, svc2: ") && l.ends_with(" crates")), "cargo's count of crates:\n{out}");
+    assert!(out.contains("svc1: building (services/svc1/src/main.rs changed)"), "{out}");
+    assert!(!out.contains('\x1b'), "colour codes on a pipe:\n{out:?}");
+    // Plain lines start with the time.
+    let line = out.lines().find(|l| l.contains("svc1: built in")).unwrap();
+    let clock = line.split(' ').next().unwrap();
+    assert!(clock.len() == 8 && clock.chars().filter(|c| *c == ':').count() == 2, "{line}");
+}
+
+/// A Kubernetes API server on loopback that answers `/version` like a real one and
+/// refuses everything else with a `metav1.Status` 403 (what a user without rights sees).
+struct FakeApiServer {
+    port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl FakeApiServer {
+    fn start() -> FakeApiServer {
+        use std::io::{BufRead as _, BufReader, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            // Bounded: the test process ends long before.
+            for stream in listener.incoming().take(10_000) {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                // Headers up to the blank line (GET requests: no body).
+                let mut header = String::new();
+                while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                    header.clear();
+                }
+                let path = request_line.split(' ').nth(1).unwrap_or("").to_owned();
+                seen.lock().unwrap().push(format!("{} {path}", request_line.split(' ').next().unwrap_or("")));
+                let (status, body) = if path == "/version" {
+                    ("200 OK", serde_json::json!({
+                        "major": "1", "minor": "33", "gitVersion": "v1.33.1", "gitCommit": "8adc0f041b8e7ad1d30e29cc59c6ae7a15e19828",
+                        "gitTreeState": "clean", "buildDate": "2025-05-15T08:19:08Z", "goVersion": "go1.24.2",
+                        "compiler": "gc", "platform": "linux/amd64"
+                    }))
+                } else {
+                    ("403 Forbidden", serde_json::json!({
+                        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                        "message": format!("forbidden: User \"fake\" cannot get path \"{path}\""), "reason": "Forbidden", "details": {}, "code": 403
+                    }))
+                };
+                let body = body.to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        FakeApiServer { port, requests }
+    }
+}
+
+/// A kubeconfig whose current context's server is http://127.0.0.1:<port>.
+fn kubeconfig(fx: &Fixture, port: u16) -> std::path::PathBuf {
+    fx.write(
+        "kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: fx\n\
+             current-context: fake\nusers:\n- name: fake\n  user:\n    token: not-a-secret\n"
+        ),
+    )
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// `devd up` with no `--target`, in `env`; stderr collected.
+fn up_without_target(fx: &Fixture, env: &[(&str, String)]) -> (Child, std::sync::Arc<std::sync::Mutex<String>>) {
+    let mut cmd = Command::new(DEVD);
+    cmd.args(["up", "--env", "local", "--port", "0"])
+        .current_dir(&fx.root)
+        .env("CARGO_TARGET_DIR", fx.path("target"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("DOCKER_HOST")
+        .env("RUST_LOG", "devd=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start devd");
+    let stderr = collect(child.stderr.take().unwrap());
+    (child, stderr)
+}
+
+fn daemon_target(fx: &Fixture, log: &std::sync::Mutex<String>) -> String {
+    poll_until(Duration::from_secs(60), || {
+        let info: Value = serde_json::from_str(&std::fs::read_to_string(fx.path(".stand/devd.json")).ok()?).ok()?;
+        let status: Value = reqwest::blocking::get(format!("{}/api/v1/status", info["url"].as_str()?)).ok()?.json().ok()?;
+        status["target"].as_str().map(str::to_owned)
+    })
+    .unwrap_or_else(|| panic!("devd did not come up:\n{}", log.lock().unwrap()))
+}
+
+#[test]
+fn target_choice_keeps_kubernetes_when_the_cluster_answers() {
+    let fx = stand();
+    let api = FakeApiServer::start();
+    let config = kubeconfig(&fx, api.port);
+    // helm would talk to the fake server: `true` stands in for it (STAND_HELM).
+    let (mut child, log) = up_without_target(&fx, &[("KUBECONFIG", config.display().to_string()), ("STAND_HELM", "true".into())]);
+    let target = daemon_target(&fx, &log);
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = log.lock().unwrap().clone();
+    assert_eq!(target, "kubernetes", "{out}");
+    assert!(!out.contains("no Kubernetes cluster answers"), "{out}");
+    assert!(api.requests.lock().unwrap().iter().any(|r| r == "GET /version"), "the cluster was asked: {:?}", api.requests.lock().unwrap());
+}
+
+#[test]
+fn target_choice_runs_docker_when_no_cluster_answers_and_says_so() {
+    let fx = stand();
+    // No image or container may come of this: both services fail to build.
+    for svc in ["svc1", "svc2"] {
+        edit(&fx, &format!("services/{svc}/src/main.rs"), "fn main() {", "fn main() { let = ;");
+    }
+    let config = kubeconfig(&fx, closed_port());
+    let (mut child, log) = up_without_target(&fx, &[("KUBECONFIG", config.display().to_string())]);
+    let target = daemon_target(&fx, &log);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = Command::new(DEVD).args(["down", "--env", "local"]).current_dir(&fx.root).output();
+    let out = log.lock().unwrap().clone();
+    assert_eq!(target, "docker", "{out}");
+    let said: Vec<&str> = out.lines().filter(|l| l.contains("no Kubernetes cluster answers")).collect();
+    assert_eq!(said.len(), 1, "one line says why:\n{out}");
+    assert!(said[0].contains("docker target") && said[0].contains("--target kubernetes") && said[0].contains("--target docker"), "{out}");
+}
+
+#[test]
+fn target_choice_with_neither_says_what_to_install_and_target_still_wins() {
+    let fx = stand();
+    let config = kubeconfig(&fx, closed_port());
+    let env = [("KUBECONFIG", config.display().to_string()), ("DOCKER_HOST", format!("tcp://127.0.0.1:{}", closed_port()))];
+    let (mut child, log) = up_without_target(&fx, &env);
+    let status = poll_until(Duration::from_secs(60), || child.try_wait().unwrap()).expect("devd up did not give up");
+    // The pipe's reader may still be reading the last lines.
+    let out = poll_until(Duration::from_secs(10), || Some(log.lock().unwrap().clone()).filter(|t| t.contains("error:")))
+        .unwrap_or_else(|| log.lock().unwrap().clone());
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("no cluster answers") && out.contains("no Docker engine answers"), "{out}");
+    assert!(out.contains("Install Docker") && out.contains("kubeconfig"), "says what to install: {out}");
+    assert!(!fx.path(".stand/devd.json").exists(), "nothing started");
+
+    // `--target kubernetes` wins: devd comes up and builds (`true` stands in for helm).
+    let mut cmd = Command::new(DEVD);
+    cmd.args(["up", "--env", "local", "--port", "0", "--target", "kubernetes"])
+        .current_dir(&fx.root)
+        .env("CARGO_TARGET_DIR", fx.path("target"))
+        .env("STAND_HELM", "true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let mut forced = cmd.spawn().unwrap();
+    let log = collect(forced.stderr.take().unwrap());
+    let target = daemon_target(&fx, &log);
+    let _ = forced.kill();
+    let _ = forced.wait();
+    assert_eq!(target, "kubernetes");
 }

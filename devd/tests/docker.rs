@@ -646,3 +646,112 @@ fn image_build_failures_carry_dockers_message() {
         .expect("devd");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+/// `devd logs` of a running stand, as a child whose stdout (a pipe) is collected.
+struct Logs {
+    child: Child,
+    out: Arc<std::sync::Mutex<String>>,
+}
+
+impl Logs {
+    fn start(stand: &Stand, args: &[&str]) -> Logs {
+        let mut child = stand.command().arg("logs").args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("devd logs");
+        let out = Arc::new(std::sync::Mutex::new(String::new()));
+        for stream in [Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().expect("stderr"))] {
+            let sink = out.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    sink.lock().expect("log sink").push_str(&(line + "\n"));
+                }
+            });
+        }
+        Logs { child, out }
+    }
+
+    fn text(&self) -> String {
+        self.out.lock().expect("log sink").clone()
+    }
+
+    /// Waits until `count` lines hold `needle`; returns them.
+    fn wait_lines(&self, stand: &Stand, needle: &str, count: usize, deadline: Duration) -> Vec<String> {
+        poll_until(deadline, || {
+            let lines: Vec<String> = self.text().lines().filter(|l| l.contains(needle)).map(str::to_owned).collect();
+            (lines.len() >= count).then_some(lines)
+        })
+        .unwrap_or_else(|| panic!("devd logs never showed {count} × {needle:?}:\n{}\ndevd:\n{}", self.text(), stand.log()))
+    }
+}
+
+impl Drop for Logs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn devd_logs_follows_the_service_across_edits_and_new_containers() {
+    require_docker();
+    let mut stand = Stand::new("logs", "{ mode = \"none\" }");
+    // The local base image is found without STAND_BASE_IMAGE (README's quick start).
+    let up = |stand: &mut Stand| {
+        let log = std::fs::File::create(stand.path("devd.log")).expect("log");
+        let child = stand
+            .command()
+            .env_remove("STAND_BASE_IMAGE")
+            .args(["up", "--env", &stand.env, "--port", "0"])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start devd");
+        stand.devd = Some(child);
+        let info: Value = poll_until(Duration::from_secs(60), || serde_json::from_str(&std::fs::read_to_string(stand.path(".stand/devd.json")).ok()?).ok())
+            .unwrap_or_else(|| panic!("devd did not come up:\n{}", stand.log()));
+        stand.url = info["url"].as_str().expect("url").to_owned();
+    };
+    up(&mut stand);
+    stand.wait_synced("the first deploy", FIRST_DEADLINE);
+    let image = docker(&["inspect", "-f", "{{.Config.Image}}", &stand.container()]);
+    let base = docker(&["image", "inspect", "-f", "{{.Id}}", BASE_IMAGE]);
+    let history = docker(&["history", "-q", "--no-trunc", String::from_utf8_lossy(&image.stdout).trim()]);
+    let base_id = String::from_utf8_lossy(&base.stdout).trim().to_owned();
+    assert!(String::from_utf8_lossy(&history.stdout).contains(&base_id), "the dev image is built on {BASE_IMAGE}");
+
+    // Unknown service: exit 2, nothing streamed.
+    let out = stand.command().args(["logs", "nope"]).output().expect("devd logs nope");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("valid: service1"), "{}", text(&out));
+
+    // What the service printed so far, prefixed; without -f the command ends.
+    let out = stand.command().args(["logs", "service1"]).output().expect("devd logs");
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.is_empty() && stdout.lines().all(|l| l.starts_with("service1 | ")), "{stdout}");
+    assert!(!stdout.contains('\x1b'), "no colour on a pipe: {stdout:?}");
+
+    // -f: a line the edited binary prints shows up, prefixed.
+    let logs = Logs::start(&stand, &["service1", "-f", "--tail", "5"]);
+    poll_until(Duration::from_secs(30), || logs.text().lines().any(|l| l.starts_with("service1 | ")).then_some(()))
+        .unwrap_or_else(|| panic!("devd logs -f printed nothing: {}", logs.text()));
+    stand.edit(
+        "services/service1/src/main.rs",
+        "fn main() -> std::process::ExitCode {",
+        "fn main() -> std::process::ExitCode {\n    eprintln!(\"printed after the edit\");",
+    );
+    let lines = logs.wait_lines(&stand, "printed after the edit", 1, EDIT_DEADLINE);
+    assert!(lines[0].starts_with("service1 | printed after the edit"), "{lines:?}");
+    stand.wait_synced("the edit in the container", EDIT_DEADLINE);
+
+    // A container devd re-creates is followed too: its first binary comes from the image
+    // (no marker), then the edited one is synced in and prints it again, under the new
+    // container's id (the service has had two instances now).
+    let (old_id, _) = stand.container_identity();
+    assert!(docker(&["rm", "-f", &stand.container()]).status.success());
+    let lines = logs.wait_lines(&stand, "printed after the edit", 2, EDIT_DEADLINE);
+    let (new_id, _) = stand.container_identity();
+    assert_ne!(new_id, old_id);
+    let short: String = new_id.chars().take(12).collect();
+    assert!(lines[1].starts_with(&format!("service1/{short} ")), "the new container's line names it: {lines:?}");
+    drop(logs);
+}

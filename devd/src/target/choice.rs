@@ -42,7 +42,10 @@ pub async fn cluster_answers() -> Result<String, String> {
         Err(_) => return Err(format!("reading the kubeconfig took more than {} s", PROBE_DEADLINE.as_secs())),
     };
     let server = config.cluster_url.to_string();
+    tracing::debug!(%server, "kubeconfig read; probing the cluster");
+    // Building the client is local work (its TLS roots), not part of the answer's deadline.
     let client = kube::Client::try_from(config).map_err(|e| format!("{server}: {e}"))?;
+    tracing::debug!(%server, "client built");
     match tokio::time::timeout(PROBE_DEADLINE, client.apiserver_version()).await {
         Ok(Ok(_) | Err(kube::Error::Api(_))) => Ok(server),
         Ok(Err(e)) => Err(format!("{server} does not answer: {e}")),
@@ -52,7 +55,7 @@ pub async fn cluster_answers() -> Result<String, String> {
 
 /// Whether the Docker engine (`DOCKER_HOST`, else the local socket) answers a ping.
 pub async fn docker_answers() -> Result<(), String> {
-    let docker = bollard::Docker::connect_with_local_defaults().map_err(|e| e.to_string())?;
+    let docker = bollard::Docker::connect_with_defaults().map_err(|e| e.to_string())?;
     match tokio::time::timeout(PROBE_DEADLINE, docker.ping()).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),

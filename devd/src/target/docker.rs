@@ -61,7 +61,7 @@ fn not_found(e: &bollard::errors::Error) -> bool {
 impl DockerTarget {
     /// Connects to the engine (negotiating the API version).
     pub async fn connect(stand: &str, env: &str, shim_token: &str) -> Result<Self, TargetError> {
-        let docker = Docker::connect_with_local_defaults().map_err(TargetError::DockerUnavailable)?;
+        let docker = Docker::connect_with_defaults().map_err(TargetError::DockerUnavailable)?;
         let docker = docker.negotiate_version().await.map_err(TargetError::DockerUnavailable)?;
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(2))
