@@ -37,6 +37,9 @@ pub enum Command {
     Check,
     /// Write the Helm values files generated from stand.toml (helm/app/values-<env>.yaml).
     Generate,
+    /// Add a service: its crate under services/, the workspace member, its stand.toml
+    /// table, the environments that run it, and the regenerated Helm values.
+    New(crate::new::NewArgs),
     /// The environments stand.toml declares.
     #[command(subcommand)]
     Env(EnvCommand),
@@ -93,6 +96,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check => check(&place),
         Command::Generate => generate(&place),
+        Command::New(args) => {
+            let added = crate::new::run(&place, args)?;
+            print(&crate::new::summary(&added))
+        }
         Command::Env(EnvCommand::List(flag)) => env_list(&place, flag.json),
         Command::Plan(args) => plan_cmd(&place, args.env.as_deref(), args.json),
         Command::Up(args) => crate::commands::up(&place, args).await,

@@ -17,6 +17,7 @@ pub mod deliver;
 pub mod graph;
 pub mod helm;
 pub mod image;
+pub mod new;
 pub mod replay;
 pub mod status;
 pub mod statedir;
