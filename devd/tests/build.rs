@@ -64,12 +64,17 @@ async fn two_packages_build_in_one_invocation_into_hashed_artifacts() {
 
     let mut starts = Vec::new();
     let mut stderr = Vec::new();
+    let mut units = Vec::new();
     while let Ok(p) = rx.try_recv() {
         match p {
             BuildProgress::Started { command, .. } => starts.push(command),
             BuildProgress::Stderr(line) => stderr.push(line),
+            BuildProgress::Units { done, total } => units.push((done, total)),
         }
     }
+    // cargo's own count of units (its progress bar, on a pipe), not its bar's text.
+    assert!(!units.is_empty() && units.iter().all(|&(done, total)| done <= total && total >= 6), "{units:?}");
+    assert!(!stderr.iter().chain(&out.stderr_tail).any(|l| l.contains("Building [")), "{stderr:?}");
     assert_eq!(starts.len(), 1, "one cargo invocation: {starts:?}");
     assert!(starts[0].contains("-p svc1 -p svc2"), "{}", starts[0]);
     assert!(stderr.iter().any(|l| l.contains("Compiling fx-shared")), "{stderr:?}");
