@@ -679,17 +679,22 @@ fn a_service_added_and_removed_while_devd_runs() {
     assert_eq!(stand.devd.as_ref().map(Child::id), Some(pid), "the same devd");
     let container = format!("{}-live-{extra}", stand.name);
     let postgres = format!("{}-live-postgres-{extra}", stand.name);
-    assert!(docker(&["inspect", &postgres]).status.success(), "its own database container");
+    assert!(docker(&["inspect", "--type", "container", &postgres]).status.success(), "its own database container");
     let volumes_before = stand.labelled("volume");
     assert_eq!(volumes_before.len(), 2, "service1's and {extra}'s volumes: {volumes_before:?}");
 
     // Out of the environment: containers removed, volume kept, status without it.
     stand.edit("stand.toml", &format!("services = [\"service1\", \"{extra}\"]"), "services = [\"service1\"]");
     poll_until(EDIT_DEADLINE, || {
-        let gone = !docker(&["inspect", &container]).status.success() && !docker(&["inspect", &postgres]).status.success();
+        // `--type container`: the database's named volume may carry the same name.
+        let gone = !docker(&["inspect", "--type", "container", &container]).status.success()
+            && !docker(&["inspect", "--type", "container", &postgres]).status.success();
         (gone && find(&stand.status()).is_null()).then_some(())
     })
-    .unwrap_or_else(|| panic!("{extra}'s containers are still there; log:\n{}", stand.log()));
+    .unwrap_or_else(|| {
+        let ps = docker(&["ps", "-a", "--filter", &format!("label=dev.stand.stand={}", stand.name), "--format", "{{.Names}} {{.Status}}"]);
+        panic!("{extra} is still there; containers:\n{}status: {:#}\nlog:\n{}", text(&ps), find(&stand.status()), stand.log())
+    });
     assert_eq!(stand.labelled("volume"), volumes_before, "the data of a removed service stays until devd down --volumes");
-    assert!(docker(&["inspect", &stand.container()]).status.success(), "service1 keeps running");
+    assert!(docker(&["inspect", "--type", "container", &stand.container()]).status.success(), "service1 keeps running");
 }
