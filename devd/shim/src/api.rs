@@ -17,8 +17,8 @@ use http_body_util::BodyExt;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::status::{self, Rollback, Shared, Status};
-use crate::supervisor::{Handle, RestartError};
+use crate::status::{self, ExitRecord, Rollback, Shared, Status};
+use crate::supervisor::{Handle, RestartError, Started};
 use crate::upload::{self, UploadError};
 
 pub const SHA_HEADER: &str = "x-stand-sha256";
@@ -31,6 +31,11 @@ pub struct App {
     pub token: String,
     pub binary: PathBuf,
     pub grace: Duration,
+    /// The shim owns the service's sockets: swaps start the new child beside the old
+    /// one and stop the old one once the new one is ready.
+    pub overlap: bool,
+    /// With `overlap`: how long a new child may take to report ready.
+    pub ready_timeout: Duration,
     /// Serializes everything that replaces the binary or restarts the child.
     pub ops: tokio::sync::Mutex<()>,
 }
@@ -182,16 +187,106 @@ async fn post_restart(State(app): State<Arc<App>>) -> Result<Json<Swapped>, AppE
     // In its own task: a client that goes away does not cancel a restart half-way.
     let task = tokio::spawn(async move {
         let _ops = app.ops.lock().await;
-        app.supervisor.restart(false, None).await
+        if app.overlap {
+            return restart_overlapping(&app).await;
+        }
+        let started = app.supervisor.restart(false, None).await?;
+        Ok(Json(Swapped {
+            sha256: started.sha256,
+            pid: started.pid,
+            restarts: started.restarts,
+        }))
     });
-    let started = task.await.map_err(|e| {
+    task.await.map_err(|e| {
         AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-    })??;
+    })?
+}
+
+/// A restart without a gap: a new child from the same binary, the old one stopped
+/// once the new one is ready; if the new one is not, the old one runs on (409).
+async fn restart_overlapping(app: &App) -> Result<Json<Swapped>, AppError> {
+    let start = Instant::now();
+    let mut started = app.supervisor.candidate(app.status.get().sha256).await?;
+    if let Err((reason, _)) = wait_ready(app, &mut started, start).await {
+        app.supervisor.discard().await;
+        tracing::warn!(%reason, "restart failed; the previous child keeps serving");
+        let mut err = AppError::new(StatusCode::CONFLICT, "restart_failed", reason);
+        err.details = Some(json!({ "serving_pid": app.status.get().pid }));
+        return Err(err);
+    }
+    let gone = app.supervisor.promote().await;
+    app.supervisor.release().await;
+    if let Some(gone) = gone {
+        let _ = gone.await;
+    }
+    tracing::info!(pid = started.pid, ms = start.elapsed().as_millis() as u64, "restarted without a gap");
     Ok(Json(Swapped {
         sha256: started.sha256,
         pid: started.pid,
         restarts: started.restarts,
     }))
+}
+
+/// Waits until a candidate reports ready. Err: why it will not (it exited, or the
+/// ready timeout passed), for the answer and the rollback record.
+async fn wait_ready(
+    app: &App,
+    started: &mut Started,
+    start: Instant,
+) -> Result<(), (String, Option<ExitRecord>)> {
+    let never = || async { std::future::pending::<()>().await };
+    let ready = async {
+        match started.ready.as_mut() {
+            Some(rx) => {
+                if rx.await.is_err() {
+                    never().await;
+                }
+            }
+            None => never().await,
+        }
+    };
+    let exit = async {
+        match started.exit.as_mut() {
+            Some(rx) => match rx.await {
+                Ok(record) => record,
+                Err(_) => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ready => Ok(()),
+        record = exit => Err((exit_reason(&record, start), Some(record))),
+        () = tokio::time::sleep(app.ready_timeout) => Err((
+            format!(
+                "new binary did not report ready (READY=1 on NOTIFY_SOCKET) within {} ms",
+                app.ready_timeout.as_millis()
+            ),
+            None,
+        )),
+    }
+}
+
+/// "new binary exited N ms after start (exit code 3); stderr: ..."
+fn exit_reason(record: &ExitRecord, start: Instant) -> String {
+    let mut reason = format!(
+        "new binary exited {} ms after start ({})",
+        start.elapsed().as_millis(),
+        record.description
+    );
+    if !record.stderr_tail.is_empty() {
+        let last: Vec<&str> = record
+            .stderr_tail
+            .iter()
+            .rev()
+            .take(5)
+            .rev()
+            .map(String::as_str)
+            .collect();
+        reason.push_str("; stderr: ");
+        reason.push_str(&last.join(" | "));
+    }
+    reason
 }
 
 async fn put_binary(
@@ -235,57 +330,28 @@ async fn swap(app: Arc<App>, staged: upload::Staged) -> Result<Json<Swapped>, Ap
     let binary = app.binary.clone();
     blocking(move || upload::install(&binary, staged)).await?;
     let start = Instant::now();
-    let (reason, exit) = match app.supervisor.restart(true, Some(sha256.clone())).await {
-        Ok(started) => {
-            let exited = match started.exit {
-                Some(rx) => tokio::time::timeout(app.grace, rx)
-                    .await
-                    .ok()
-                    .and_then(Result::ok),
-                None => None,
-            };
-            match exited {
-                None => {
-                    app.supervisor.release().await;
-                    tracing::info!(pid = started.pid, %sha256, "new binary running");
-                    return Ok(Json(Swapped {
-                        sha256,
-                        pid: started.pid,
-                        restarts: started.restarts,
-                    }));
-                }
-                Some(record) => {
-                    let mut reason = format!(
-                        "new binary exited {} ms after start ({})",
-                        start.elapsed().as_millis(),
-                        record.description
-                    );
-                    if !record.stderr_tail.is_empty() {
-                        let last: Vec<&str> = record
-                            .stderr_tail
-                            .iter()
-                            .rev()
-                            .take(5)
-                            .rev()
-                            .map(String::as_str)
-                            .collect();
-                        reason.push_str("; stderr: ");
-                        reason.push_str(&last.join(" | "));
-                    }
-                    (reason, Some(record))
-                }
-            }
-        }
-        Err(RestartError::Spawn(record)) => (
-            format!("new binary did not start: {}", record.description),
-            Some(*record),
-        ),
-        Err(e) => return Err(e.into()),
+    let verdict = if app.overlap {
+        swap_overlapping(&app, &sha256, start).await?
+    } else {
+        swap_stop_start(&app, &sha256, start).await?
+    };
+    let (reason, exit, restore) = match verdict {
+        Ok(swapped) => return Ok(Json(swapped)),
+        Err(rejected) => rejected,
     };
     tracing::warn!(%sha256, %reason, "rolling back to the previous binary");
     let binary = app.binary.clone();
     blocking(move || upload::restore(&binary)).await?;
-    let restored = app.supervisor.restart(false, previous.clone()).await;
+    let restored_pid = match restore {
+        // The previous child never stopped: it serves on, nothing to start.
+        Restore::StillServing => app.status.get().pid,
+        Restore::Start => app
+            .supervisor
+            .restart(false, previous.clone())
+            .await
+            .ok()
+            .map(|s| s.pid),
+    };
     let rollback = Rollback {
         at: status::now(),
         rejected_sha256: sha256,
@@ -298,9 +364,93 @@ async fn swap(app: Arc<App>, staged: upload::Staged) -> Result<Json<Swapped>, Ap
     let mut err = AppError::new(StatusCode::CONFLICT, "rolled_back", reason);
     err.details = Some(json!({
         "rollback": rollback,
-        "restored_pid": restored.as_ref().ok().map(|s| s.pid),
+        "restored_pid": restored_pid,
     }));
     Err(err)
+}
+
+/// After a rejected binary: is the previous child still serving, or must it be started?
+enum Restore {
+    StillServing,
+    Start,
+}
+
+type Verdict = Result<Swapped, (String, Option<ExitRecord>, Restore)>;
+
+/// Without shared sockets: stop the old child, start the new one on probation.
+async fn swap_stop_start(app: &App, sha256: &str, start: Instant) -> Result<Verdict, AppError> {
+    match app.supervisor.restart(true, Some(sha256.to_owned())).await {
+        Ok(mut started) => {
+            let exited = match started.exit.as_mut() {
+                Some(rx) => tokio::time::timeout(app.grace, rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+                None => None,
+            };
+            match exited {
+                None => {
+                    app.supervisor.release().await;
+                    tracing::info!(pid = started.pid, %sha256, "new binary running");
+                    Ok(Ok(swapped(sha256, &started)))
+                }
+                Some(record) => Ok(Err((exit_reason(&record, start), Some(record), Restore::Start))),
+            }
+        }
+        Err(RestartError::Spawn(record)) => Ok(Err((
+            format!("new binary did not start: {}", record.description),
+            Some(*record),
+            Restore::Start,
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// With shared sockets: the new child starts beside the old one; the old one is
+/// stopped once the new one is ready (it drains); the new one then serves out the
+/// rest of its grace period on probation.
+async fn swap_overlapping(app: &App, sha256: &str, start: Instant) -> Result<Verdict, AppError> {
+    let mut started = match app.supervisor.candidate(Some(sha256.to_owned())).await {
+        Ok(started) => started,
+        Err(RestartError::Spawn(record)) => {
+            return Ok(Err((
+                format!("new binary did not start: {}", record.description),
+                Some(*record),
+                Restore::StillServing,
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Err((reason, exit)) = wait_ready(app, &mut started, start).await {
+        app.supervisor.discard().await;
+        return Ok(Err((reason, exit, Restore::StillServing)));
+    }
+    let gone = app.supervisor.promote().await;
+    let rest = app.grace.saturating_sub(start.elapsed());
+    let exited = match started.exit.as_mut() {
+        Some(rx) => tokio::time::timeout(rest, rx).await.ok().and_then(Result::ok),
+        None => None,
+    };
+    if let Some(gone) = gone {
+        let _ = gone.await;
+    }
+    match exited {
+        None => {
+            app.supervisor.release().await;
+            tracing::info!(pid = started.pid, %sha256, ms = start.elapsed().as_millis() as u64, "new binary serving, the previous one stopped");
+            Ok(Ok(swapped(sha256, &started)))
+        }
+        // Ready, then dead within the grace period: the old one is already gone.
+        Some(record) => Ok(Err((exit_reason(&record, start), Some(record), Restore::Start))),
+    }
+}
+
+fn swapped(sha256: &str, started: &Started) -> Swapped {
+    Swapped {
+        sha256: sha256.to_owned(),
+        pid: started.pid,
+        restarts: started.restarts,
+    }
 }
 
 async fn blocking<T: Send + 'static>(
