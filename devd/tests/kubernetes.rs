@@ -355,12 +355,12 @@ async fn delivers_the_artifact_to_the_shim_through_the_pod_proxy() {
     let sha = hex::encode(Sha256::digest(&binary));
 
     let reply = target.deliver(&instance, &artifact, &sha).await.expect("delivered");
-    assert_eq!((reply.sha256.as_deref(), reply.pid, reply.restarts), (Some(sha.as_str()), Some(8), 1));
+    assert_eq!((reply.sha256.as_deref(), reply.pid, reply.restarts), (Some(sha.as_str()), 8, 1));
     let status = target.shim_status(&instance).await.expect("status");
     assert_eq!(status.sha256.as_deref(), Some(sha.as_str()));
     assert!(target.healthy(&instance).await);
     let restarted = target.restart(&instance).await.expect("restart");
-    assert_eq!(restarted.pid, Some(9));
+    assert_eq!(restarted.pid, 9);
 
     let log = fake.log();
     let calls: Vec<(&str, &str)> = log.iter().map(|r| (r.method.as_str(), r.uri.as_str())).collect();

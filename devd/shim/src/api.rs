@@ -14,16 +14,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use http_body_util::BodyExt;
-use serde::Serialize;
-use serde_json::{json, Value};
+use stand_shim_protocol::{
+    code, ErrorBody, ErrorDetails, ErrorInfo, Swapped, BINARY_PATH, RESTART_PATH, SHA_HEADER,
+    STATUS_PATH, TOKEN_HEADER,
+};
 
 use crate::status::{self, ExitRecord, Rollback, Shared, Status};
 use crate::supervisor::{Handle, RestartError, Started};
 use crate::upload::{self, UploadError};
 
-pub const SHA_HEADER: &str = "x-stand-sha256";
-/// Uploads larger than this are refused (413).
-pub const MAX_UPLOAD_BYTES: u64 = 1 << 30;
+pub use stand_shim_protocol::MAX_UPLOAD_BYTES;
 
 pub struct App {
     pub supervisor: Handle,
@@ -42,16 +42,16 @@ pub struct App {
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/v1/binary", put(put_binary))
-        .route("/v1/status", get(get_status))
-        .route("/v1/restart", post(post_restart))
+        .route(BINARY_PATH, put(put_binary))
+        .route(STATUS_PATH, get(get_status))
+        .route(RESTART_PATH, post(post_restart))
         .fallback(|| async {
-            AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+            AppError::new(StatusCode::NOT_FOUND, code::NOT_FOUND, "no such endpoint")
         })
         .method_not_allowed_fallback(|| async {
             AppError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                code::METHOD_NOT_ALLOWED,
                 "method not allowed here",
             )
         })
@@ -64,7 +64,7 @@ pub struct AppError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    details: Option<Value>,
+    details: Option<ErrorDetails>,
 }
 
 impl AppError {
@@ -83,21 +83,24 @@ impl IntoResponse for AppError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
-        let mut error = json!({ "code": self.code, "message": self.message });
-        if let Some(details) = self.details {
-            error["details"] = details;
-        }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let body = ErrorBody {
+            error: ErrorInfo {
+                code: self.code.to_owned(),
+                message: self.message,
+                details: self.details,
+            },
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 
 impl From<UploadError> for AppError {
     fn from(e: UploadError) -> Self {
         let (status, code) = match &e {
-            UploadError::HashMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch"),
-            UploadError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            UploadError::Body(_) => (StatusCode::BAD_REQUEST, "bad_body"),
-            UploadError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
+            UploadError::HashMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, code::HASH_MISMATCH),
+            UploadError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, code::TOO_LARGE),
+            UploadError::Body(_) => (StatusCode::BAD_REQUEST, code::BAD_BODY),
+            UploadError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, code::IO),
         };
         AppError::new(status, code, e.to_string())
     }
@@ -108,20 +111,17 @@ impl From<RestartError> for AppError {
         match e {
             RestartError::ShuttingDown => AppError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
+                code::SHUTTING_DOWN,
                 e.to_string(),
             ),
             RestartError::Spawn(_) => AppError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "spawn_failed",
+                code::SPAWN_FAILED,
                 e.to_string(),
             ),
         }
     }
 }
-
-/// The token header that works through proxies which own `Authorization`.
-pub const TOKEN_HEADER: &str = "x-stand-token";
 
 /// Constant-time comparison (the token is a secret; it is never logged).
 fn token_matches(given: &[u8], expected: &[u8]) -> bool {
@@ -153,7 +153,7 @@ async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) ->
         None => "missing token (Authorization: Bearer <token>, or X-Stand-Token: <token>)",
     };
     drain(req.into_body()).await;
-    AppError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response()
+    AppError::new(StatusCode::UNAUTHORIZED, code::UNAUTHORIZED, message).into_response()
 }
 
 /// Reads and discards a request body (bounded in size and time), so that a client
@@ -176,13 +176,6 @@ async fn get_status(State(app): State<Arc<App>>) -> Json<Status> {
     Json(app.status.get())
 }
 
-#[derive(Debug, Serialize)]
-pub struct Swapped {
-    pub sha256: String,
-    pub pid: i32,
-    pub restarts: u64,
-}
-
 async fn post_restart(State(app): State<Arc<App>>) -> Result<Json<Swapped>, AppError> {
     // In its own task: a client that goes away does not cancel a restart half-way.
     let task = tokio::spawn(async move {
@@ -192,13 +185,13 @@ async fn post_restart(State(app): State<Arc<App>>) -> Result<Json<Swapped>, AppE
         }
         let started = app.supervisor.restart(false, None).await?;
         Ok(Json(Swapped {
-            sha256: started.sha256,
+            sha256: Some(started.sha256),
             pid: started.pid,
             restarts: started.restarts,
         }))
     });
     task.await.map_err(|e| {
-        AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        AppError::new(StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, e.to_string())
     })?
 }
 
@@ -210,8 +203,11 @@ async fn restart_overlapping(app: &App) -> Result<Json<Swapped>, AppError> {
     if let Err((reason, _)) = wait_ready(app, &mut started, start).await {
         app.supervisor.discard().await;
         tracing::warn!(%reason, "restart failed; the previous child keeps serving");
-        let mut err = AppError::new(StatusCode::CONFLICT, "restart_failed", reason);
-        err.details = Some(json!({ "serving_pid": app.status.get().pid }));
+        let mut err = AppError::new(StatusCode::CONFLICT, code::RESTART_FAILED, reason);
+        err.details = Some(ErrorDetails {
+            serving_pid: app.status.get().pid,
+            ..ErrorDetails::default()
+        });
         return Err(err);
     }
     let gone = app.supervisor.promote().await;
@@ -221,7 +217,7 @@ async fn restart_overlapping(app: &App) -> Result<Json<Swapped>, AppError> {
     }
     tracing::info!(pid = started.pid, ms = start.elapsed().as_millis() as u64, "restarted without a gap");
     Ok(Json(Swapped {
-        sha256: started.sha256,
+        sha256: Some(started.sha256),
         pid: started.pid,
         restarts: started.restarts,
     }))
@@ -302,7 +298,7 @@ async fn put_binary(
         drain(body).await;
         return Err(AppError::new(
             StatusCode::BAD_REQUEST,
-            "missing_sha256",
+            code::MISSING_SHA256,
             "header X-Stand-Sha256 is required",
         ));
     };
@@ -310,7 +306,7 @@ async fn put_binary(
         drain(body).await;
         return Err(AppError::new(
             StatusCode::BAD_REQUEST,
-            "bad_sha256",
+            code::BAD_SHA256,
             "X-Stand-Sha256 must be 64 hex digits (the sha256 of the body)",
         ));
     }
@@ -320,7 +316,7 @@ async fn put_binary(
     // In its own task: swap, restart and a possible rollback always run to the end.
     let task = tokio::spawn(swap(app, staged));
     task.await
-        .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, e.to_string()))?
 }
 
 async fn swap(app: Arc<App>, staged: upload::Staged) -> Result<Json<Swapped>, AppError> {
@@ -361,11 +357,12 @@ async fn swap(app: Arc<App>, staged: upload::Staged) -> Result<Json<Swapped>, Ap
     };
     app.status
         .update(|s| s.last_rollback = Some(rollback.clone()));
-    let mut err = AppError::new(StatusCode::CONFLICT, "rolled_back", reason);
-    err.details = Some(json!({
-        "rollback": rollback,
-        "restored_pid": restored_pid,
-    }));
+    let mut err = AppError::new(StatusCode::CONFLICT, code::ROLLED_BACK, reason);
+    err.details = Some(ErrorDetails {
+        rollback: Some(rollback),
+        restored_pid,
+        ..ErrorDetails::default()
+    });
     Err(err)
 }
 
@@ -447,7 +444,7 @@ async fn swap_overlapping(app: &App, sha256: &str, start: Instant) -> Result<Ver
 
 fn swapped(sha256: &str, started: &Started) -> Swapped {
     Swapped {
-        sha256: sha256.to_owned(),
+        sha256: Some(sha256.to_owned()),
         pid: started.pid,
         restarts: started.restarts,
     }
@@ -458,6 +455,6 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, AppError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, e.to_string()))?
         .map_err(AppError::from)
 }

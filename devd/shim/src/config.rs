@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub const DEFAULT_PORT: u16 = 7070;
+pub use stand_shim_protocol::DEFAULT_PORT;
+use stand_shim_protocol::{PORT_ENV, TOKEN_ENV};
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_GRACE: Duration = Duration::from_millis(1000);
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -69,14 +70,14 @@ pub fn parse(
             None => return Err(ConfigError::NoBinary),
         },
     };
-    let port = match env("STAND_SHIM_PORT").filter(|v| !v.is_empty()) {
+    let port = match env(PORT_ENV).filter(|v| !v.is_empty()) {
         None => DEFAULT_PORT,
         Some(v) => v
             .parse::<u16>()
             .ok()
             .filter(|p| *p != 0)
             .ok_or(ConfigError::BadEnv {
-                name: "STAND_SHIM_PORT",
+                name: PORT_ENV,
                 value: v,
                 expected: "a port number 1-65535",
             })?,
@@ -107,7 +108,7 @@ pub fn parse(
                 expected: "milliseconds between 0 and 600000",
             })?,
     };
-    let token = env("STAND_SHIM_TOKEN").filter(|t| !t.trim().is_empty());
+    let token = env(TOKEN_ENV).filter(|t| !t.trim().is_empty());
     let listen = listen_addrs(&env)?;
     let ready_timeout = match env("STAND_SHIM_READY_TIMEOUT").filter(|v| !v.is_empty()) {
         None => DEFAULT_READY_TIMEOUT,

@@ -32,7 +32,7 @@ use tokio::time::{sleep_until, timeout};
 
 use crate::listen;
 use crate::reaper::{Exit, Reaper};
-use crate::status::{self, ExitRecord, Shared};
+use crate::status::{self, ExitCause, ExitRecord, Shared};
 use crate::upload;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -333,7 +333,7 @@ impl Supervisor {
         let State::Running(mut r) = std::mem::replace(&mut self.state, State::Idle) else {
             return;
         };
-        let record = reaped(&mut r, exit, "exited").await;
+        let record = reaped(&mut r, exit, ExitCause::Exited).await;
         tracing::warn!(pid = r.pid, %exit, uptime_ms = record.uptime_ms, "child exited");
         self.status.update(|s| {
             s.pid = None;
@@ -366,7 +366,7 @@ impl Supervisor {
         let Some(mut r) = self.candidate.take() else {
             return;
         };
-        let record = reaped(&mut r, exit, "exited").await;
+        let record = reaped(&mut r, exit, ExitCause::Exited).await;
         tracing::warn!(pid = r.pid, %exit, uptime_ms = record.uptime_ms, "new child exited before it was ready");
         self.status.update(|s| s.last_exit = Some(record.clone()));
         if let Some(held) = r.held.take() {
@@ -511,7 +511,7 @@ impl Supervisor {
                 .env_remove("NOTIFY_SOCKET");
             (cmd, None)
         };
-        cmd.env_remove("STAND_SHIM_TOKEN")
+        cmd.env_remove(stand_shim_protocol::TOKEN_ENV)
             .stdin(Stdio::inherit())
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())
@@ -534,7 +534,7 @@ impl Supervisor {
                     code: None,
                     signal: None,
                     description: format!("failed to start {}: {e}", self.spec.binary.display()),
-                    cause: "spawn_failed",
+                    cause: ExitCause::SpawnFailed,
                     at: status::now(),
                     uptime_ms: 0,
                     stderr_tail: Vec::new(),
@@ -629,10 +629,10 @@ fn kill_group(pgid: i32) {
 }
 
 /// After the reap of a child that exited: its group killed, its report.
-async fn reaped(r: &mut Running, exit: Exit, cause: &'static str) -> ExitRecord {
+async fn reaped(r: &mut Running, exit: Exit, cause: ExitCause) -> ExitRecord {
     kill_group(r.pid);
     let tail = drain_tail(r).await;
-    ExitRecord::new(r.pid, exit, cause, r.started.elapsed().as_millis() as u64, tail)
+    status::exit_record(r.pid, exit, cause, r.started.elapsed().as_millis() as u64, tail)
 }
 
 /// Stops a child: `signal`, SIGKILL after `stop_timeout`, the rest of its process
@@ -665,7 +665,7 @@ async fn stop_child(
     };
     match exit {
         Some(exit) => {
-            let record = reaped(&mut r, exit, "stopped").await;
+            let record = reaped(&mut r, exit, ExitCause::Stopped).await;
             tracing::info!(pid = r.pid, %exit, "child stopped");
             status.update(|s| s.last_exit = Some(record));
         }
