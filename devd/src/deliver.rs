@@ -12,8 +12,13 @@
 //!   and re-sends the artifact to an instance that runs another hash (a container
 //!   restarted from its image). A hash an instance rolled back is not sent to it again.
 //!
+//! An instance that already runs the artifact's hash gets nothing (no upload, no
+//! restart); when that is every instance, the event is `delivery_skipped` with
+//! `reason: "unchanged"`.
+//!
 //! Status goes to the [`StatusHub`]: `instances`, `last_edit_to_serving_ms`, and events
-//! `sync_started`, `synced`, `sync_failed`, `resync`, `restarted`, `restart_failed`.
+//! `sync_started`, `synced`, `delivery_skipped`, `sync_failed`, `resync`, `restarted`,
+//! `restart_failed`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -126,14 +131,39 @@ impl Syncer {
         }
     }
 
-    /// Sends `desired` to every instance and records how it went.
+    /// Sends `desired` to every instance that does not run it already, and records how
+    /// it went. An instance whose shim reports the artifact's hash gets nothing: an
+    /// edit that produced the same binary (an undone change) restarts no process.
     async fn sync(&mut self, desired: &Desired) {
-        let Some(instances) = self.instances().await else { return };
-        if instances.is_empty() {
+        let Some(all) = self.instances().await else { return };
+        if all.is_empty() {
             return;
         }
         let short = short(&desired.sha256);
-        self.hub.update_service(&self.service, "sync_started", json!({"sha256": desired.sha256, "instances": instances.len()}), |_| {});
+        let running = futures_util::future::join_all(all.iter().map(|i| self.target.shim_status(i))).await;
+        let (unchanged, instances): (Vec<_>, Vec<_>) = all.into_iter().zip(running).partition(|(_, shim)| {
+            matches!(shim, Ok(s) if s.sha256.as_deref() == Some(desired.sha256.as_str()) && s.pid.is_some())
+        });
+        let instances: Vec<Instance> = instances.into_iter().map(|(i, _)| i).collect();
+        let mut unchanged_statuses = Vec::with_capacity(unchanged.len());
+        for (instance, _) in &unchanged {
+            let mut status = unknown_status(instance);
+            status.hash = Some(desired.sha256.clone());
+            status.healthy = self.target.healthy(instance).await;
+            unchanged_statuses.push(status);
+        }
+        if instances.is_empty() {
+            tracing::info!(service = %self.service, sha256 = %short, "every instance runs this binary already: nothing delivered");
+            let detail = json!({"sha256": desired.sha256, "instances": unchanged_statuses.len(), "reason": "unchanged"});
+            self.hub.update_service(&self.service, "delivery_skipped", detail, |s| s.instances = unchanged_statuses);
+            return;
+        }
+        self.hub.update_service(
+            &self.service,
+            "sync_started",
+            json!({"sha256": desired.sha256, "instances": instances.len(), "unchanged": unchanged_statuses.len()}),
+            |_| {},
+        );
         let deliveries = instances.iter().map(|i| deliver_one(self.target.as_ref(), i, desired));
         let outcomes = futures_util::future::join_all(deliveries).await;
         for (instance, outcome) in instances.iter().zip(&outcomes) {
@@ -144,7 +174,7 @@ impl Syncer {
             }
         }
         let failed: Vec<String> = outcomes.iter().filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.status.id))).collect();
-        let statuses: Vec<InstanceStatus> = outcomes.iter().map(|o| o.status.clone()).collect();
+        let statuses: Vec<InstanceStatus> = outcomes.iter().map(|o| o.status.clone()).chain(unchanged_statuses).collect();
         if failed.is_empty() {
             let serving = outcomes.iter().filter_map(|o| o.serving_at).max();
             let edit_to_serving = match (desired.first_event_at, serving) {

@@ -34,7 +34,7 @@ pub const LABEL_SERVICE: &str = "dev.stand.service";
 pub const LABEL_COMPONENT: &str = "dev.stand.component";
 pub const LABEL_CONFIG: &str = "dev.stand.config";
 pub const POSTGRES_IMAGE: &str = "stand/postgres:15";
-pub const SHIM_PORT: u16 = 7070;
+pub use stand_shim_protocol::DEFAULT_PORT as SHIM_PORT;
 
 /// Settings of the service containers that do not come from the plan.
 #[derive(Clone, Debug)]
@@ -177,8 +177,8 @@ impl DockerTarget {
             format!("PORT={}", service.port),
             "RUST_LOG=info".to_owned(),
             "LOG_FORMAT=json".to_owned(),
-            format!("STAND_SHIM_TOKEN={}", settings.shim_token),
-            format!("STAND_SHIM_PORT={SHIM_PORT}"),
+            format!("{}={}", stand_shim_protocol::TOKEN_ENV, settings.shim_token),
+            format!("{}={SHIM_PORT}", stand_shim_protocol::PORT_ENV),
         ];
         let db = &service.database;
         if db.mode != DbMode::None {
