@@ -44,14 +44,12 @@ pub struct Instance {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
+    // Docker's message is part of these messages (status shows them as they are), so
+    // it is not also a `source`: a printed cause chain would repeat it.
     #[error("cannot reach the Docker engine ({0}); is dockerd running? (`bash scripts/setup` starts it)")]
-    DockerUnavailable(#[source] bollard::errors::Error),
-    #[error("docker: {context}: {source}")]
-    Docker {
-        context: String,
-        #[source]
-        source: bollard::errors::Error,
-    },
+    DockerUnavailable(bollard::errors::Error),
+    #[error("docker: {context}: {error}")]
+    Docker { context: String, error: bollard::errors::Error },
     #[error("{0}")]
     Other(String),
 }
@@ -59,7 +57,7 @@ pub enum TargetError {
 impl TargetError {
     pub fn docker(context: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> TargetError {
         let context = context.into();
-        move |source| TargetError::Docker { context, source }
+        move |error| TargetError::Docker { context, error }
     }
 }
 
