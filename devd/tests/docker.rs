@@ -641,7 +641,12 @@ fn devd_restarts_downs_and_revives_the_docker_stand_without_racing() {
         checks.that(again.is_some(), || "the service did not reconnect to its database".to_owned());
     }
 
-    // A devd restart over the running stand: same image, same container, same process.
+    // A devd restart over the running stand, after an edit delivered through the shim
+    // (the container runs the current build, its image an older one): same image,
+    // same container, same process.
+    stand.edit("services/service1/src/lib.rs", "\"hello from service1\"", "\"hello from the edited service1\"");
+    wait_message(&stand, "hello from the edited service1", EDIT_DEADLINE);
+    stand.wait_synced("the edit in the container", EDIT_DEADLINE);
     let container = stand.container_identity();
     let shim = stand.shim_status();
     let prober = Prober::start(format!("{url}/health"));
@@ -707,7 +712,7 @@ fn devd_restarts_downs_and_revives_the_docker_stand_without_racing() {
     let started = Instant::now();
     let out = stand.command().args(["down", "--env", "life"]).output().expect("devd down");
     let took = started.elapsed();
-    eprintln!("DOWN while up runs: {} ms", took.as_millis());
+    eprintln!("DOWN while up runs: {} ms\n{}", took.as_millis(), text(&out));
     checks.that(out.status.success(), || format!("devd down failed while devd up ran: {}", text(&out)));
     checks.that(!text(&out).contains("active endpoints"), || text(&out));
     let daemon_gone = stand.devd.as_mut().map(|c| poll_until(Duration::from_secs(10), || c.try_wait().ok().flatten()).is_some());

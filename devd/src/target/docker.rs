@@ -307,13 +307,20 @@ impl DockerTarget {
     /// Returns what was removed, for people.
     pub async fn down(&self, volumes: bool) -> Result<Vec<String>, TargetError> {
         let mut removed = Vec::new();
-        let options = ListContainersOptions { all: true, filters: Some(self.filters(&[])), ..Default::default() };
-        let containers = self.docker.list_containers(Some(options)).await.map_err(TargetError::docker("list containers"))?;
-        for container in containers {
-            let name = container.names.and_then(|n| n.into_iter().next()).unwrap_or_default();
-            if let Some(id) = container.id {
-                self.remove_container(&id).await?;
-                removed.push(format!("container {}", name.trim_start_matches('/')));
+        // Until a listing is empty: a container whose creation was under way when the
+        // daemon stopped may appear after the first listing (bounded: 5 rounds).
+        for _ in 0..5 {
+            let options = ListContainersOptions { all: true, filters: Some(self.filters(&[])), ..Default::default() };
+            let containers = self.docker.list_containers(Some(options)).await.map_err(TargetError::docker("list containers"))?;
+            if containers.is_empty() {
+                break;
+            }
+            for container in containers {
+                let name = container.names.and_then(|n| n.into_iter().next()).unwrap_or_default();
+                if let Some(id) = container.id {
+                    self.remove_container(&id).await?;
+                    removed.push(format!("container {}", name.trim_start_matches('/')));
+                }
             }
         }
         let options = ListNetworksOptions { filters: Some(self.filters(&[])) };

@@ -109,3 +109,20 @@ pub trait Target: Send + Sync {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_errors_say_dockers_message_once() {
+        let source = bollard::errors::Error::DockerResponseServerError {
+            status_code: 403,
+            message: "error while removing network: network n has active endpoints".to_owned(),
+        };
+        let error = anyhow::Error::from(TargetError::docker("remove network n")(source));
+        let printed = format!("{error:#}");
+        assert_eq!(printed.matches("has active endpoints").count(), 1, "{printed}");
+        assert!(printed.starts_with("docker: remove network n: "), "{printed}");
+    }
+}
