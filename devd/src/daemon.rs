@@ -89,6 +89,8 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
     let (_stand, plan) = load(&config)?;
     let root = config.root.canonicalize().unwrap_or_else(|_| config.root.clone());
     let state = StateDir::new(&root);
+    // Held until this function returns: one devd per root (see StateDir::lock_daemon).
+    let _lock = state.lock_daemon(&plan.env)?;
     let token = state.new_token()?;
     let graph = {
         let root = root.clone();
@@ -246,8 +248,9 @@ impl Loop {
             tokio::select! {
                 _ = keep_up.tick(), if self.docker.is_some() => {
                     if let Some(docker) = &self.docker {
-                        for service in docker.keep_up().await {
-                            self.hub.update_service(&service, "container_revived", json!({ "target": "docker" }), |_| {});
+                        for (service, component) in docker.keep_up().await {
+                            let detail = json!({ "target": "docker", "component": component });
+                            self.hub.update_service(&service, "container_revived", detail, |_| {});
                         }
                     }
                 }

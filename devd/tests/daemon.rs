@@ -460,3 +460,58 @@ fn build_command_builds_the_named_services_once() {
     assert_eq!(failed.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&failed.stderr).contains("main.rs"));
 }
+
+/// What devd builds is what is in its stand's tree, whatever else builds into the same
+/// cargo target dir: here a copy of the stand with an edited svc1 builds there first
+/// (as the docker tests do with temp copies of this repository), then the stand's own
+/// devd builds, and then devd runs on the stand.
+#[test]
+fn a_copy_building_into_the_same_target_dir_never_leaks_into_the_stands_binaries() {
+    let original = stand();
+    let copy = stand();
+    let shared = tempfile::tempdir().unwrap();
+    let build = |fx: &Fixture| -> Value {
+        let out = Command::new(DEVD)
+            .args(["build", "svc1", "--json"])
+            .current_dir(&fx.root)
+            .env("CARGO_TARGET_DIR", shared.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap().remove(0)
+    };
+    let output_of = |path: &str| String::from_utf8_lossy(&Command::new(path).output().unwrap().stdout).trim().to_owned();
+
+    edit(&copy, "services/svc1/src/main.rs", "\"svc1 {}\"", "\"svc1 from the copy {}\"");
+    let copied = build(&copy);
+    assert!(output_of(copied["path"].as_str().unwrap()).starts_with("svc1 from the copy"), "the copy built its edit");
+    let own = build(&original);
+    let served = output_of(own["path"].as_str().unwrap());
+    assert!(served.starts_with("svc1 ") && !served.contains("copy"), "devd built the copy's svc1 for the stand: {served:?}");
+    assert_ne!(own["sha256"], copied["sha256"]);
+
+    // The daemon on the stand, after the copy built once more: the stand's binary.
+    edit(&copy, "services/svc1/src/main.rs", "\"svc1 from the copy {}\"", "\"svc1 from the copy again {}\"");
+    build(&copy);
+    let log = std::fs::File::create(original.path("devd.log")).unwrap();
+    let child = Command::new(DEVD)
+        .args(["up", "--env", "local", "--port", "0"])
+        .current_dir(&original.root)
+        .env("CARGO_TARGET_DIR", shared.path())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let info: Value = poll_until(Duration::from_secs(30), || {
+        serde_json::from_str(&std::fs::read_to_string(original.path(".stand/devd.json")).ok()?).ok()
+    })
+    .unwrap_or_else(|| panic!("devd did not come up:\n{}", log_of(&original)));
+    let token = std::fs::read_to_string(original.path(".stand/token")).unwrap();
+    let devd = Devd { child, url: info["url"].as_str().unwrap().to_owned(), token, http: reqwest::blocking::Client::new() };
+    let status = devd.wait(&original, "the first builds", |s| build_count(s, "svc1") == 1);
+    assert_eq!(sha(&status, "svc1"), own["sha256"].as_str().unwrap(), "the daemon's build is the stand's");
+    let path = devd.service("svc1")["artifact"]["path"].as_str().unwrap().to_owned();
+    assert_eq!(output_of(&path), served);
+}

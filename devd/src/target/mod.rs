@@ -44,14 +44,12 @@ pub struct Instance {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
+    // Docker's message is part of these messages (status shows them as they are), so
+    // it is not also a `source`: a printed cause chain would repeat it.
     #[error("cannot reach the Docker engine ({0}); is dockerd running? (`bash scripts/setup` starts it)")]
-    DockerUnavailable(#[source] bollard::errors::Error),
-    #[error("docker: {context}: {source}")]
-    Docker {
-        context: String,
-        #[source]
-        source: bollard::errors::Error,
-    },
+    DockerUnavailable(bollard::errors::Error),
+    #[error("docker: {context}: {error}")]
+    Docker { context: String, error: bollard::errors::Error },
     #[error("{0}")]
     Other(String),
 }
@@ -59,7 +57,7 @@ pub enum TargetError {
 impl TargetError {
     pub fn docker(context: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> TargetError {
         let context = context.into();
-        move |source| TargetError::Docker { context, source }
+        move |error| TargetError::Docker { context, error }
     }
 }
 
@@ -109,5 +107,22 @@ pub trait Target: Send + Sync {
     /// at its next tick. `None`: the target only has the ticks.
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_errors_say_dockers_message_once() {
+        let source = bollard::errors::Error::DockerResponseServerError {
+            status_code: 403,
+            message: "error while removing network: network n has active endpoints".to_owned(),
+        };
+        let error = anyhow::Error::from(TargetError::docker("remove network n")(source));
+        let printed = format!("{error:#}");
+        assert_eq!(printed.matches("has active endpoints").count(), 1, "{printed}");
+        assert!(printed.starts_with("docker: remove network n: "), "{printed}");
     }
 }
