@@ -100,6 +100,8 @@ async fn bad_input_is_rejected_and_nothing_is_written() {
         ("POST", "/api/service1/items", "{}".into(), 422, "missing field `name`"),
         ("POST", "/api/service1/items", r#"{"name":""}"#.into(), 422, "must not be empty"),
         ("POST", "/api/service1/items", long, 422, "at most 200"),
+        // PostgreSQL's text cannot hold NUL: refused as input, not a database error.
+        ("POST", "/api/service1/items", json!({ "name": "nul\u{0}byte" }).to_string(), 422, "field `name` contains the control character U+0000"),
         ("GET", "/api/service1/nothing-here", String::new(), 404, "no route"),
         ("PUT", "/api/service1/items", r#"{"name":"x"}"#.into(), 405, "not allowed"),
     ];
