@@ -1,7 +1,9 @@
 //! devd's HTTP API: status reads, readiness for Tilt, an SSE event stream, and actions.
 //!
-//! Listens on loopback. Every request must carry a loopback `Host` (a page on another
-//! site cannot reach it through DNS rebinding: 403). Actions need the bearer token that
+//! Listens on loopback. Every request must be addressed to loopback (a page on another
+//! site cannot reach it through DNS rebinding: 403): the authority of an absolute-form
+//! request line, else the `Host` header; two `Host` headers, or a request line and a
+//! `Host` that disagree, are 400. Actions need the bearer token that
 //! devd writes to a 0600 file (401 without it).
 
 use std::convert::Infallible;
@@ -94,10 +96,51 @@ pub fn is_loopback_host(host: &str) -> bool {
     matches!(name.to_ascii_lowercase().as_str(), "127.0.0.1" | "localhost" | "::1")
 }
 
+/// The authority a request is addressed to, as the server routes it: the request
+/// line's authority (absolute-form, `GET http://host/path`; RFC 9112 §3.2.2 says it
+/// wins over `Host`), else the one `Host` header. Two `Host` headers, or an
+/// absolute-form authority that a `Host` header contradicts, are refused: a proxy or a
+/// client could pick either one.
+fn addressed_authority(request: &Request) -> Result<String, ApiError> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "duplicate_host", "a request must carry one Host header, not several"));
+    }
+    let host = match host {
+        None => None,
+        Some(value) => Some(value.to_str().map_err(|_| {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_host", "the Host header is not visible ASCII")
+        })?),
+    };
+    match (request.uri().authority(), host) {
+        (Some(authority), Some(host)) if !authority.as_str().eq_ignore_ascii_case(host) => {
+            // Each one on its own must be loopback; then they must also agree.
+            let foreign = [authority.as_str(), host].into_iter().find(|a| !is_loopback_host(a));
+            if let Some(foreign) = foreign {
+                return Ok(foreign.to_owned());
+            }
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "host_mismatch",
+                format!("the request line names {authority} but the Host header {host}"),
+            ))
+        }
+        (Some(authority), _) => Ok(authority.as_str().to_owned()),
+        (None, host) => Ok(host.unwrap_or("").to_owned()),
+    }
+}
+
 async fn require_loopback_host(request: Request, next: Next) -> Response {
-    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    if !is_loopback_host(host) {
-        tracing::warn!(host, "refused a request with a foreign Host header");
+    let authority = match addressed_authority(&request) {
+        Ok(authority) => authority,
+        Err(refusal) => {
+            tracing::warn!(code = refusal.code, message = %refusal.message, "refused a request with ambiguous Host");
+            return refusal.into_response();
+        }
+    };
+    if !is_loopback_host(&authority) {
+        tracing::warn!(host = %authority, "refused a request addressed to a foreign host");
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "foreign_host",
@@ -225,7 +268,93 @@ fn to_sse(event: &Event) -> SseEvent {
 
 #[cfg(test)]
 mod tests {
-    use super::is_loopback_host;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::status::StandStatus;
+
+    /// The real router, served on loopback the way the daemon serves it.
+    async fn served() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (actions, _) = mpsc::channel(1);
+        let app = app(ApiState { hub: StatusHub::new(StandStatus::default()), token: Arc::from("t"), actions });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    /// Writes exactly `request` on a fresh connection; returns the status code and body.
+    async fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .expect("the server closes the connection (Connection: close)")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let code = answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status line: {answer:?}"));
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+        (code, body)
+    }
+
+    #[tokio::test]
+    async fn the_host_check_judges_the_authority_the_server_routes_on() {
+        let addr = served().await;
+        let cases: &[(&str, &str, u16, &str)] = &[
+            ("plain loopback", "GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", 200, "event_seq"),
+            ("foreign Host", "GET /api/v1/status HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n", 403, "foreign_host"),
+            (
+                "absolute-form to a foreign authority, loopback Host",
+                "GET http://evil.example/api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                403,
+                "foreign_host",
+            ),
+            (
+                "absolute-form to loopback, foreign Host",
+                "GET http://127.0.0.1/api/v1/status HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+                403,
+                "foreign_host",
+            ),
+            (
+                "absolute-form and Host disagree (both loopback)",
+                "GET http://localhost:7700/api/v1/status HTTP/1.1\r\nHost: 127.0.0.1:7700\r\nConnection: close\r\n\r\n",
+                400,
+                "host_mismatch",
+            ),
+            (
+                "absolute-form to loopback, same Host",
+                "GET http://127.0.0.1:7700/api/v1/status HTTP/1.1\r\nHost: 127.0.0.1:7700\r\nConnection: close\r\n\r\n",
+                200,
+                "event_seq",
+            ),
+            (
+                "two Host headers",
+                "GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+                400,
+                "duplicate_host",
+            ),
+            (
+                "two equal loopback Host headers",
+                "GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                400,
+                "duplicate_host",
+            ),
+            ("no Host (HTTP/1.0)", "GET /api/v1/status HTTP/1.0\r\n\r\n", 403, "foreign_host"),
+        ];
+        let mut wrong = Vec::new();
+        for (what, request, code, needle) in cases {
+            let (got, body) = raw(addr, request).await;
+            if got != *code || !body.contains(needle) {
+                wrong.push(format!("{what}: expected {code} with {needle:?}, got {got} {body}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
 
     #[test]
     fn loopback_hosts() {
