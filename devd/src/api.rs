@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::status::{Event, StatusHub};
 
@@ -36,6 +36,9 @@ pub struct ApiState {
     pub hub: StatusHub,
     pub token: Arc<str>,
     pub actions: mpsc::Sender<Action>,
+    /// Turns true when devd shuts down: every open event stream ends then, so that the
+    /// server's graceful shutdown does not wait for `devd status --watch` clients.
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// One error shape for the whole API: `{"error": {"code", "message"}}`.
@@ -255,7 +258,12 @@ async fn events(
             }
         }
     });
-    let stream = stream::iter(past).chain(live).map(|event| Ok(to_sse(&event)));
+    let mut stopping = state.stopping.clone();
+    // Ends when devd stops (or is gone): the client sees the end of the stream.
+    let stopped = async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    };
+    let stream = stream::iter(past).chain(live).take_until(stopped).map(|event| Ok(to_sse(&event)));
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
@@ -282,7 +290,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (actions, _) = mpsc::channel(1);
-        let app = app(ApiState { hub: StatusHub::new(StandStatus::default()), token: Arc::from("t"), actions });
+        let (_, stopping) = watch::channel(false);
+        let app = app(ApiState { hub: StatusHub::new(StandStatus::default()), token: Arc::from("t"), actions, stopping });
         tokio::spawn(async move { axum::serve(listener, app).await });
         addr
     }
