@@ -197,12 +197,18 @@ async fn service(State(state): State<ApiState>, Path(name): Path<String>) -> Res
 
 async fn ready(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     let service = known(&state, &name)?;
+    // The worst instance's health; null without instances.
+    let health = service.health().map(crate::status::Health::as_str);
     Ok(match service.readiness() {
-        Ok(()) => (StatusCode::OK, Json(json!({"ready": true, "service": name}))).into_response(),
-        Err(reason) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "service": name, "reason": reason})))
-                .into_response()
+        // Degraded is ready (docs/CONTRACTS.md says why); `reason` then says what is degraded.
+        Ok(note) => {
+            (StatusCode::OK, Json(json!({"ready": true, "service": name, "health": health, "reason": note}))).into_response()
         }
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "service": name, "health": health, "reason": reason})),
+        )
+            .into_response(),
     })
 }
 
