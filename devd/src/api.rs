@@ -57,6 +57,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            // Inside the request's span (see `request_spans`).
+            tracing::warn!(status = self.status.as_u16(), code = self.code, message = %self.message, "request failed");
+        }
         let mut response =
             (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
@@ -79,7 +83,33 @@ pub fn app(state: ApiState) -> Router {
         .merge(actions)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(middleware::from_fn(require_loopback_host))
+        .layer(request_spans())
         .with_state(state)
+}
+
+/// One `request{method, uri}` span around each request (the Host check included), so
+/// that what is logged while serving it (a refused Host, a 5xx) names the request.
+fn request_spans() -> tower_http::trace::TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    fn(&Request) -> tracing::Span,
+    (),
+    (),
+    (),
+    (),
+    (),
+> {
+    fn span(request: &Request) -> tracing::Span {
+        // At warn, devd's default filter: a span below the filter is off, and the
+        // warnings and errors inside it would not carry it.
+        tracing::warn_span!("request", method = %request.method(), uri = %request.uri())
+    }
+    tower_http::trace::TraceLayer::new_for_http()
+        .make_span_with(span as fn(&Request) -> tracing::Span)
+        .on_request(())
+        .on_response(())
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(())
 }
 
 /// Is `host` (a Host header value) this machine's loopback, with any port?
@@ -315,6 +345,60 @@ mod tests {
         let code = answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status line: {answer:?}"));
         let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
         (code, body)
+    }
+
+    /// What is logged while a request is served carries the request's span.
+    #[tokio::test]
+    async fn refusals_and_5xx_are_logged_inside_the_request_span() {
+        use std::sync::Mutex;
+        use tower::ServiceExt as _;
+
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let (actions, closed) = mpsc::channel(1);
+        drop(closed); // devd is shutting down: actions answer 503
+        let (_, stopping) = watch::channel(false);
+        let hub = StatusHub::new(StandStatus {
+            services: vec![crate::status::ServiceStatus { name: "svc".into(), ..Default::default() }],
+            ..StandStatus::default()
+        });
+        let app = app(ApiState { hub, token: Arc::from("t"), actions, stopping });
+        let request = |method: &str, uri: &str, host: &str| {
+            axum::http::Request::builder()
+                .method(method)
+                .uri(uri)
+                .header(header::HOST, host)
+                .header(header::AUTHORIZATION, "Bearer t")
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let refused = app.clone().oneshot(request("GET", "/api/v1/status", "evil.example")).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        let failed = app.oneshot(request("POST", "/api/v1/services/svc/rebuild", "127.0.0.1")).await.unwrap();
+        assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line = |needle: &str| logs.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no {needle:?} in {logs}")).to_owned();
+        assert!(line("foreign host").contains("request{method=GET uri=/api/v1/status}"), "{logs}");
+        let failed = line("request failed");
+        assert!(failed.contains("request{method=POST uri=/api/v1/services/svc/rebuild}") && failed.contains("status=503"), "{logs}");
     }
 
     #[tokio::test]

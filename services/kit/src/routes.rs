@@ -61,7 +61,30 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(&format!("{base}/items"), get(list_items).post(create_item))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(request_spans())
         .with_state(state)
+}
+
+/// One `request{method, uri, version}` span per request, at info so that it is there
+/// under the default filter: what a handler logs (a failed query, a 5xx) carries the
+/// request it belongs to. Responses are logged at debug (devd polls `/health` every
+/// second or two); 5xx are logged by [`AppError`] itself, with what went wrong.
+fn request_spans() -> tower_http::trace::TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    tower_http::trace::DefaultMakeSpan,
+    tower_http::trace::DefaultOnRequest,
+    tower_http::trace::DefaultOnResponse,
+    (),
+    (),
+    (),
+> {
+    use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+    TraceLayer::new_for_http()
+        .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
+        .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG))
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(())
 }
 
 #[derive(Serialize)]

@@ -203,3 +203,37 @@ async fn sigterm_finishes_in_flight_requests() {
     assert!(status.success(), "{status:?}");
     assert!(elapsed < Duration::from_secs(5));
 }
+
+/// A query that fails inside the database is a 500 without internals, and its log
+/// lines (JSON, as in containers) carry the request's span: method and URI.
+#[tokio::test]
+async fn a_failed_query_is_logged_inside_the_request_span() {
+    let db = TestDb::create().await;
+    let http = reqwest::Client::new();
+    let svc = ServiceProcess::start(BIN, &[("DATABASE_URL", db.url.as_str()), ("LOG_FORMAT", "json")]).await;
+    wait_for("database", Duration::from_secs(10), || async {
+        get(&http, &svc.url("/health")).await.1["database_connected"].as_bool().filter(|c| *c)
+    })
+    .await;
+    db.client().await.batch_execute("DROP TABLE items").await.unwrap();
+    let (status, body) = post_item(&http, &svc, "into a table that is gone").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(body["error"]["code"], "database_error");
+    assert!(!body.to_string().contains("items"), "no internals in the answer: {body}");
+    let logs = wait_for("the error's log lines", Duration::from_secs(5), || {
+        let logs = svc.logs();
+        async move { logs.contains("request failed").then_some(logs) }
+    })
+    .await;
+    let errors: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["level"] == "ERROR")
+        .collect();
+    assert!(errors.len() >= 2, "the query's error and the 5xx: {logs}");
+    for line in &errors {
+        let span = line["spans"].as_array().and_then(|s| s.iter().find(|s| s["name"] == "request"));
+        let span = span.unwrap_or_else(|| panic!("an error logged outside a request span: {line}"));
+        assert_eq!((span["method"].as_str(), span["uri"].as_str()), (Some("POST"), Some("/api/service1/items")), "{line}");
+    }
+}
