@@ -137,7 +137,9 @@ fn instances_cell(service: &ServiceStatus) -> (String, String) {
 fn instance_notes(service: &ServiceStatus) -> Vec<String> {
     let mut notes = Vec::new();
     for instance in &service.instances {
-        let id: String = instance.id.chars().take(12).collect();
+        // A container id is 64 hex digits: its first 12, like `docker ps`; a pod name as it is.
+        let hex = instance.id.len() == 64 && instance.id.chars().all(|c| c.is_ascii_hexdigit());
+        let id: String = if hex { instance.id.chars().take(12).collect() } else { instance.id.clone() };
         if let Some(detail) = &instance.detail {
             notes.push(format!("{} instance {id}: {detail}", service.name));
         }
@@ -240,7 +242,7 @@ mod tests {
         service.build.state = BuildState::Ok;
         service.artifact = Some(ArtifactStatus { sha256: "0123456789abcdef".into(), ..ArtifactStatus::default() });
         let mut instance = InstanceStatus {
-            id: "4f1c2e3d5a6b7c8d9e0f".into(),
+            id: format!("4f1c2e3d5a6b{}", "0".repeat(52)),
             hash: Some("0123456789abcdef".into()),
             detail: detail.map(str::to_owned),
             ..Default::default()
