@@ -226,8 +226,8 @@ fn database_plan(service: &str, m: &Merged<'_>) -> DatabasePlan {
                 storage_class: persistence.then(|| string(m.storage_class, "")),
                 host: Some(format!("postgres-{service}")),
                 port: Some(DEFAULT_DB_PORT),
-                name: Some(string(m.name, service)),
-                user: Some(string(m.user, service)),
+                name: Some(string(m.name, &default_db_identifier(service))),
+                user: Some(string(m.user, &default_db_identifier(service))),
                 secret: Some(SecretRef {
                     name: format!("postgres-{service}"),
                     key: DEFAULT_SECRET_KEY.to_owned(),
@@ -242,8 +242,8 @@ fn database_plan(service: &str, m: &Merged<'_>) -> DatabasePlan {
             storage_class: None,
             host: m.host.map(|h| h.get_ref().clone()),
             port: Some(m.port.map_or(DEFAULT_DB_PORT, |p| *p.get_ref())),
-            name: Some(string(m.name, service)),
-            user: Some(string(m.user, service)),
+            name: Some(string(m.name, &default_db_identifier(service))),
+            user: Some(string(m.user, &default_db_identifier(service))),
             secret: m.secret.map(|s| SecretRef {
                 name: s.get_ref().clone(),
                 key: string(m.secret_key, DEFAULT_SECRET_KEY),
@@ -251,6 +251,12 @@ fn database_plan(service: &str, m: &Merged<'_>) -> DatabasePlan {
             sslmode: Some(m.sslmode.map_or(SslMode::default(), |s| *s.get_ref())),
         },
     }
+}
+
+/// A service's database and user name when stand.toml gives none: the service's name
+/// with `-` as `_`, since PostgreSQL identifiers (and the chart's schema) take no `-`.
+pub fn default_db_identifier(service: &str) -> String {
+    service.replace('-', "_")
 }
 
 /// The host triple from the output of `rustc -vV` (its `host:` line).
