@@ -66,6 +66,10 @@ pub struct DaemonConfig {
     pub deploy: bool,
 }
 
+/// How long open API requests may run on after shutdown began (event streams end at
+/// once; this bounds anything else).
+const API_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// How often delivery reconciles instances with the current artifact.
 pub const RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1500);
 
@@ -112,12 +116,13 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
     let listener = TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| DaemonError::Bind { addr, source })?;
     let (actions_tx, actions_rx) = mpsc::channel(16);
-    let app = api::app(ApiState { hub: hub.clone(), token: Arc::from(token), actions: actions_tx });
-    let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
+    let (stop_api_tx, stop_api_rx) = tokio::sync::watch::channel(false);
+    let app = api::app(ApiState { hub: hub.clone(), token: Arc::from(token), actions: actions_tx, stopping: stop_api_rx.clone() });
+    let mut server = tokio::spawn(async move {
+        let mut stop = stop_api_rx;
         let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stop_api_rx.await;
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
             })
             .await;
         if let Err(e) = served {
@@ -200,8 +205,13 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
         () = shutdown => tracing::info!("shutting down"),
     }
     drop(watcher);
-    let _ = stop_api_tx.send(());
-    let _ = server.await;
+    // The event streams end on this signal and the server stops taking connections;
+    // a request still running after the grace period is cut off.
+    let _ = stop_api_tx.send(true);
+    if tokio::time::timeout(API_GRACE, &mut server).await.is_err() {
+        tracing::warn!("status API requests still running after {API_GRACE:?}; closing them");
+        server.abort();
+    }
     state.clear_info(info.pid);
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! restarts the service process in every instance. The task
 //! - sends a new artifact to every instance's shim at once and, while the shim holds
 //!   the new binary on probation, polls the shim's status and the service's /health:
-//!   the moment the new hash answers healthy is "serving" (edit→serving is measured to
+//!   the moment the new hash answers /health (ok or degraded) is "serving" (edit→serving is measured to
 //!   it); the shim's 409 means the binary died at start and the old one serves again,
 //!   which the instance's status says;
 //! - reconciles every `interval`: lists the instances, asks each shim what it runs,
@@ -29,7 +29,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::status::{InstanceStatus, StatusHub};
+use crate::status::{HealthReport, InstanceStatus, StatusHub};
 use crate::target::{Instance, ShimError, Target};
 
 /// How long a new binary may take to answer /health after the swap.
@@ -205,7 +205,10 @@ impl Syncer {
             match self.target.shim_status(instance).await {
                 Ok(shim) => {
                     status.hash = shim.sha256.clone();
-                    status.healthy = shim.pid.is_some() && self.target.healthy(instance).await;
+                    status.set_health(match shim.pid {
+                        Some(_) => self.target.health(instance).await,
+                        None => HealthReport::unreachable("the shim runs no service process"),
+                    });
                     if let Some(current) = self.current.clone() {
                         let key = (instance.id.clone(), current.sha256.clone());
                         let rejected_here =
@@ -300,8 +303,8 @@ async fn deliver_one(target: &dyn Target, instance: &Instance, desired: &Desired
                 serving_at = Some(watch.await);
             }
             status.hash = reply.sha256.or_else(|| Some(desired.sha256.clone()));
-            status.healthy = target.healthy(instance).await;
-            if !status.healthy {
+            status.set_health(target.health(instance).await);
+            if !status.health.answers() {
                 status.detail = Some("not answering /health".to_owned());
             }
             Outcome { status, serving_at, error: None }
@@ -315,7 +318,7 @@ async fn deliver_one(target: &dyn Target, instance: &Instance, desired: &Desired
             if let Ok(shim) = target.shim_status(instance).await {
                 status.hash = shim.sha256;
             }
-            status.healthy = target.healthy(instance).await;
+            status.set_health(target.health(instance).await);
             status.detail = Some(message.clone());
             Outcome { status, serving_at: None, error: Some(message) }
         }
@@ -328,7 +331,8 @@ async fn serving(target: &dyn Target, instance: &Instance, sha256: &str) -> Inst
     let end = Instant::now() + SERVING_DEADLINE;
     loop {
         let runs = matches!(target.shim_status(instance).await, Ok(s) if s.sha256.as_deref() == Some(sha256) && s.pid.is_some());
-        if runs && target.healthy(instance).await {
+        // Degraded counts: the new binary runs and answers; its database is another matter.
+        if runs && target.health(instance).await.health.answers() {
             return Instant::now();
         }
         if Instant::now() >= end {

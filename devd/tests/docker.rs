@@ -200,6 +200,13 @@ database = {database}
         })
     }
 
+    /// `devd status` as a person sees it.
+    fn table(&self) -> String {
+        let out = self.command().arg("status").output().expect("devd status");
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn service_url(&self) -> String {
         self.service()["instances"][0]["url"].as_str().expect("instance url").to_owned()
     }
@@ -439,6 +446,11 @@ fn docker_target_syncs_edits_into_the_running_container() {
     wait_message(&stand, "hello from the edited service1", EDIT_DEADLINE);
     let ready = get(&format!("{}/api/v1/services/service1/ready", stand.url)).expect("ready");
     assert_eq!(ready.0, 503, "{ready:?}");
+    // The table says it too, with the shim's reason.
+    let table = stand.table();
+    assert!(table.contains("0/1 synced, rolled back"), "{table}");
+    let note = table.lines().find(|l| l.starts_with("service1 instance") && l.contains("rolled back")).unwrap_or_default();
+    assert!(note.contains("after start (exit code 3)"), "the table lacks the rollback's reason: {table}");
     stand.edit("services/service1/src/main.rs", "\n    eprintln!(\"refusing to start\");\n    std::process::exit(3);", "");
     stand.wait_synced("the repaired binary", EDIT_DEADLINE);
     assert_eq!(stand.container_identity(), before, "rollbacks happen inside the container");
@@ -469,9 +481,34 @@ fn docker_target_syncs_edits_into_the_running_container() {
     assert!(restarted["detail"]["pid"].as_i64().is_some(), "{restarted}");
     stand.wait_synced("the service after a restart", EDIT_DEADLINE);
 
+    // 5b. The database refuses the service: the instance is degraded (not healthy) in the
+    //     JSON, the table and the readiness answer, which stays 200 (docs/CONTRACTS.md).
+    let database = format!("{}-e2e-postgres-service1", stand.name);
+    let psql = |sql: &str| {
+        let script = format!("psql -v ON_ERROR_STOP=1 -U \"$POSTGRES_USER\" -d postgres -c \"{sql}\"");
+        let out = docker(&["exec", &database, "sh", "-c", &script]);
+        assert!(out.status.success(), "{sql}: {}", text(&out));
+    };
+    psql("ALTER DATABASE \\\"$POSTGRES_DB\\\" ALLOW_CONNECTIONS false");
+    psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$POSTGRES_DB' AND pid <> pg_backend_pid()");
+    // The service sees its connection end at once; devd reconciles every 1.5 s.
+    let degraded = stand.wait("the degraded instance", Duration::from_secs(30), |s| s["instances"][0]["health"] == "degraded");
+    assert_eq!(degraded["instances"][0]["healthy"], false, "{degraded:#}");
+    let why = degraded["instances"][0]["health_detail"].as_str().unwrap_or_default();
+    assert!(why.contains("database unavailable"), "{degraded:#}");
+    let (code, ready) = get(&format!("{}/api/v1/services/service1/ready", stand.url)).expect("ready");
+    assert_eq!((code, &ready["health"]), (200, &json!("degraded")), "{ready}");
+    assert!(ready["reason"].as_str().is_some_and(|r| r.contains("is degraded: database unavailable")), "{ready}");
+    let table = stand.table();
+    let row = table.lines().find(|l| l.starts_with("service1 ")).unwrap_or_default();
+    assert!(row.contains("0/1 healthy, 1 degraded"), "{table}");
+    assert!(table.contains(": degraded: database unavailable"), "{table}");
+    psql("ALTER DATABASE \\\"$POSTGRES_DB\\\" ALLOW_CONNECTIONS true");
+    let well = stand.wait("the database back", EDIT_DEADLINE, |s| s["instances"][0]["health"] == "ok");
+    assert_eq!(well["instances"][0]["healthy"], true, "{well:#}");
+
     // 6. `devd up` again over the running stand: no name clashes; the database container
     //    (same image, same settings) is kept; the service runs the current build.
-    let database = format!("{}-e2e-postgres-service1", stand.name);
     let db_id = docker(&["inspect", "-f", "{{.Id}}", &database]);
     if let Some(mut child) = stand.devd.take() {
         let _ = child.kill();

@@ -358,7 +358,7 @@ async fn delivers_the_artifact_to_the_shim_through_the_pod_proxy() {
     assert_eq!((reply.sha256.as_deref(), reply.pid, reply.restarts), (Some(sha.as_str()), 8, 1));
     let status = target.shim_status(&instance).await.expect("status");
     assert_eq!(status.sha256.as_deref(), Some(sha.as_str()));
-    assert!(target.healthy(&instance).await);
+    assert_eq!(target.health(&instance).await.health, devd::status::Health::Ok);
     let restarted = target.restart(&instance).await.expect("restart");
     assert_eq!(restarted.pid, 9);
 

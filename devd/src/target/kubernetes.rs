@@ -54,6 +54,7 @@ use tokio::sync::{mpsc, watch, Mutex};
 
 use stand_shim_protocol::{code, Refusal, BINARY_PATH, RESTART_PATH, STATUS_PATH};
 
+use crate::status::HealthReport;
 use crate::target::{Instance, ShimError, ShimReply, ShimStatus, Target, TargetError};
 
 /// The chart's label for a pod's service.
@@ -491,18 +492,26 @@ impl KubeApi {
         pod.service_port.map(|port| format!("/api/v1/namespaces/{}/pods/{}:{port}/proxy", self.namespace, pod.name))
     }
 
-    /// `GET {service_base}/health` through the pod proxy: true on 2xx.
-    pub async fn healthy_at(&self, service_base: &str) -> bool {
+    /// `GET {service_base}/health` through the pod proxy: ok, degraded or unreachable.
+    pub async fn health_at(&self, service_base: &str) -> HealthReport {
         let Ok(request) = Request::get(format!("{service_base}/health")).body(Body::empty()) else {
-            return false;
+            return HealthReport::unreachable(format!("bad service URL {service_base}"));
         };
-        matches!(self.client.send(request).await, Ok(r) if r.status().is_success())
+        let response = match self.client.send(request).await {
+            Ok(response) => response,
+            Err(e) => return HealthReport::unreachable(format!("no answer from /health through the pod proxy: {e}")),
+        };
+        let status = response.status().as_u16();
+        match response.into_body().collect_bytes().await {
+            Ok(body) => HealthReport::from_answer(status, &body),
+            Err(e) => HealthReport::unreachable(format!("/health answer cut off: {e}")),
+        }
     }
 
     /// `GET /health` of the service itself through the pod proxy: true on 2xx.
     pub async fn healthy(&self, pod: &PodInstance) -> bool {
         match self.service_base(pod) {
-            Some(base) => self.healthy_at(&base).await,
+            Some(base) => self.health_at(&base).await.health.answers(),
             None => false,
         }
     }
@@ -952,8 +961,8 @@ impl Target for KubeTarget {
         Box::pin(self.shim(instance, Method::GET, STATUS_PATH, None))
     }
 
-    fn healthy<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, bool> {
-        Box::pin(self.api.healthy_at(&instance.service_url))
+    fn health<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, HealthReport> {
+        Box::pin(self.api.health_at(&instance.service_url))
     }
 
     fn changes(&self) -> Option<watch::Receiver<u64>> {

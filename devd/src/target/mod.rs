@@ -3,7 +3,7 @@
 //! A target lists the running instances of a service (containers, pods) and reaches
 //! each one's shim and service over HTTP. The daemon (see [`crate::deliver`]) does the
 //! rest the same way for every target: it delivers each new artifact to every instance
-//! (`PUT /v1/binary`), polls the service's `/health`, and re-syncs an instance whose
+//! (`PUT /v1/binary`), polls the service's `/health` (ok, degraded or unreachable), and re-syncs an instance whose
 //! shim reports another hash than the current artifact's.
 //!
 //! How an instance is reached is the target's business: the docker target publishes the
@@ -22,6 +22,8 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 
 pub use shim::{ShimError, ShimReply, ShimStatus};
+
+use crate::status::HealthReport;
 
 /// One running copy of a service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -97,9 +99,10 @@ pub trait Target: Send + Sync {
         Box::pin(shim::status(self.http(), instance))
     }
 
-    /// Does the service answer `GET /health` with a success status?
-    fn healthy<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, bool> {
-        Box::pin(shim::healthy(self.http(), instance))
+    /// What the service's `GET /health` says: ok, degraded (2xx with `status:
+    /// "degraded"`) or unreachable.
+    fn health<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, HealthReport> {
+        Box::pin(shim::health(self.http(), instance))
     }
 
     /// Bumped whenever the target sees an instance appear, restart or go (the

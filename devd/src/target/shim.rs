@@ -7,6 +7,7 @@ use std::time::Duration;
 use stand_shim_protocol::{Refusal, BINARY_PATH, RESTART_PATH, SHA_HEADER, STATUS_PATH, TOKEN_HEADER};
 
 use super::Instance;
+use crate::status::HealthReport;
 
 /// Upload plus the shim's grace period; a debug binary of ~50 MB over loopback takes
 /// well under a second.
@@ -84,7 +85,15 @@ pub async fn status(http: &reqwest::Client, instance: &Instance) -> Result<ShimS
     answer(url, builder.timeout(STATUS_TIMEOUT).send().await).await
 }
 
-pub async fn healthy(http: &reqwest::Client, instance: &Instance) -> bool {
+pub async fn health(http: &reqwest::Client, instance: &Instance) -> HealthReport {
     let url = format!("{}/health", instance.service_url);
-    matches!(http.get(&url).timeout(HEALTH_TIMEOUT).send().await, Ok(r) if r.status().is_success())
+    let response = match http.get(&url).timeout(HEALTH_TIMEOUT).send().await {
+        Ok(response) => response,
+        Err(e) => return HealthReport::unreachable(format!("no answer from /health: {e}")),
+    };
+    let status = response.status().as_u16();
+    match response.bytes().await {
+        Ok(body) => HealthReport::from_answer(status, &body),
+        Err(e) => HealthReport::unreachable(format!("/health answer cut off: {e}")),
+    }
 }
