@@ -149,7 +149,7 @@ impl Syncer {
         for (instance, _) in &unchanged {
             let mut status = unknown_status(instance);
             status.hash = Some(desired.sha256.clone());
-            status.healthy = self.target.healthy(instance).await;
+            status.set_health(self.target.health(instance).await);
             unchanged_statuses.push(status);
         }
         if instances.is_empty() {
@@ -282,7 +282,7 @@ async fn deliver_one(target: &dyn Target, instance: &Instance, desired: &Desired
     if let Ok(shim) = target.shim_status(instance).await {
         if shim.pid.is_some() && shim.sha256.as_deref() == Some(desired.sha256.as_str()) {
             status.hash = shim.sha256;
-            status.healthy = target.healthy(instance).await;
+            status.set_health(target.health(instance).await);
             return Outcome { status, serving_at: Some(Instant::now()), error: None };
         }
     }

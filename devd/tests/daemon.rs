@@ -514,6 +514,7 @@ fn a_copy_building_into_the_same_target_dir_never_leaks_into_the_stands_binaries
     assert_eq!(sha(&status, "svc1"), own["sha256"].as_str().unwrap(), "the daemon's build is the stand's");
     let path = devd.service("svc1")["artifact"]["path"].as_str().unwrap().to_owned();
     assert_eq!(output_of(&path), served);
+}
 
 /// SIGTERM (and Ctrl-C) end `devd up` promptly even while `devd status --watch`
 /// clients hold the event stream open: the streams end, the server stops, the state
