@@ -187,3 +187,68 @@ fn a_kubeconfig_without_current_context_fails_fast() {
     assert!(r.elapsed < Duration::from_secs(10), "took {:?}", r.elapsed);
     assert!(r.stderr.contains("no reachable cluster") && r.stderr.contains("has no current context"), "{}", r.both());
 }
+
+/// devd's `status --json`, serialized by devd's own types: service1 with one pod on the
+/// current artifact, service2 with one pod on an older one, service3 without pods.
+fn status_json() -> String {
+    use devd::status::{ArtifactStatus, InstanceStatus, ServiceStatus, StandStatus};
+    let artifact = |sha: &str| Some(ArtifactStatus { sha256: sha.into(), ..Default::default() });
+    let pod = |id: &str, hash: &str, healthy: bool| InstanceStatus {
+        id: id.into(),
+        url: None,
+        hash: Some(hash.into()),
+        healthy,
+        detail: None,
+    };
+    let status = StandStatus {
+        env: "local".into(),
+        target: "kubernetes".into(),
+        services: vec![
+            ServiceStatus {
+                name: "service1".into(),
+                artifact: artifact("a1"),
+                instances: vec![pod("service1-7d9f-abcde", "a1", true)],
+                last_edit_to_serving_ms: Some(950),
+                ..Default::default()
+            },
+            ServiceStatus {
+                name: "service2".into(),
+                artifact: artifact("b2"),
+                instances: vec![pod("service2-1", "b2", true), pod("service2-2", "b1", true)],
+                ..Default::default()
+            },
+            ServiceStatus { name: "service3".into(), artifact: artifact("c3"), ..Default::default() },
+            ServiceStatus {
+                name: "service4".into(),
+                artifact: artifact("d4"),
+                instances: vec![pod("service4-1", "d4", false)],
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    serde_json::to_string(&status).expect("serialize")
+}
+
+#[test]
+fn synced_means_pods_exist_and_all_run_the_current_artifact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("status.json");
+    std::fs::write(&json, status_json()).expect("write");
+    let r = with_e2e_functions(&format!(
+        r#"
+        s={json}
+        for q in "service1" "service1 service1-7d9f-abcde" "service1 service1-other" "service2" "service3" "service4" "service9"; do
+          # shellcheck disable=SC2086
+          out=$(e2e_synced $q <"$s") && echo "$q: synced $out" || echo "$q: not synced"
+        done
+        "#,
+        json = json.display()
+    ));
+    assert_eq!(r.code, Some(0), "{}", r.both());
+    assert_eq!(
+        r.stdout,
+        "service1: synced a1 950\nservice1 service1-7d9f-abcde: synced a1 950\nservice1 service1-other: not synced\n\
+         service2: not synced\nservice3: not synced\nservice4: not synced\nservice9: not synced\n"
+    );
+}
