@@ -252,3 +252,46 @@ fn synced_means_pods_exist_and_all_run_the_current_artifact() {
          service2: not synced\nservice3: not synced\nservice4: not synced\nservice9: not synced\n"
     );
 }
+
+#[test]
+fn the_checkout_is_restored_to_what_it_was_before_the_steps() {
+    // A git work tree with a committed file, an uncommitted edit and an untracked file
+    // of the user's: the snapshot keeps them; the scenario's edit, its new crate and a
+    // deletion are undone; the user's own changes survive.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let artifacts = dir.path().join("artifacts");
+    std::fs::create_dir_all(repo.join("services/service1/src")).expect("mkdir");
+    std::fs::create_dir_all(&artifacts).expect("mkdir");
+    let r = with_e2e_functions(&format!(
+        r#"
+        cd {repo}
+        export HOME={repo}/.. GIT_CONFIG_NOSYSTEM=1    # no git configuration of the machine's
+        git init -q .
+        printf 'pub const MESSAGE: &str = "hello";\n' >services/service1/src/lib.rs
+        printf '[workspace]\nmembers = ["services/service1"]\n' >Cargo.toml
+        printf 'keep\n' >stand.toml
+        git add -A && git -c user.email=t@example.com -c user.name=t commit -qm init
+        printf 'users edit\n' >>stand.toml          # uncommitted, the user's
+        printf 'notes\n' >NOTES.txt                 # untracked, the user's
+        E2E_ROOT={repo} E2E_ARTIFACTS={artifacts}
+        snapshot_tree
+        sed -i 's/hello/edited/' services/service1/src/lib.rs
+        printf '[workspace]\nmembers = ["services/service1", "services/service3"]\n' >Cargo.toml
+        mkdir -p services/service3/src && printf 'fn main() {{}}\n' >services/service3/src/main.rs
+        rm stand.toml
+        restore_tree 2>/dev/null
+        cat services/service1/src/lib.rs Cargo.toml stand.toml NOTES.txt
+        [[ ! -e services/service3 ]] && echo "service3 gone"
+        git status --porcelain
+        "#,
+        repo = repo.display(),
+        artifacts = artifacts.display()
+    ));
+    assert_eq!(r.code, Some(0), "{}", r.both());
+    assert_eq!(
+        r.stdout,
+        "pub const MESSAGE: &str = \"hello\";\n[workspace]\nmembers = [\"services/service1\"]\n\
+         keep\nusers edit\nnotes\nservice3 gone\n M stand.toml\n?? NOTES.txt\n"
+    );
+}
