@@ -281,7 +281,8 @@ fn stand_copy(name: &str) -> PathBuf {
             || rel.starts_with("helm/")
             || rel.starts_with("services/")
             || rel.starts_with("devd/")
-            || rel.starts_with("tilt_modules/");
+            || rel.starts_with("tilt_modules/")
+            || rel.starts_with("scripts/tests/");
         if !keep || !root.join(&rel).is_file() {
             continue;
         }
