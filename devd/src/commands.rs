@@ -77,6 +77,11 @@ fn env_or_default(place: &Place, env: Option<String>) -> anyhow::Result<(crate::
 pub async fn up(place: &Place, args: UpArgs) -> anyhow::Result<()> {
     let (stand, env) = env_or_default(place, args.env)?;
     let target = parse_target(args.target.as_deref());
+    // Refused before anything is deployed; the daemon takes the lock itself.
+    let root = place.root.canonicalize().unwrap_or_else(|_| place.root.clone());
+    if let Some(holder) = StateDir::new(&root).running() {
+        return Err(crate::statedir::StateError::Running { root, holder }.into());
+    }
     if !args.no_deploy {
         deploy(place, &stand, &env, target).await?;
     }
@@ -88,13 +93,14 @@ pub async fn up(place: &Place, args: UpArgs) -> anyhow::Result<()> {
         port: args.port,
         target_dir: std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from),
         target,
+        deploy: !args.no_deploy,
     };
     daemon::run(config, shutdown_signal()).await?;
     Ok(())
 }
 
-/// `devd up` on the kubernetes target: `helm upgrade --install` with the plan's values
-/// files and `--set`s (see [`crate::helm`]). Without any Kubernetes config there is
+/// `devd up` on the kubernetes target: the values files regenerated from stand.toml,
+/// then `helm upgrade --install` with the plan's values files (see [`crate::helm`]). Without any Kubernetes config there is
 /// nothing to deploy to: devd says so and only builds.
 async fn deploy(
     place: &Place,
@@ -109,6 +115,11 @@ async fn deploy(
     if !crate::target::kubernetes::config_available().await {
         eprintln!("devd: no Kubernetes config (kubeconfig or in-cluster): not deploying (`devd up --no-deploy` skips this check)");
         return Ok(());
+    }
+    // The values files are generated from stand.toml: deploy what it says now.
+    let (written, removed) = crate::values::write_files(stand, &place.root)?;
+    for path in written.iter().chain(&removed) {
+        eprintln!("devd: regenerated {path} from {}", place.file.display());
     }
     let helm = crate::helm::program();
     eprintln!("devd: helm {}", crate::helm::upgrade_args(&plan).join(" "));
@@ -227,10 +238,17 @@ pub struct DownArgs {
     pub volumes: bool,
 }
 
-/// `devd down`: removes what the docker target created for the environment.
+/// How long `devd down` waits for a running devd of the environment to stop.
+const STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `devd down`: removes what the docker target created for the environment. A devd
+/// running that environment on this root is stopped first (SIGTERM, then its lock is
+/// awaited): it would bring back what is removed.
 pub async fn down(place: &Place, args: DownArgs) -> anyhow::Result<()> {
     let (stand, env) = env_or_default(place, args.env)?;
     let plan = plan::resolve(&stand, &env, "")?;
+    let root = place.root.canonicalize().unwrap_or_else(|_| place.root.clone());
+    stop_daemon(&StateDir::new(&root), &env).await?;
     let target = crate::target::docker::DockerTarget::connect(&plan.stand, &plan.env, "").await?;
     let removed = target.down(args.volumes).await?;
     if removed.is_empty() {
@@ -239,6 +257,37 @@ pub async fn down(place: &Place, args: DownArgs) -> anyhow::Result<()> {
     for what in removed {
         println!("removed {what}");
     }
+    Ok(())
+}
+
+/// Stops the devd running `env` on this root, if one does, and waits until it is gone.
+async fn stop_daemon(state: &StateDir, env: &str) -> anyhow::Result<()> {
+    let Some(holder) = state.running() else { return Ok(()) };
+    if holder.pid == 0 {
+        anyhow::bail!("a devd is starting for this stand; run `devd down` again once it is up (or stop it)");
+    }
+    if holder.env != env {
+        return Ok(()); // it runs another environment, whose containers are not removed
+    }
+    let started = std::time::Instant::now();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(holder.pid).context("pid out of range")?);
+    eprintln!("devd: stopping the devd that runs env {env} (pid {})", holder.pid);
+    match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => anyhow::bail!("cannot stop devd (pid {}): {e}", holder.pid),
+    }
+    // Bounded: STOP_DEADLINE in steps of 50 ms.
+    while state.running().is_some() {
+        if started.elapsed() > STOP_DEADLINE {
+            anyhow::bail!(
+                "devd (pid {}) did not stop within {} s; stop it (Ctrl-C where it runs) and run `devd down` again",
+                holder.pid,
+                STOP_DEADLINE.as_secs()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    eprintln!("devd: stopped (pid {}) in {} ms", holder.pid, started.elapsed().as_millis());
     Ok(())
 }
 

@@ -61,7 +61,14 @@ pub struct DaemonConfig {
     pub target_dir: Option<PathBuf>,
     /// Overrides the environment's target (`devd up --target`).
     pub target: Option<config::Target>,
+    /// devd deploys the chart itself (kubernetes target without Tilt: `devd up` without
+    /// `--no-deploy`), so a changed plan is deployed again.
+    pub deploy: bool,
 }
+
+/// How long open API requests may run on after shutdown began (event streams end at
+/// once; this bounds anything else).
+const API_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How often delivery reconciles instances with the current artifact.
 pub const RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1500);
@@ -86,6 +93,8 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
     let (_stand, plan) = load(&config)?;
     let root = config.root.canonicalize().unwrap_or_else(|_| config.root.clone());
     let state = StateDir::new(&root);
+    // Held until this function returns: one devd per root (see StateDir::lock_daemon).
+    let _lock = state.lock_daemon(&plan.env)?;
     let token = state.new_token()?;
     let graph = {
         let root = root.clone();
@@ -107,12 +116,13 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
     let listener = TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| DaemonError::Bind { addr, source })?;
     let (actions_tx, actions_rx) = mpsc::channel(16);
-    let app = api::app(ApiState { hub: hub.clone(), token: Arc::from(token), actions: actions_tx });
-    let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
+    let (stop_api_tx, stop_api_rx) = tokio::sync::watch::channel(false);
+    let app = api::app(ApiState { hub: hub.clone(), token: Arc::from(token), actions: actions_tx, stopping: stop_api_rx.clone() });
+    let mut server = tokio::spawn(async move {
+        let mut stop = stop_api_rx;
         let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stop_api_rx.await;
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
             })
             .await;
         if let Err(e) = served {
@@ -195,8 +205,13 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
         () = shutdown => tracing::info!("shutting down"),
     }
     drop(watcher);
-    let _ = stop_api_tx.send(());
-    let _ = server.await;
+    // The event streams end on this signal and the server stops taking connections;
+    // a request still running after the grace period is cut off.
+    let _ = stop_api_tx.send(true);
+    if tokio::time::timeout(API_GRACE, &mut server).await.is_err() {
+        tracing::warn!("status API requests still running after {API_GRACE:?}; closing them");
+        server.abort();
+    }
     state.clear_info(info.pid);
     Ok(())
 }
@@ -243,8 +258,9 @@ impl Loop {
             tokio::select! {
                 _ = keep_up.tick(), if self.docker.is_some() => {
                     if let Some(docker) = &self.docker {
-                        for service in docker.keep_up().await {
-                            self.hub.update_service(&service, "container_revived", json!({ "target": "docker" }), |_| {});
+                        for (service, component) in docker.keep_up().await {
+                            let detail = json!({ "target": "docker", "component": component });
+                            self.hub.update_service(&service, "container_revived", detail, |_| {});
                         }
                     }
                 }
@@ -308,11 +324,16 @@ impl Loop {
 
     async fn on_changes(&mut self, batch: ChangeBatch) {
         let mut added = BTreeSet::new();
-        if batch.paths.iter().any(|p| p == &self.config.file) {
-            added = self.reload_config();
-        }
+        // The workspace first: a service added with `devd new` is a new member too.
         if batch.paths.iter().any(|p| is_workspace_manifest(&self.config.root, p)) {
             self.reload_graph().await;
+        }
+        if batch.paths.iter().any(|p| p == &self.config.file) {
+            let previous = self.plan.clone();
+            added = self.reload_config();
+            if self.plan != previous {
+                self.apply_plan_change(&previous).await;
+            }
         }
         let services: Vec<&plan::ServicePlan> = self.plan.services.iter().collect();
         let mut affected: BTreeSet<String> = if batch.overflowed {
@@ -362,6 +383,36 @@ impl Loop {
                 });
                 self.plan = plan;
                 added
+            }
+        }
+    }
+
+    /// What a new plan changes where the stand runs: services that left the environment
+    /// stop (docker: their containers go, volumes stay); on the kubernetes target that
+    /// devd deploys itself, the regenerated values are deployed with helm. Services that
+    /// joined are built by the caller and come up with their first artifact.
+    async fn apply_plan_change(&mut self, previous: &Plan) {
+        let now: BTreeSet<&str> = self.plan.services.iter().map(|s| s.name.as_str()).collect();
+        for gone in previous.services.iter().filter(|s| !now.contains(s.name.as_str())) {
+            self.syncers.remove(&gone.name);
+            if let Some(docker) = self.docker.as_mut() {
+                match docker.remove(&gone.name).await {
+                    Ok(removed) => {
+                        tracing::info!(service = %gone.name, ?removed, "service left the environment");
+                        self.hub.update("service_removed", Some(&gone.name), json!({ "removed": removed }), |_| {});
+                    }
+                    Err(e) => tracing::warn!(service = %gone.name, error = %e, "cannot remove the service's containers"),
+                }
+            } else {
+                self.hub.update("service_removed", Some(&gone.name), json!({ "removed": [] }), |_| {});
+            }
+        }
+        if self.config.deploy && self.plan.target == config::Target::Kubernetes {
+            if let Err(message) = redeploy(&self.config.root, &self.config.file, &self.plan).await {
+                tracing::warn!(%message, "cannot deploy the changed plan");
+                self.hub.update("deploy_failed", None, json!({ "error": message }), |_| {});
+            } else {
+                self.hub.update("deployed", None, json!({ "target": "kubernetes" }), |_| {});
             }
         }
     }
@@ -454,6 +505,13 @@ impl Loop {
             }
         }
     }
+}
+
+/// The values regenerated from stand.toml, then `helm upgrade --install` of the plan.
+async fn redeploy(root: &Path, file: &Path, plan: &Plan) -> Result<(), String> {
+    let stand = config::load(file).map_err(|e| e.to_string())?;
+    crate::values::write_files(&stand, root).map_err(|e| e.to_string())?;
+    crate::helm::upgrade(&crate::helm::program(), root, plan).await.map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// Runs blocking IO off the async threads; a panic there stays a panic.

@@ -355,12 +355,12 @@ async fn delivers_the_artifact_to_the_shim_through_the_pod_proxy() {
     let sha = hex::encode(Sha256::digest(&binary));
 
     let reply = target.deliver(&instance, &artifact, &sha).await.expect("delivered");
-    assert_eq!((reply.sha256.as_deref(), reply.pid, reply.restarts), (Some(sha.as_str()), Some(8), 1));
+    assert_eq!((reply.sha256.as_deref(), reply.pid, reply.restarts), (Some(sha.as_str()), 8, 1));
     let status = target.shim_status(&instance).await.expect("status");
     assert_eq!(status.sha256.as_deref(), Some(sha.as_str()));
-    assert!(target.healthy(&instance).await);
+    assert_eq!(target.health(&instance).await.health, devd::status::Health::Ok);
     let restarted = target.restart(&instance).await.expect("restart");
-    assert_eq!(restarted.pid, Some(9));
+    assert_eq!(restarted.pid, 9);
 
     let log = fake.log();
     let calls: Vec<(&str, &str)> = log.iter().map(|r| (r.method.as_str(), r.uri.as_str())).collect();
@@ -534,5 +534,53 @@ async fn a_restarted_or_rescheduled_pod_is_resynced_from_the_watch() {
         "instances come from the watch's cache, not from a list per reconcile"
     );
     watch_task.abort();
+    drop(syncer);
+}
+
+/// An artifact whose hash the instance already runs (an edit that was undone, a
+/// rebuild that produced the same bytes) is not delivered: no upload, so no restart;
+/// the event says why. A different hash is delivered as usual.
+#[tokio::test]
+async fn an_artifact_the_instance_already_runs_is_not_delivered() {
+    let fake = Fake::default();
+    let a = "service1-7d9f8b6c5-aaaaa";
+    fake.state().pods = vec![pod(a, "u1", "Running", true, 0)];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        (path, hex::encode(Sha256::digest(bytes)))
+    };
+    let (same, same_sha) = write("same", b"the binary the pod runs");
+    let (new, new_sha) = write("new", b"an edited binary");
+    fake.state().shim_hash.insert(a.into(), same_sha.clone());
+    let hub = StatusHub::new(StandStatus {
+        services: vec![ServiceStatus { name: "service1".into(), ..ServiceStatus::default() }],
+        ..StandStatus::default()
+    });
+    let target = Arc::new(KubeTarget::new(fake.api()));
+    let syncer = deliver::spawn("service1".into(), target, hub.clone(), Duration::from_secs(3600));
+    let kinds = |hub: &StatusHub| -> Vec<(String, Value)> {
+        hub.subscribe(0).0.into_iter().map(|e| (e.kind.clone(), e.detail.clone())).collect()
+    };
+
+    syncer.deliver(Desired { sha256: same_sha.clone(), path: same.clone(), first_event_at: None });
+    until("the skipped delivery", || kinds(&hub).iter().any(|(k, _)| k == "delivery_skipped")).await;
+    assert!(puts_to(&fake, a).is_empty(), "nothing uploaded, so nothing restarted");
+    let (_, detail) = kinds(&hub).into_iter().find(|(k, _)| k == "delivery_skipped").expect("event");
+    assert_eq!(detail, json!({"sha256": same_sha, "instances": 1, "reason": "unchanged"}));
+    let instance = hub.service("service1").expect("service").instances;
+    assert_eq!(instance.len(), 1);
+    assert_eq!(instance[0].hash.as_deref(), Some(same_sha.as_str()));
+    assert!(instance[0].healthy);
+    assert!(!kinds(&hub).iter().any(|(k, _)| k == "sync_started"), "{:?}", kinds(&hub));
+
+    // Another hash goes out; the same one again (a rebuild with equal bytes) does not.
+    syncer.deliver(Desired { sha256: new_sha.clone(), path: new.clone(), first_event_at: None });
+    until("the delivery of the new hash", || kinds(&hub).iter().any(|(k, _)| k == "synced")).await;
+    assert_eq!(puts_to(&fake, a).len(), 1);
+    syncer.deliver(Desired { sha256: new_sha.clone(), path: new, first_event_at: None });
+    until("the second skip", || kinds(&hub).iter().filter(|(k, _)| k == "delivery_skipped").count() == 2).await;
+    assert_eq!(puts_to(&fake, a).len(), 1, "the same hash is not sent twice");
     drop(syncer);
 }

@@ -48,10 +48,13 @@ use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use kube::client::Body;
 use kube::Client;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, watch, Mutex};
 
+use stand_shim_protocol::{code, Refusal, BINARY_PATH, RESTART_PATH, STATUS_PATH};
+
+use crate::status::HealthReport;
 use crate::target::{Instance, ShimError, ShimReply, ShimStatus, Target, TargetError};
 
 /// The chart's label for a pod's service.
@@ -64,16 +67,13 @@ pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 pub const LABEL_ARCH: &str = "kubernetes.io/arch";
 /// The name of the shim's container port in the chart.
 pub const SHIM_PORT_NAME: &str = "shim";
-/// The shim's port when a pod names none (`devSync.port`'s default).
-pub const DEFAULT_SHIM_PORT: u16 = 7070;
-/// The environment variable of the service container that holds the shim token.
-pub const SHIM_TOKEN_ENV: &str = "STAND_SHIM_TOKEN";
-/// The environment variable of the service container that holds the shim port.
-pub const SHIM_PORT_ENV: &str = "STAND_SHIM_PORT";
-/// Header with the shim token on the proxy path (`Authorization` is the API server's).
-pub const TOKEN_HEADER: &str = "x-stand-token";
-/// Header with the sha256 of an uploaded binary.
-pub const SHA_HEADER: &str = "x-stand-sha256";
+/// The shim's port when a pod names none (`devSync.port`'s default), the variables of
+/// the service container that hold the shim's token and port, and the headers of the
+/// proxy path (`Authorization` is the API server's there): the shim protocol's.
+pub use stand_shim_protocol::{
+    DEFAULT_PORT as DEFAULT_SHIM_PORT, PORT_ENV as SHIM_PORT_ENV, SHA_HEADER, TOKEN_ENV as SHIM_TOKEN_ENV,
+    TOKEN_HEADER,
+};
 /// How long one watch request lasts before the API server ends it (it is renewed).
 const WATCH_TIMEOUT_SECS: u32 = 290;
 
@@ -318,17 +318,6 @@ impl PodInstance {
     }
 }
 
-#[derive(Deserialize)]
-struct ShimErrorBody {
-    error: ShimErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ShimErrorDetail {
-    code: Option<String>,
-    message: String,
-}
-
 /// The one way devd talks to the Kubernetes API.
 #[derive(Clone)]
 pub struct KubeApi {
@@ -474,15 +463,15 @@ impl KubeApi {
     /// `GET /v1/status` of a pod's shim.
     pub async fn shim_status(&self, pod: &PodInstance) -> Result<ShimStatus, KubeError> {
         let (base, token) = self.shim_of(pod).await?;
-        let body = self.proxy(&pod.name, &base, &token, Method::GET, "/v1/status", None).await?;
-        parse_answer(&pod.name, "GET /v1/status", &body)
+        let body = self.proxy(&pod.name, &base, &token, Method::GET, STATUS_PATH, None).await?;
+        parse_answer(&pod.name, &format!("GET {STATUS_PATH}"), &body)
     }
 
     /// `PUT /v1/binary`: the artifact's bytes, to be verified against `sha256`.
     pub async fn deliver(&self, pod: &PodInstance, binary: Vec<u8>, sha256: &str) -> Result<ShimReply, KubeError> {
         let (base, token) = self.shim_of(pod).await?;
-        let body = self.proxy(&pod.name, &base, &token, Method::PUT, "/v1/binary", Some((binary, sha256))).await?;
-        parse_answer(&pod.name, "PUT /v1/binary", &body)
+        let body = self.proxy(&pod.name, &base, &token, Method::PUT, BINARY_PATH, Some((binary, sha256))).await?;
+        parse_answer(&pod.name, &format!("PUT {BINARY_PATH}"), &body)
     }
 
     /// [`KubeApi::deliver`] of the file at `path`.
@@ -494,8 +483,8 @@ impl KubeApi {
     /// `POST /v1/restart`: the shim restarts the service.
     pub async fn restart(&self, pod: &PodInstance) -> Result<ShimReply, KubeError> {
         let (base, token) = self.shim_of(pod).await?;
-        let body = self.proxy(&pod.name, &base, &token, Method::POST, "/v1/restart", None).await?;
-        parse_answer(&pod.name, "POST /v1/restart", &body)
+        let body = self.proxy(&pod.name, &base, &token, Method::POST, RESTART_PATH, None).await?;
+        parse_answer(&pod.name, &format!("POST {RESTART_PATH}"), &body)
     }
 
     /// The pod's service proxy base (`.../pods/{pod}:{http port}/proxy`).
@@ -503,18 +492,26 @@ impl KubeApi {
         pod.service_port.map(|port| format!("/api/v1/namespaces/{}/pods/{}:{port}/proxy", self.namespace, pod.name))
     }
 
-    /// `GET {service_base}/health` through the pod proxy: true on 2xx.
-    pub async fn healthy_at(&self, service_base: &str) -> bool {
+    /// `GET {service_base}/health` through the pod proxy: ok, degraded or unreachable.
+    pub async fn health_at(&self, service_base: &str) -> HealthReport {
         let Ok(request) = Request::get(format!("{service_base}/health")).body(Body::empty()) else {
-            return false;
+            return HealthReport::unreachable(format!("bad service URL {service_base}"));
         };
-        matches!(self.client.send(request).await, Ok(r) if r.status().is_success())
+        let response = match self.client.send(request).await {
+            Ok(response) => response,
+            Err(e) => return HealthReport::unreachable(format!("no answer from /health through the pod proxy: {e}")),
+        };
+        let status = response.status().as_u16();
+        match response.into_body().collect_bytes().await {
+            Ok(body) => HealthReport::from_answer(status, &body),
+            Err(e) => HealthReport::unreachable(format!("/health answer cut off: {e}")),
+        }
     }
 
     /// `GET /health` of the service itself through the pod proxy: true on 2xx.
     pub async fn healthy(&self, pod: &PodInstance) -> bool {
         match self.service_base(pod) {
-            Some(base) => self.healthy_at(&base).await,
+            Some(base) => self.health_at(&base).await.health.answers(),
             None => false,
         }
     }
@@ -608,10 +605,11 @@ fn error_answer(pod: &str, what: &str, status: StatusCode, body: &[u8]) -> KubeE
             };
         }
     }
-    let (code, message) = match serde_json::from_slice::<ShimErrorBody>(body) {
-        Ok(e) => (e.error.code, e.error.message),
-        Err(_) => (None, String::from_utf8_lossy(body).trim().chars().take(500).collect()),
+    let (code, message) = match Refusal::from_answer(status.as_u16(), body) {
+        Refusal::RolledBack { reason } => (code::ROLLED_BACK.to_owned(), reason),
+        Refusal::Other { code, message, .. } => (code, message),
     };
+    let code = Some(code).filter(|c| !c.is_empty());
     KubeError::Shim { pod: pod.into(), what: what.into(), status: status.as_u16(), code, message }
 }
 
@@ -916,12 +914,10 @@ impl KubeTarget {
 /// `kubernetes_api`.
 fn shim_error(url: &str, e: KubeError) -> ShimError {
     match e {
-        KubeError::Shim { status: 409, code: Some(code), message, .. } if code == "rolled_back" => {
-            ShimError::RolledBack { reason: message }
-        }
-        KubeError::Shim { status, code, message, .. } => {
-            ShimError::Refused { url: url.to_owned(), status, code: code.unwrap_or_default(), message }
-        }
+        KubeError::Shim { status, code, message, .. } => match Refusal::from_parts(status, code.unwrap_or_default(), message) {
+            Refusal::RolledBack { reason } => ShimError::RolledBack { reason },
+            Refusal::Other { status, code, message } => ShimError::Refused { url: url.to_owned(), status, code, message },
+        },
         KubeError::Artifact { path, source } => ShimError::Read { path, source },
         other => ShimError::Refused {
             url: url.to_owned(),
@@ -953,20 +949,20 @@ impl Target for KubeTarget {
     ) -> BoxFuture<'a, Result<ShimReply, ShimError>> {
         Box::pin(async move {
             let bytes = read_artifact(binary).await.map_err(|e| shim_error(&instance.shim_url, e))?;
-            self.shim(instance, Method::PUT, "/v1/binary", Some((bytes, sha256))).await
+            self.shim(instance, Method::PUT, BINARY_PATH, Some((bytes, sha256))).await
         })
     }
 
     fn restart<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, Result<ShimReply, ShimError>> {
-        Box::pin(self.shim(instance, Method::POST, "/v1/restart", None))
+        Box::pin(self.shim(instance, Method::POST, RESTART_PATH, None))
     }
 
     fn shim_status<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, Result<ShimStatus, ShimError>> {
-        Box::pin(self.shim(instance, Method::GET, "/v1/status", None))
+        Box::pin(self.shim(instance, Method::GET, STATUS_PATH, None))
     }
 
-    fn healthy<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, bool> {
-        Box::pin(self.api.healthy_at(&instance.service_url))
+    fn health<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, HealthReport> {
+        Box::pin(self.api.health_at(&instance.service_url))
     }
 
     fn changes(&self) -> Option<watch::Receiver<u64>> {

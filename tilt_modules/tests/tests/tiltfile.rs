@@ -41,8 +41,34 @@ fn port(svc: &str) -> u64 {
     match svc {
         "service1" => 5001,
         "service2" => 5002,
-        other => panic!("no port known for {other}"),
+        // A service added to stand.toml after this table was written (`devd new`).
+        other => shipped_stand().service(other).map(|s| u64::from(*s.port.get_ref())).unwrap_or_else(|| panic!("no port known for {other}")),
     }
+}
+
+fn shipped_stand() -> devd::config::Stand {
+    match devd::config::load(&repo().join("stand.toml")) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The services an environment deploys: the table's (the contract, which must still
+/// hold) and any that stand.toml has gained since (`devd new`), with each one's
+/// database mode (`in-cluster`, `external`, `none`).
+fn services_of(e: &Env) -> Vec<(String, String)> {
+    let plan = devd::plan::resolve(&shipped_stand(), e.name, "").unwrap_or_else(|err| panic!("{}: {err}", e.name));
+    let names: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
+    for s in e.services {
+        assert!(names.contains(s), "{}: stand.toml no longer deploys {s} ({names:?})", e.name);
+    }
+    plan.services
+        .iter()
+        .map(|s| {
+            let db = if e.services.contains(&s.name.as_str()) { e.db.to_owned() } else { s.database.mode.to_string() };
+            (s.name.clone(), db)
+        })
+        .collect()
 }
 
 fn env(name: &str) -> &'static Env {
@@ -99,7 +125,8 @@ fn set_of(items: &[String]) -> BTreeSet<String> {
 /// Everything the extension does for one environment.
 fn check(e: &Env, run: &Run) {
     let root = repo().display().to_string();
-    let svcs: Vec<String> = e.services.iter().map(|s| (*s).to_owned()).collect();
+    let services = services_of(e);
+    let svcs: Vec<String> = services.iter().map(|(s, _)| s.clone()).collect();
 
     // config: one string flag, parsed once.
     let defs = run.calls_of("config.define_string");
@@ -149,12 +176,9 @@ fn check(e: &Env, run: &Run) {
     assert_eq!(kinds_named(run, "Namespace"), set_of(&["stand".to_owned()]));
     assert_eq!(kinds_named(run, "Deployment"), set_of(&svcs));
     assert!(kinds_named(run, "Pod").is_empty(), "helm test pods must not be deployed");
-    let postgres: Vec<String> = svcs.iter().map(|s| format!("postgres-{s}")).collect();
-    if e.db == "in-cluster" {
-        assert_eq!(kinds_named(run, "StatefulSet"), set_of(&postgres));
-    } else {
-        assert!(kinds_named(run, "StatefulSet").is_empty(), "{}: no in-cluster Postgres", e.name);
-    }
+    let postgres: Vec<String> =
+        services.iter().filter(|(_, db)| db == "in-cluster").map(|(s, _)| format!("postgres-{s}")).collect();
+    assert_eq!(kinds_named(run, "StatefulSet"), set_of(&postgres), "{}: in-cluster Postgres", e.name);
     for o in run.objects.iter().filter(|o| o["kind"] == "Deployment") {
         let name = o["metadata"]["name"].as_str().unwrap_or_default();
         let images: Vec<&Json> = o["spec"]["template"]["spec"]["containers"]
@@ -213,11 +237,11 @@ fn check(e: &Env, run: &Run) {
     assert_eq!(get(config, "objects")[0], "stand:namespace");
 
     // Databases: in-cluster Postgres as resources; external ones shown by host:port.
-    for s in &svcs {
+    for (s, db) in &services {
         let pg = format!("postgres-{s}");
         let as_resource = run.calls_of("k8s_resource").into_iter().any(|r| r.get("workload") == Some(&json!(pg)));
         let info = run.calls_of("local_resource").into_iter().find(|r| r["name"] == format!("{s}-database"));
-        match e.db {
+        match db.as_str() {
             "in-cluster" => {
                 assert!(as_resource, "{pg} is a resource");
                 let r = run.call_with("k8s_resource", "workload", &pg);
@@ -297,10 +321,10 @@ fn check(e: &Env, run: &Run) {
     // Every resource Tilt would show, and nothing in "uncategorized": each deployed object
     // is a workload, a Service (joins its workload), or claimed by a resource.
     let mut want: BTreeSet<String> = ["devd", "stand-config"].iter().map(|s| (*s).to_owned()).collect();
-    for s in &svcs {
+    for (s, db) in &services {
         want.insert(s.clone());
         want.insert(format!("{s}-synced"));
-        match e.db {
+        match db.as_str() {
             "in-cluster" => want.insert(format!("postgres-{s}")),
             "external" => want.insert(format!("{s}-database")),
             _ => false,
