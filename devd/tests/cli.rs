@@ -286,7 +286,7 @@ fn stand_copy(name: &str) -> PathBuf {
     for file in ["stand.toml", "Cargo.toml", "Cargo.lock"] {
         std::fs::copy(root.join(file), dir.join(file)).unwrap_or_else(|e| panic!("copy {file}: {e}"));
     }
-    for tree in ["helm", "services", "devd", "tilt_modules"] {
+    for tree in ["helm", "services", "devd", "tilt_modules", "scripts/tests"] {
         copy_tree(&root.join(tree), &dir.join(tree));
     }
     dir
