@@ -149,6 +149,15 @@ pub fn render_table(status: &StandStatus, now: DateTime<Utc>) -> String {
     }
     let widths: Vec<usize> = (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = format!("stand: env {} · target {} · {}\n", status.env, status.target, status.root);
+    if let Some(t) = &status.target_state {
+        let state = match t.state {
+            crate::status::TargetState::Connecting => "connecting",
+            crate::status::TargetState::Reachable => "reachable",
+            crate::status::TargetState::Unreachable => "UNREACHABLE",
+        };
+        let reason = t.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+        let _ = writeln!(out, "target {}: {state}{reason}", status.target);
+    }
     if let Some(error) = &status.config_error {
         let _ = writeln!(out, "stand.toml is invalid (running on the last good plan):\n  {error}");
     }
@@ -194,5 +203,22 @@ mod tests {
         assert!(lines[2].contains("1/1 synced") && lines[2].contains("812 ms"));
         assert!(lines[3].contains("service2") && lines[3].contains("failed"));
         assert!(table.contains("service2 build failed:\n  error: expected `;`"));
+        assert!(!table.contains("target docker:"), "no target state, no line");
+    }
+
+    #[test]
+    fn table_says_when_the_target_is_unreachable() {
+        let reason = "cannot reach the API server https://127.0.0.1:6443 (context kind-stand): connection refused";
+        let status = StandStatus {
+            target: "kubernetes".into(),
+            target_state: Some(crate::status::TargetHealth {
+                state: crate::status::TargetState::Unreachable,
+                reason: Some(reason.into()),
+                since: Utc::now(),
+            }),
+            ..StandStatus::default()
+        };
+        let table = render_table(&status, Utc::now());
+        assert_eq!(table.lines().nth(1), Some(format!("target kubernetes: UNREACHABLE: {reason}").as_str()), "{table}");
     }
 }
