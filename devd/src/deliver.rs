@@ -228,6 +228,11 @@ impl Syncer {
                 return;
             }
         };
+        if instances.is_empty() {
+            let error = "no running instances to restart (not deployed yet, or no pod runs)";
+            self.hub.update_service(&self.service, "restart_failed", json!({"error": error}), |_| {});
+            return;
+        }
         for instance in &instances {
             match self.target.restart(instance).await {
                 Ok(reply) => {

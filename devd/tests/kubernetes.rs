@@ -591,14 +591,16 @@ async fn the_pod_watch_backs_off_while_refused_and_recovers() {
     let before = attempts.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(60)).await;
     let tried = attempts.load(Ordering::SeqCst) - before;
-    assert!((3..=10).contains(&tried), "{tried} attempts in 60 s (0.8 s doubling to 30 s: about 7)");
+    eprintln!("{tried} attempts in 60 s while refused");
+    assert!((3..=10).contains(&tried), "{tried} attempts in 60 s (0.8 s doubling to 30 s, plus jitter: 5 to 7)");
     assert!(!reach.has_changed().expect("open"), "the same failure again is no new state");
 
-    // The server answers: the next attempt lists, within the 30 s cap (plus jitter).
+    // The server answers: the next attempt lists, within one backoff interval (at most
+    // 30 s plus as much again of jitter).
     refusing.store(false, Ordering::SeqCst);
     let up_at = tokio::time::Instant::now();
-    tokio::time::timeout(Duration::from_secs(45), reach.wait_for(|r| *r == Reach::Reachable)).await.expect("recovers").expect("open");
-    assert!(up_at.elapsed() <= Duration::from_secs(45));
+    tokio::time::timeout(Duration::from_secs(61), reach.wait_for(|r| *r == Reach::Reachable)).await.expect("recovers").expect("open");
+    assert!(up_at.elapsed() <= Duration::from_secs(61));
     assert!(target.instances("service1").await.expect("lists").is_empty());
     watch_task.abort();
 }
@@ -750,11 +752,11 @@ fn without_a_cluster_devd_says_so_once_and_recovers_when_it_answers() {
         .expect("the scripted API server binds the kubeconfig's port");
     runtime.spawn(serve(fake.clone(), listener));
     let up_at = Instant::now();
-    fixtures::poll_until(Duration::from_secs(75), || (http_get(&format!("{url}/api/v1/ready")).0 == 200).then_some(()))
+    fixtures::poll_until(Duration::from_secs(90), || (http_get(&format!("{url}/api/v1/ready")).0 == 200).then_some(()))
         .unwrap_or_else(|| panic!("devd did not recover:\n{}\nreadiness: {:?}", log(), http_get(&format!("{url}/api/v1/ready"))));
     let recovered_in = up_at.elapsed();
     eprintln!("recovered {recovered_in:?} after the API server came up");
-    assert!(recovered_in < Duration::from_secs(35), "kube's backoff caps at 30 s: {recovered_in:?}");
+    assert!(recovered_in < Duration::from_secs(61), "one backoff interval is at most 30 s plus 30 s of jitter: {recovered_in:?}");
     assert_eq!(http_get(&format!("{url}/api/v1/status")).1["target_state"]["state"], "reachable");
     fixtures::poll_until(Duration::from_secs(10), || (lines_with("answers again") == 1).then_some(()))
         .unwrap_or_else(|| panic!("no recovery line:\n{}", log()));
