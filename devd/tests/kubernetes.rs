@@ -605,6 +605,35 @@ async fn the_pod_watch_backs_off_while_refused_and_recovers() {
     watch_task.abort();
 }
 
+/// A restart asked for while the service has no running pod says so in the status
+/// (event `restart_failed`) instead of doing nothing; so does one while the API server
+/// does not answer.
+#[tokio::test]
+async fn a_restart_without_pods_or_without_a_cluster_fails_visibly() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    let fake = Fake::default();
+    let refusing = Arc::new(AtomicBool::new(false));
+    let client = fake.refusing_client(refusing.clone(), Arc::new(AtomicUsize::new(0)));
+    let target = Arc::new(KubeTarget::new(KubeApi::new(client, NS, "stand")));
+    let hub = StatusHub::new(StandStatus {
+        services: vec![ServiceStatus { name: "service1".into(), ..ServiceStatus::default() }],
+        ..StandStatus::default()
+    });
+    let syncer = deliver::spawn("service1".into(), target.clone(), hub.clone(), Duration::from_secs(3600));
+    let failures = |hub: &StatusHub| -> Vec<String> {
+        hub.subscribe(0).0.iter().filter(|e| e.kind == "restart_failed").map(|e| e.detail["error"].as_str().unwrap_or_default().to_owned()).collect()
+    };
+    syncer.restart();
+    until("a restart_failed event", || failures(&hub).len() == 1).await;
+    assert!(failures(&hub)[0].contains("no running instances"), "{:?}", failures(&hub));
+
+    refusing.store(true, std::sync::atomic::Ordering::SeqCst);
+    target.reachability().set(Reach::Unreachable { reason: "Connection refused".into(), hint: "start the cluster" });
+    syncer.restart();
+    until("a second restart_failed event", || failures(&hub).len() == 2).await;
+    assert!(failures(&hub)[1].contains("kubernetes target unreachable") && failures(&hub)[1].contains("Connection refused"), "{:?}", failures(&hub));
+}
+
 // ---- no cluster: `devd up` against an API server that refuses connections, then answers ----
 
 const DEVD: &str = env!("CARGO_BIN_EXE_devd");

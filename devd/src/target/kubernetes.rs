@@ -981,7 +981,10 @@ impl KubeTarget {
             return Ok(pods);
         }
         match self.api.running_pods(service).await {
-            Ok(pods) => Ok(pods),
+            Ok(pods) => {
+                self.reach.ok();
+                Ok(pods)
+            }
             Err(KubeError::Api { source, what }) if !matches!(source, kube::Error::Api(_)) => {
                 self.reach.set(unreachable(&source));
                 Err(self.reach.error().unwrap_or_else(|| TargetError::Other(format!("{what} failed"))))
