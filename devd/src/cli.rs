@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::config::{self, ConfigErrors, DbMode, Stand, Target};
 use crate::plan::{self, Plan, PlanError};
+use crate::values;
 
 /// devd: the stand's dev orchestrator.
 #[derive(Debug, Parser)]
@@ -31,8 +32,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Parse and cross-check stand.toml, including that the files it names exist.
+    /// Parse and cross-check stand.toml, including that the files it names exist and
+    /// that every generated Helm values file is what stand.toml gives.
     Check,
+    /// Write the Helm values files generated from stand.toml (helm/app/values-<env>.yaml).
+    Generate,
+    /// Add a service: its crate under services/, the workspace member, its stand.toml
+    /// table, the environments that run it, and the regenerated Helm values.
+    New(crate::new::NewArgs),
     /// The environments stand.toml declares.
     #[command(subcommand)]
     Env(EnvCommand),
@@ -88,6 +95,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let place = Place::find(cli.root.as_deref(), cli.file.as_deref())?;
     match cli.command {
         Command::Check => check(&place),
+        Command::Generate => generate(&place),
+        Command::New(args) => {
+            let added = crate::new::run(&place, args)?;
+            print(&crate::new::summary(&added))
+        }
         Command::Env(EnvCommand::List(flag)) => env_list(&place, flag.json),
         Command::Plan(args) => plan_cmd(&place, args.env.as_deref(), args.json),
         Command::Up(args) => crate::commands::up(&place, args).await,
@@ -103,7 +115,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// 2 for bad input (stand.toml, unknown environment, usage), else 1.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     let bad_input = error.chain().any(|e| {
-        e.is::<ConfigErrors>() || e.is::<PlanError>() || e.is::<Usage>() || e.is::<clap::Error>()
+        e.is::<ConfigErrors>()
+            || e.is::<PlanError>()
+            || e.is::<Usage>()
+            || e.is::<clap::Error>()
+            || e.is::<values::FileIssues>()
     });
     if bad_input {
         2
@@ -119,6 +135,11 @@ pub fn render_error(error: &anyhow::Error) -> String {
         let n = errors.0.len();
         let noun = if n == 1 { "error" } else { "errors" };
         return format!("{errors}\nerror: stand.toml is invalid ({n} {noun})");
+    }
+    if let Some(issues) = error.chain().find_map(|e| e.downcast_ref::<values::FileIssues>()) {
+        let n = issues.0.len();
+        let noun = if n == 1 { "file disagrees" } else { "files disagree" };
+        return format!("{issues}\nerror: Helm values {noun} with stand.toml ({n})");
     }
     format!("error: {error:#}")
 }
@@ -232,6 +253,7 @@ fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 
 fn check(place: &Place) -> anyhow::Result<()> {
     let stand = place.load()?;
+    values::check_files(&stand, &place.root).map_err(values_error)?;
     let services = stand.service_names().len();
     let envs = stand.env_names().len();
     print(&format!(
@@ -247,6 +269,32 @@ fn check(place: &Place) -> anyhow::Result<()> {
         },
         stand.section().default_env.get_ref(),
     ))
+}
+
+/// A values error as anyhow: the file issues as themselves (exit 2), the rest as is.
+fn values_error(e: values::ValuesError) -> anyhow::Error {
+    match e {
+        values::ValuesError::Files(issues) => issues.into(),
+        other => other.into(),
+    }
+}
+
+// ---- generate -------------------------------------------------------------------------
+
+fn generate(place: &Place) -> anyhow::Result<()> {
+    let stand = place.load()?;
+    let (written, removed) = values::write_files(&stand, &place.root).map_err(values_error)?;
+    let mut text = String::new();
+    for w in &written {
+        let _ = writeln!(text, "wrote {w}");
+    }
+    for r in &removed {
+        let _ = writeln!(text, "removed {r}");
+    }
+    if written.is_empty() && removed.is_empty() {
+        let _ = writeln!(text, "ok: every generated values file is up to date with {}", place.file.display());
+    }
+    print(&text)
 }
 
 // ---- env list -------------------------------------------------------------------------
@@ -421,9 +469,6 @@ pub fn plan_summary(p: &Plan) -> String {
             p.values.join(", ")
         }
     );
-    for (k, v) in &p.set {
-        let _ = writeln!(s, "  --set    {k}={v}");
-    }
     let _ = writeln!(s, "live sync  {}", if p.live_sync { "on" } else { "off" });
     let _ = writeln!(s, "api        http://{}:{}", p.api.host, p.api.port);
     let _ = writeln!(s, "build      {}", p.build.target_triple);

@@ -88,13 +88,14 @@ pub async fn up(place: &Place, args: UpArgs) -> anyhow::Result<()> {
         port: args.port,
         target_dir: std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from),
         target,
+        deploy: !args.no_deploy,
     };
     daemon::run(config, shutdown_signal()).await?;
     Ok(())
 }
 
-/// `devd up` on the kubernetes target: `helm upgrade --install` with the plan's values
-/// files and `--set`s (see [`crate::helm`]). Without any Kubernetes config there is
+/// `devd up` on the kubernetes target: the values files regenerated from stand.toml,
+/// then `helm upgrade --install` with the plan's values files (see [`crate::helm`]). Without any Kubernetes config there is
 /// nothing to deploy to: devd says so and only builds.
 async fn deploy(
     place: &Place,
@@ -109,6 +110,11 @@ async fn deploy(
     if !crate::target::kubernetes::config_available().await {
         eprintln!("devd: no Kubernetes config (kubeconfig or in-cluster): not deploying (`devd up --no-deploy` skips this check)");
         return Ok(());
+    }
+    // The values files are generated from stand.toml: deploy what it says now.
+    let (written, removed) = crate::values::write_files(stand, &place.root)?;
+    for path in written.iter().chain(&removed) {
+        eprintln!("devd: regenerated {path} from {}", place.file.display());
     }
     let helm = crate::helm::program();
     eprintln!("devd: helm {}", crate::helm::upgrade_args(&plan).join(" "));

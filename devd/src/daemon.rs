@@ -61,6 +61,9 @@ pub struct DaemonConfig {
     pub target_dir: Option<PathBuf>,
     /// Overrides the environment's target (`devd up --target`).
     pub target: Option<config::Target>,
+    /// devd deploys the chart itself (kubernetes target without Tilt: `devd up` without
+    /// `--no-deploy`), so a changed plan is deployed again.
+    pub deploy: bool,
 }
 
 /// How often delivery reconciles instances with the current artifact.
@@ -309,11 +312,16 @@ impl Loop {
 
     async fn on_changes(&mut self, batch: ChangeBatch) {
         let mut added = BTreeSet::new();
-        if batch.paths.iter().any(|p| p == &self.config.file) {
-            added = self.reload_config();
-        }
+        // The workspace first: a service added with `devd new` is a new member too.
         if batch.paths.iter().any(|p| is_workspace_manifest(&self.config.root, p)) {
             self.reload_graph().await;
+        }
+        if batch.paths.iter().any(|p| p == &self.config.file) {
+            let previous = self.plan.clone();
+            added = self.reload_config();
+            if self.plan != previous {
+                self.apply_plan_change(&previous).await;
+            }
         }
         let services: Vec<&plan::ServicePlan> = self.plan.services.iter().collect();
         let mut affected: BTreeSet<String> = if batch.overflowed {
@@ -363,6 +371,36 @@ impl Loop {
                 });
                 self.plan = plan;
                 added
+            }
+        }
+    }
+
+    /// What a new plan changes where the stand runs: services that left the environment
+    /// stop (docker: their containers go, volumes stay); on the kubernetes target that
+    /// devd deploys itself, the regenerated values are deployed with helm. Services that
+    /// joined are built by the caller and come up with their first artifact.
+    async fn apply_plan_change(&mut self, previous: &Plan) {
+        let now: BTreeSet<&str> = self.plan.services.iter().map(|s| s.name.as_str()).collect();
+        for gone in previous.services.iter().filter(|s| !now.contains(s.name.as_str())) {
+            self.syncers.remove(&gone.name);
+            if let Some(docker) = self.docker.as_mut() {
+                match docker.remove(&gone.name).await {
+                    Ok(removed) => {
+                        tracing::info!(service = %gone.name, ?removed, "service left the environment");
+                        self.hub.update("service_removed", Some(&gone.name), json!({ "removed": removed }), |_| {});
+                    }
+                    Err(e) => tracing::warn!(service = %gone.name, error = %e, "cannot remove the service's containers"),
+                }
+            } else {
+                self.hub.update("service_removed", Some(&gone.name), json!({ "removed": [] }), |_| {});
+            }
+        }
+        if self.config.deploy && self.plan.target == config::Target::Kubernetes {
+            if let Err(message) = redeploy(&self.config.root, &self.config.file, &self.plan).await {
+                tracing::warn!(%message, "cannot deploy the changed plan");
+                self.hub.update("deploy_failed", None, json!({ "error": message }), |_| {});
+            } else {
+                self.hub.update("deployed", None, json!({ "target": "kubernetes" }), |_| {});
             }
         }
     }
@@ -455,6 +493,13 @@ impl Loop {
             }
         }
     }
+}
+
+/// The values regenerated from stand.toml, then `helm upgrade --install` of the plan.
+async fn redeploy(root: &Path, file: &Path, plan: &Plan) -> Result<(), String> {
+    let stand = config::load(file).map_err(|e| e.to_string())?;
+    crate::values::write_files(&stand, root).map_err(|e| e.to_string())?;
+    crate::helm::upgrade(&crate::helm::program(), root, plan).await.map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// Runs blocking IO off the async threads; a panic there stays a panic.

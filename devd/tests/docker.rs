@@ -646,3 +646,50 @@ fn image_build_failures_carry_dockers_message() {
         .expect("devd");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+/// A service added with `devd new` while `devd up` runs is built and started (its
+/// database and container) without a restart of devd; taken out of the environment,
+/// its containers go and its volume stays.
+#[test]
+fn a_service_added_and_removed_while_devd_runs() {
+    require_docker();
+    let mut stand = Stand::new("live", "{ mode = \"in-cluster\", persistence = true }");
+    stand.up();
+    stand.wait_synced("the first deploy", FIRST_DEADLINE);
+    let pid = stand.devd.as_ref().map(Child::id).expect("devd runs");
+
+    // A name of this test's own: its binary in the shared target dir is its own too.
+    let extra = format!("{}-extra", stand.name);
+    let out = stand.command().args(["new", &extra, "--database", "--port", "5077", "--env", "live"]).output().expect("devd new");
+    assert!(out.status.success(), "devd new: {}", text(&out));
+    stand.images.push(format!("{}/{extra}:dev", stand.name));
+    let find = |status: &Value| -> Value {
+        status["services"].as_array().and_then(|a| a.iter().find(|s| s["name"] == extra.as_str()).cloned()).unwrap_or(Value::Null)
+    };
+    let served = poll_until(FIRST_DEADLINE, || {
+        let s = find(&stand.status());
+        let instance = s["instances"].get(0)?;
+        let url = instance["url"].as_str()?;
+        let (status, health) = get(&format!("{url}/health"))?;
+        (instance["hash"] == s["artifact"]["sha256"] && status == 200 && health["database_connected"] == true).then_some(url.to_owned())
+    })
+    .unwrap_or_else(|| panic!("{extra} never served /health with its database; status: {:#}\nlog:\n{}", find(&stand.status()), stand.log()));
+    let (_, about) = get(&format!("{served}/api/{extra}")).expect("about");
+    assert_eq!(about["message"], format!("hello from {extra}"));
+    assert_eq!(stand.devd.as_ref().map(Child::id), Some(pid), "the same devd");
+    let container = format!("{}-live-{extra}", stand.name);
+    let postgres = format!("{}-live-postgres-{extra}", stand.name);
+    assert!(docker(&["inspect", &postgres]).status.success(), "its own database container");
+    let volumes_before = stand.labelled("volume");
+    assert_eq!(volumes_before.len(), 2, "service1's and {extra}'s volumes: {volumes_before:?}");
+
+    // Out of the environment: containers removed, volume kept, status without it.
+    stand.edit("stand.toml", &format!("services = [\"service1\", \"{extra}\"]"), "services = [\"service1\"]");
+    poll_until(EDIT_DEADLINE, || {
+        let gone = !docker(&["inspect", &container]).status.success() && !docker(&["inspect", &postgres]).status.success();
+        (gone && find(&stand.status()).is_null()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{extra}'s containers are still there; log:\n{}", stand.log()));
+    assert_eq!(stand.labelled("volume"), volumes_before, "the data of a removed service stays until devd down --volumes");
+    assert!(docker(&["inspect", &stand.container()]).status.success(), "service1 keeps running");
+}

@@ -1,7 +1,8 @@
 //! What devd would deploy = what the values file renders: for every environment, the
 //! chart rendered by the real helm exactly as devd and Tilt deploy it (the plan's values
-//! files plus its `--set`s) is identical to the values file rendered alone, and its
-//! objects are the plan's services, images, replicas, ports and databases.
+//! files) is identical to a plain `helm template -f <chart>/values-<env>.yaml` (what a
+//! CI/CD pipeline runs without devd), and its objects are the plan's services, images,
+//! replicas, ports and databases.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,17 +30,18 @@ fn helm() -> PathBuf {
 }
 
 /// The rendered objects, without what is random per render (Secret data, checksums).
-fn render(plan: &Value, with_sets: bool) -> Vec<Value> {
+fn render(plan: &Value, as_devd_deploys: bool) -> Vec<Value> {
     let mut cmd = Command::new(helm());
     cmd.current_dir(root()).args(["template", plan["release"].as_str().unwrap(), plan["chart"].as_str().unwrap()]);
     cmd.args(["--namespace", plan["namespace"].as_str().unwrap()]);
-    for values in plan["values"].as_array().unwrap() {
-        cmd.args(["-f", values.as_str().unwrap()]);
-    }
-    if with_sets {
-        for (key, value) in plan["set"].as_object().unwrap() {
-            cmd.args(["--set-string", &format!("{key}={}", value.as_str().unwrap())]);
+    if as_devd_deploys {
+        assert!(plan.get("set").is_none(), "the plan carries no --set: {plan}");
+        for values in plan["values"].as_array().unwrap() {
+            cmd.args(["-f", values.as_str().unwrap()]);
         }
+    } else {
+        let env = plan["env"].as_str().unwrap();
+        cmd.args(["-f", &format!("{}/values-{env}.yaml", plan["chart"].as_str().unwrap())]);
     }
     let out = cmd.output().expect("run helm");
     assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
@@ -89,11 +91,11 @@ fn every_environment_renders_what_its_plan_says() {
         let kinds_names = |objects: &[Value]| -> Vec<String> {
             objects.iter().map(|o| format!("{}/{}", o["kind"].as_str().unwrap_or(""), o["metadata"]["name"].as_str().unwrap_or(""))).collect()
         };
-        assert_eq!(kinds_names(&deployed), kinds_names(&values_alone), "{env}: the plan's --set values change the objects");
+        assert_eq!(kinds_names(&deployed), kinds_names(&values_alone), "{env}: devd's deploy and a plain helm -f values-{env}.yaml differ");
         for (with_plan, alone) in deployed.iter().zip(&values_alone) {
             assert!(
                 with_plan == alone,
-                "{env}: the plan's --set values change {}/{} as {:?} renders it:\nwith the plan: {with_plan}\nvalues alone: {alone}",
+                "{env}: devd's deploy and a plain helm -f values-{env}.yaml differ in {}/{} ({:?}):\nwith the plan: {with_plan}\nvalues alone: {alone}",
                 alone["kind"].as_str().unwrap_or(""),
                 alone["metadata"]["name"].as_str().unwrap_or(""),
                 plan["values"]

@@ -296,6 +296,23 @@ impl DockerTarget {
         }
     }
 
+    /// Removes one service's containers (the service and its PostgreSQL); named volumes,
+    /// its data among them, stay until `devd down --volumes`. Returns what was removed.
+    pub async fn remove_service(&self, service: &str) -> Result<Vec<String>, TargetError> {
+        let mut removed = Vec::new();
+        for name in [self.container_name(service), self.postgres_name(service)] {
+            match self.docker.inspect_container(&name, None::<InspectContainerOptions>).await {
+                Ok(_) => {
+                    self.remove_container(&name).await?;
+                    removed.push(format!("container {name}"));
+                }
+                Err(e) if not_found(&e) => {}
+                Err(e) => return Err(TargetError::docker(format!("inspect container {name}"))(e)),
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes the environment's containers and network; its volumes too with `volumes`.
     /// Returns what was removed, for people.
     pub async fn down(&self, volumes: bool) -> Result<Vec<String>, TargetError> {
@@ -475,6 +492,13 @@ impl DockerStand {
 
     pub fn is_ready(&self, service: &str) -> bool {
         self.deployed.contains_key(service)
+    }
+
+    /// A service that left the environment: its containers go (its volume stays), and
+    /// `keep_up` no longer brings it back.
+    pub async fn remove(&mut self, service: &str) -> Result<Vec<String>, TargetError> {
+        self.deployed.remove(service);
+        self.target.remove_service(service).await
     }
 
     /// Plays the controller Docker does not have: a service container that was removed

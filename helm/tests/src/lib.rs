@@ -138,6 +138,21 @@ pub fn env_args(env: &str) -> Vec<String> {
     vec!["-f".to_owned(), file.display().to_string()]
 }
 
+/// The chart's defaults carry no service (each environment's generated values file
+/// lists them), so "the defaults" in these tests are `values.yaml` plus a file holding
+/// only the `services` of the generated local environment: the shipped services, read
+/// from that file, with every other setting left at the chart's default.
+pub fn default_args() -> Vec<String> {
+    let local = fs::read_to_string(values_file("local")).expect("values-local.yaml");
+    let values: serde_yaml::Value = serde_yaml::from_str(&local).expect("values-local.yaml is YAML");
+    let services = values.get("services").expect("values-local.yaml has services").clone();
+    let mut only = serde_yaml::Mapping::new();
+    only.insert("services".into(), services);
+    let text = serde_yaml::to_string(&only).expect("YAML");
+    let path = temp_file("default-services", &text);
+    vec!["-f".to_owned(), path.display().to_string()]
+}
+
 /// `helm template` with extra arguments; Ok(stdout) or Err(stderr).
 pub fn helm_template(extra: &[String]) -> Result<String, String> {
     let chart = chart_dir().display().to_string();
@@ -230,9 +245,10 @@ pub fn render_env(env: &str, extra: &[&str]) -> Rendered {
     }
 }
 
-/// Render with only the chart's defaults plus extra arguments.
+/// Render with only the chart's defaults (see [`default_args`]) plus extra arguments.
 pub fn render_default(extra: &[&str]) -> Rendered {
-    let args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+    let mut args = default_args();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
     match helm_template(&args) {
         Ok(yaml) => Rendered::parse(&yaml),
         Err(e) => panic!("helm template {extra:?} failed:\n{e}"),

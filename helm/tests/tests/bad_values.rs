@@ -1,7 +1,7 @@
 //! Bad values are rejected, by the schema or by `stand.validateValues`, with a
 //! message that names the offending key.
 
-use chart_tests::{env_args, helm_template, temp_file};
+use chart_tests::{default_args, env_args, helm_template, temp_file};
 
 /// How a bad value is given to helm.
 enum Input {
@@ -15,7 +15,7 @@ enum Input {
 fn check(label: &str, input: Input, names: &[&str]) {
     let args: Vec<String> = match input {
         Input::Args(env, sets) => {
-            let mut args = env.map(env_args).unwrap_or_default();
+            let mut args = env.map_or_else(default_args, env_args);
             args.extend(sets.iter().map(|s| (*s).to_owned()));
             args
         }
@@ -117,8 +117,8 @@ bad!(
 );
 bad!(
     service_name_not_dns_label,
-    File("services:\n  Service_3:\n    enabled: true\n    image: {repository: stand/service3, tag: dev}\n    port: 5003\n"),
-    "Service_3",
+    File("services:\n  Zz_Fixture:\n    enabled: true\n    image: {repository: stand/zz-fixture, tag: dev}\n    port: 5003\n"),
+    "Zz_Fixture",
     "does not match pattern"
 );
 bad!(
@@ -210,7 +210,7 @@ bad!(
 );
 bad!(
     new_service_without_port,
-    File("services:\n  service3:\n    enabled: true\n    image: {repository: stand/service3, tag: dev}\n"),
-    "/services/service3",
+    File("services:\n  zz-fixture:\n    enabled: true\n    image: {repository: stand/zz-fixture, tag: dev}\n"),
+    "/services/zz-fixture",
     "port"
 );

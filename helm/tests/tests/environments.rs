@@ -18,50 +18,35 @@ enum Db {
     None,
 }
 
-/// What an environment deploys: the source of the expected object set.
+/// What an environment deploys: the source of the expected object set, read from the
+/// shipped stand.toml (so a service added there is expected here without an edit).
 struct Spec {
-    env: &'static str,
-    services: &'static [(&'static str, u16, Db)],
+    env: String,
+    services: Vec<(String, u16, Db)>,
     dev_sync: bool,
     rbac: bool,
 }
 
-const BOTH_IN_CLUSTER: &[(&str, u16, Db)] = &[
-    ("service1", 5001, Db::InCluster),
-    ("service2", 5002, Db::InCluster),
-];
-const BOTH_EXTERNAL: &[(&str, u16, Db)] = &[
-    ("service1", 5001, Db::External),
-    ("service2", 5002, Db::External),
-];
-
 fn spec(env: &str) -> Spec {
-    let dev = |env, services| Spec {
-        env,
-        services,
-        dev_sync: true,
-        rbac: true,
+    let root = chart_tests::chart_dir().join("../..");
+    let stand = match stand_model::config::load(&root.join("stand.toml")) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
     };
-    let hosted = |env| Spec {
-        env,
-        services: BOTH_EXTERNAL,
-        dev_sync: false,
-        rbac: false,
-    };
-    match env {
-        "local" => dev("local", BOTH_IN_CLUSTER),
-        "dev" => dev("dev", BOTH_IN_CLUSTER),
-        "test" => dev("test", BOTH_IN_CLUSTER),
-        "service1-only" => dev("service1-only", &[("service1", 5001, Db::InCluster)]),
-        "service2-only" => dev("service2-only", &[("service2", 5002, Db::InCluster)]),
-        "minimal" => dev(
-            "minimal",
-            &[("service1", 5001, Db::None), ("service2", 5002, Db::None)],
-        ),
-        "staging" => hosted("staging"),
-        "prod" => hosted("prod"),
-        other => panic!("no spec for environment {other}"),
-    }
+    let plan = stand_model::plan::resolve(&stand, env, "").unwrap_or_else(|e| panic!("{env}: {e}"));
+    let services = plan
+        .services
+        .iter()
+        .map(|s| {
+            let db = match s.database.mode {
+                stand_model::config::DbMode::InCluster => Db::InCluster,
+                stand_model::config::DbMode::External => Db::External,
+                stand_model::config::DbMode::None => Db::None,
+            };
+            (s.name.clone(), s.port, db)
+        })
+        .collect();
+    Spec { env: env.to_owned(), services, dev_sync: plan.live_sync, rbac: plan.live_sync }
 }
 
 fn key(kind: &str, name: impl Into<String>) -> (String, String) {
@@ -70,7 +55,8 @@ fn key(kind: &str, name: impl Into<String>) -> (String, String) {
 
 fn expected_objects(spec: &Spec) -> BTreeSet<(String, String)> {
     let mut set = BTreeSet::new();
-    for &(svc, _, db) in spec.services {
+    for (svc, _, db) in &spec.services {
+        let (svc, db) = (svc.as_str(), *db);
         for kind in ["Deployment", "Service", "ConfigMap"] {
             set.insert(key(kind, svc));
         }
@@ -325,7 +311,7 @@ fn check_rbac(r: &Rendered) {
 /// The whole check of one environment: exact object set, then every object.
 fn check_env(env: &str, extra: impl FnOnce(&Rendered)) {
     let spec = spec(env);
-    let r = render_env(spec.env, &[]);
+    let r = render_env(&spec.env, &[]);
     let expected = expected_objects(&spec);
     let got = r.keys();
     assert_eq!(
@@ -343,7 +329,8 @@ fn check_env(env: &str, extra: impl FnOnce(&Rendered)) {
     for o in &r.objects {
         check_standard_labels(o);
     }
-    for &(svc, port, db) in spec.services {
+    for (svc, port, db) in &spec.services {
+        let (svc, port, db) = (svc.as_str(), *port, *db);
         check_deployment(&r, &spec, svc, port, db);
         check_service_objects(&r, svc, port, db);
         if db == Db::InCluster {

@@ -9,35 +9,35 @@ use chart_tests::{
 #[test]
 fn a_new_service_is_only_a_values_entry() {
     let file = temp_file(
-        "service3",
-        "services:\n  service3:\n    enabled: true\n    image: {repository: stand/service3, tag: dev}\n    port: 5003\n    database:\n      mode: inCluster\n      inCluster: {persistence: {enabled: false}}\n",
+        "zz-fixture",
+        "services:\n  zz-fixture:\n    enabled: true\n    image: {repository: stand/zz-fixture, tag: dev}\n    port: 5003\n    database:\n      mode: inCluster\n      inCluster: {persistence: {enabled: false}}\n",
     );
     let file = file.display().to_string();
     let r = render_env("test", &["-f", &file]);
     for (kind, name) in [
-        ("Deployment", "service3"),
-        ("Service", "service3"),
-        ("ConfigMap", "service3"),
-        ("Secret", "service3"),
-        ("StatefulSet", "postgres-service3"),
-        ("Service", "postgres-service3"),
-        ("Secret", "postgres-service3"),
-        ("Pod", "stand-test-service3"),
+        ("Deployment", "zz-fixture"),
+        ("Service", "zz-fixture"),
+        ("ConfigMap", "zz-fixture"),
+        ("Secret", "zz-fixture"),
+        ("StatefulSet", "postgres-zz-fixture"),
+        ("Service", "postgres-zz-fixture"),
+        ("Secret", "postgres-zz-fixture"),
+        ("Pod", "stand-test-zz-fixture"),
     ] {
         r.get(kind, name);
     }
-    let cm = at(r.get("ConfigMap", "service3"), "/data");
+    let cm = at(r.get("ConfigMap", "zz-fixture"), "/data");
     assert_eq!(
-        cm["DB_NAME"], "service3",
+        cm["DB_NAME"], "zz-fixture",
         "database name defaults to the service name"
     );
-    assert_eq!(cm["DB_USER"], "service3");
+    assert_eq!(cm["DB_USER"], "zz-fixture");
     assert_eq!(
-        at(r.get("Deployment", "service3"), "/spec/replicas"),
+        at(r.get("Deployment", "zz-fixture"), "/spec/replicas"),
         1,
         "replicas default to 1"
     );
-    validate_strict("service3", &r.yaml);
+    validate_strict("zz-fixture", &r.yaml);
 }
 
 /// devSync with an existing token Secret: none is created, the pods use the named one.

@@ -827,7 +827,14 @@ fn run_local(argv: &[String], dir: &Path) -> anyhow::Result<String> {
             DevdCommand::Env(EnvCommand::List(flag)) if flag.json => {
                 serde_json::to_value(devd::cli::env_summaries(&stand)?)?
             }
-            _ => bail!("the stand-in local() runs `devd plan --json` and `devd env list --json` only"),
+            // The real command writes the generated values files; here it must find them
+            // up to date (the writes would be no-ops), else the evaluation fails with
+            // what `devd check` says: a test never edits the checkout.
+            DevdCommand::Generate => {
+                devd::values::check_files(&stand, &place.root).map_err(|e| anyhow!("{e}"))?;
+                return Ok(String::new());
+            }
+            _ => bail!("the stand-in local() runs `devd plan --json`, `devd env list --json` and `devd generate` only"),
         };
         Ok(format!("{}\n", serde_json::to_string_pretty(&value)?))
     })();

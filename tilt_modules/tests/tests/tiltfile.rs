@@ -41,8 +41,34 @@ fn port(svc: &str) -> u64 {
     match svc {
         "service1" => 5001,
         "service2" => 5002,
-        other => panic!("no port known for {other}"),
+        // A service added to stand.toml after this table was written (`devd new`).
+        other => shipped_stand().service(other).map(|s| u64::from(*s.port.get_ref())).unwrap_or_else(|| panic!("no port known for {other}")),
     }
+}
+
+fn shipped_stand() -> devd::config::Stand {
+    match devd::config::load(&repo().join("stand.toml")) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The services an environment deploys: the table's (the contract, which must still
+/// hold) and any that stand.toml has gained since (`devd new`), with each one's
+/// database mode (`in-cluster`, `external`, `none`).
+fn services_of(e: &Env) -> Vec<(String, String)> {
+    let plan = devd::plan::resolve(&shipped_stand(), e.name, "").unwrap_or_else(|err| panic!("{}: {err}", e.name));
+    let names: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
+    for s in e.services {
+        assert!(names.contains(s), "{}: stand.toml no longer deploys {s} ({names:?})", e.name);
+    }
+    plan.services
+        .iter()
+        .map(|s| {
+            let db = if e.services.contains(&s.name.as_str()) { e.db.to_owned() } else { s.database.mode.to_string() };
+            (s.name.clone(), db)
+        })
+        .collect()
 }
 
 fn env(name: &str) -> &'static Env {
@@ -99,7 +125,8 @@ fn set_of(items: &[String]) -> BTreeSet<String> {
 /// Everything the extension does for one environment.
 fn check(e: &Env, run: &Run) {
     let root = repo().display().to_string();
-    let svcs: Vec<String> = e.services.iter().map(|s| (*s).to_owned()).collect();
+    let services = services_of(e);
+    let svcs: Vec<String> = services.iter().map(|(s, _)| s.clone()).collect();
 
     // config: one string flag, parsed once.
     let defs = run.calls_of("config.define_string");
@@ -107,12 +134,17 @@ fn check(e: &Env, run: &Run) {
     assert_eq!(defs[0]["name"], "env");
     assert_eq!(run.calls_of("config.parse").len(), 1);
 
-    // local(): devd env list, then devd plan for the chosen env, argv form, quiet, in the root.
+    // local(): devd env list, devd generate (the values files follow stand.toml), then
+    // devd plan for the chosen env; argv form, quiet, in the root.
     let locals = run.calls_of("local");
     let commands: Vec<&Json> = locals.iter().map(|a| get(a, "command")).collect();
     assert_eq!(
         commands,
-        [&json!(["devd", "env", "list", "--json"]), &json!(["devd", "plan", "--env", e.name, "--json"])]
+        [
+            &json!(["devd", "env", "list", "--json"]),
+            &json!(["devd", "generate"]),
+            &json!(["devd", "plan", "--env", e.name, "--json"])
+        ]
     );
     for l in &locals {
         assert_eq!(l["quiet"], true);
@@ -128,7 +160,7 @@ fn check(e: &Env, run: &Run) {
         ["stand.toml"]
     );
 
-    // helm(): chart, release, namespace, the env's values files, the plan's sets (sorted).
+    // helm(): chart, release, namespace, the env's generated values file, no --set.
     let helm = run.calls_of("helm");
     assert_eq!(helm.len(), 1);
     let h = helm[0];
@@ -136,13 +168,7 @@ fn check(e: &Env, run: &Run) {
     assert_eq!(h["name"], "stand");
     assert_eq!(h["namespace"], "stand");
     assert_eq!(rels(get(h, "values")), [format!("helm/app/values-{}.yaml", e.name)]);
-    let mut sets = Vec::new();
-    for s in &svcs {
-        sets.push(format!("services.{s}.image.repository=stand/{s}"));
-        sets.push(format!("services.{s}.image.tag={}", e.tag));
-    }
-    sets.sort();
-    assert_eq!(get(h, "set"), &json!(sets));
+    assert!(h.get("set").is_none_or(Json::is_null), "no --set: the values file says it all: {h:?}");
 
     // The objects Tilt deploys: the namespace, then the chart (without its test pods).
     assert_eq!(run.calls_of("k8s_yaml").len(), 2);
@@ -150,12 +176,9 @@ fn check(e: &Env, run: &Run) {
     assert_eq!(kinds_named(run, "Namespace"), set_of(&["stand".to_owned()]));
     assert_eq!(kinds_named(run, "Deployment"), set_of(&svcs));
     assert!(kinds_named(run, "Pod").is_empty(), "helm test pods must not be deployed");
-    let postgres: Vec<String> = svcs.iter().map(|s| format!("postgres-{s}")).collect();
-    if e.db == "in-cluster" {
-        assert_eq!(kinds_named(run, "StatefulSet"), set_of(&postgres));
-    } else {
-        assert!(kinds_named(run, "StatefulSet").is_empty(), "{}: no in-cluster Postgres", e.name);
-    }
+    let postgres: Vec<String> =
+        services.iter().filter(|(_, db)| db == "in-cluster").map(|(s, _)| format!("postgres-{s}")).collect();
+    assert_eq!(kinds_named(run, "StatefulSet"), set_of(&postgres), "{}: in-cluster Postgres", e.name);
     for o in run.objects.iter().filter(|o| o["kind"] == "Deployment") {
         let name = o["metadata"]["name"].as_str().unwrap_or_default();
         let images: Vec<&Json> = o["spec"]["template"]["spec"]["containers"]
@@ -189,7 +212,7 @@ fn check(e: &Env, run: &Run) {
     // Workload resources: port forwards, links, labels, owned objects, order. Link names
     // say what they open; every link and forward uses one host spelling.
     let mut forwards = BTreeSet::new();
-    for s in &svcs {
+    for (s, db) in &services {
         let r = run.call_with("k8s_resource", "workload", s);
         let p = port(s);
         assert_eq!(
@@ -201,7 +224,7 @@ fn check(e: &Env, run: &Run) {
         if e.live_sync {
             links.push(json!({"_type": "link", "url": format!("http://127.0.0.1:7700/api/v1/services/{s}"), "name": format!("devd: {s}")}));
         }
-        if e.db == "external" {
+        if db == "external" {
             let host = format!("{s}-db.{}.example.internal:5432", e.name);
             links.push(json!({
                 "_type": "link",
@@ -221,10 +244,10 @@ fn check(e: &Env, run: &Run) {
     assert_eq!(get(config, "objects")[0], "stand:namespace");
 
     // Databases: in-cluster Postgres as resources; an external one is only the link above.
-    for s in &svcs {
+    for (s, db) in &services {
         let pg = format!("postgres-{s}");
         let as_resource = run.calls_of("k8s_resource").into_iter().any(|r| r.get("workload") == Some(&json!(pg)));
-        if e.db == "in-cluster" {
+        if db == "in-cluster" {
             let r = run.call_with("k8s_resource", "workload", &pg);
             assert_eq!(get(r, "labels"), &strs(&[s]));
             assert_eq!(get(r, "resource_deps"), &strs(&["stand-config"]));
@@ -316,9 +339,9 @@ fn check(e: &Env, run: &Run) {
     if e.live_sync {
         want.insert("devd".to_owned());
     }
-    for s in &svcs {
+    for (s, db) in &services {
         want.insert(s.clone());
-        if e.db == "in-cluster" {
+        if db == "in-cluster" {
             want.insert(format!("postgres-{s}"));
         }
     }

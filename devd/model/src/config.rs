@@ -87,6 +87,9 @@ pub struct Env {
     pub services: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     pub target: Target,
+    /// Extra hand-written Helm values files, layered after the generated
+    /// `<chart>/values-<env>.yaml`; they may not set a topology key.
+    #[serde(default)]
     pub values: Vec<Spanned<String>>,
     #[serde(default)]
     pub live_sync: bool,
@@ -96,8 +99,10 @@ pub struct Env {
     pub database: Option<Spanned<DatabaseSettings>>,
     #[serde(default)]
     pub overrides: BTreeMap<Spanned<String>, Override>,
-    #[serde(default)]
-    pub set: BTreeMap<Spanned<String>, String>,
+    /// Helm's own settings for this environment (resources, env, pullPolicy, ...), as
+    /// Helm values; merged into the generated values file under the topology keys,
+    /// none of which it may set.
+    pub helm: Option<Spanned<toml::Table>>,
 }
 
 /// `[env.<name>.overrides.<service>]`
@@ -451,6 +456,7 @@ impl Stand {
         self.check_stand(&mut issues);
         self.check_services(&mut issues);
         self.check_envs(&mut issues);
+        self.check_helm_tables(&mut issues);
         issues.sort_by_key(|i| (i.span.start, i.span.end));
         issues
     }
@@ -546,6 +552,34 @@ impl Stand {
         }
     }
 
+    /// `[env.<name>.helm]` holds Helm's own settings only: a topology key there is an
+    /// error naming where the fact belongs, and so is a service the environment does
+    /// not deploy. Spans come from toml's span-keeping parse of the whole file.
+    fn check_helm_tables(&self, issues: &mut Vec<Issue>) {
+        let Ok(doc) = toml::de::DeTable::parse(&self.source.text) else {
+            return;
+        };
+        let Some(toml::de::DeValue::Table(envs)) = doc.get_ref().get("env").map(|v| v.get_ref()) else {
+            return;
+        };
+        for (env_key, env_value) in envs {
+            let env_name: &str = env_key.get_ref();
+            let toml::de::DeValue::Table(env_table) = env_value.get_ref() else {
+                continue;
+            };
+            let Some(helm) = env_table.get("helm") else {
+                continue;
+            };
+            let Some(env) = self.environment(env_name) else {
+                continue;
+            };
+            let listed: Vec<String> = env.services.get_ref().iter().map(|s| s.get_ref().clone()).collect();
+            let prefix = format!("env.{}.helm", key_part(env_name));
+            let mut path = Vec::new();
+            helm_table_issues(helm, &mut path, &prefix, env_name, &listed, issues);
+        }
+    }
+
     fn check_envs(&self, issues: &mut Vec<Issue>) {
         let envs = self.env.get_ref();
         if envs.is_empty() {
@@ -613,16 +647,6 @@ impl Stand {
                             format!("`{}` is not a target triple", t.get_ref()),
                         )
                         .expected("a rustc target triple such as \"x86_64-unknown-linux-musl\""),
-                    );
-                }
-            }
-            for key in env.set.keys() {
-                if key.get_ref().trim().is_empty() {
-                    issues.push(
-                        Issue::new(key.span(), format!("{prefix}.set"), "empty Helm value path")
-                            .expected(
-                                "a dotted values path such as \"services.service1.env.RUST_LOG\"",
-                            ),
                     );
                 }
             }
@@ -723,6 +747,45 @@ impl Stand {
                 }
             }
         }
+    }
+}
+
+fn helm_table_issues(
+    value: &Spanned<toml::de::DeValue<'_>>,
+    path: &mut Vec<String>,
+    prefix: &str,
+    env: &str,
+    listed: &[String],
+    issues: &mut Vec<Issue>,
+) {
+    let toml::de::DeValue::Table(table) = value.get_ref() else {
+        return;
+    };
+    for (key, child) in table {
+        path.push(key.get_ref().to_string());
+        let is_map = matches!(child.get_ref(), toml::de::DeValue::Table(_));
+        let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+        let dotted = format!("{prefix}.{}", parts.iter().map(|p| key_part(p)).collect::<Vec<_>>().join("."));
+        if let ["services", service] = parts.as_slice() {
+            if !listed.iter().any(|l| l == service) {
+                issues.push(
+                    Issue::new(key.span(), dotted, format!("service `{service}` is not deployed in env.{env} (not in its `services`)"))
+                        .expected(format!("settings of {} only, or add `{service}` to env.{env}.services", one_of(listed.to_vec()))),
+                );
+                path.pop();
+                continue;
+            }
+        }
+        if let Some(owner) = crate::topology::owner(&parts, is_map) {
+            let env_owner = owner.replace("<env>", env);
+            issues.push(
+                Issue::new(key.span(), dotted, format!("`{}` is topology, generated from stand.toml", parts.join(".")))
+                    .expected(format!("Helm's own settings only here; the fact belongs in {env_owner}")),
+            );
+        } else if is_map {
+            helm_table_issues(child, path, prefix, env, listed, issues);
+        }
+        path.pop();
     }
 }
 
@@ -1461,7 +1524,7 @@ fn hint(key: &str) -> Option<&'static str> {
         "path" => "the crate's directory relative to stand.toml, such as \"services/service1\"",
         "image" => "an image repository, such as \"stand/service1\"",
         "database" => "true or false in [services.<name>]; a table in [env.<name>]",
-        "values" => "a list of Helm values files, such as [\"helm/app/values-local.yaml\"]",
+        "values" => "a list of extra hand-written Helm values files, such as [\"helm/app/site.yaml\"]",
         "live_sync" | "persistence" => "true or false",
         "target" => "\"kubernetes\" or \"docker\"",
         "mode" => "\"in-cluster\", \"external\" or \"none\"",
@@ -1472,7 +1535,7 @@ fn hint(key: &str) -> Option<&'static str> {
         "build_target" => "a rustc target triple (string)",
         "description" | "host" | "user" | "secret" | "secret_key" | "storage_class" => "a string",
         "overrides" => "[env.<name>.overrides.<service>] tables",
-        "set" => "a table of Helm value paths to strings",
+        "helm" => "a table of Helm values (Helm's own settings, no topology)",
         _ => return None,
     })
 }

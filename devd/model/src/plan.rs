@@ -5,12 +5,10 @@
 //! plan serializes to stable JSON: structs in declaration order, services sorted by
 //! name, maps as `BTreeMap`.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
 use crate::config::{
-    key_part, DbMode, Merged, SslMode, Stand, Target, DEFAULT_DB_PORT, DEFAULT_IMAGE_TAG,
+    DbMode, Merged, SslMode, Stand, Target, DEFAULT_DB_PORT, DEFAULT_IMAGE_TAG,
     DEFAULT_SECRET_KEY, DEFAULT_SIZE,
 };
 
@@ -30,11 +28,10 @@ pub struct Plan {
     pub release: String,
     /// The chart's directory, relative to the stand's root.
     pub chart: String,
-    /// Helm values files in the order given, relative to the stand's root.
+    /// Helm values files, relative to the stand's root: the generated
+    /// `<chart>/values-<env>.yaml` first (topology and the environment's `helm` table),
+    /// then the environment's extra hand-written files in the order given.
     pub values: Vec<String>,
-    /// `--set` overrides applied after the values files: each enabled service's image,
-    /// then the environment's own `set` table (which wins).
-    pub set: BTreeMap<String, String>,
     pub live_sync: bool,
     pub api: Api,
     pub build: Build,
@@ -140,7 +137,6 @@ pub fn resolve(stand: &Stand, env: &str, host_triple: &str) -> Result<Plan, Plan
     names.dedup();
 
     let mut services = Vec::with_capacity(names.len());
-    let mut set = BTreeMap::new();
     for name in names {
         let Some(svc) = stand.service(name) else {
             return Err(PlanError::UnknownService {
@@ -158,12 +154,6 @@ pub fn resolve(stand: &Stand, env: &str, host_triple: &str) -> Result<Plan, Plan
             repository: svc.image.get_ref().clone(),
             tag: tag.clone(),
         };
-        let helm_key = format!("services.{}", key_part(name));
-        set.insert(
-            format!("{helm_key}.image.repository"),
-            image.repository.clone(),
-        );
-        set.insert(format!("{helm_key}.image.tag"), image.tag.clone());
         let database = match stand.database_for(e, name) {
             Some(m) => database_plan(name, &m),
             None => DatabasePlan::none(),
@@ -178,10 +168,6 @@ pub fn resolve(stand: &Stand, env: &str, host_triple: &str) -> Result<Plan, Plan
             database,
         });
     }
-    for (k, v) in &e.set {
-        set.insert(k.get_ref().clone(), v.clone());
-    }
-
     Ok(Plan {
         env: env.to_owned(),
         description: e.description.clone(),
@@ -190,8 +176,9 @@ pub fn resolve(stand: &Stand, env: &str, host_triple: &str) -> Result<Plan, Plan
         namespace: section.namespace.get_ref().clone(),
         release: section.release.get_ref().clone(),
         chart: section.chart.get_ref().clone(),
-        values: e.values.iter().map(|v| v.get_ref().clone()).collect(),
-        set,
+        values: std::iter::once(crate::values::file_for(section.chart.get_ref(), env))
+            .chain(e.values.iter().map(|v| v.get_ref().clone()))
+            .collect(),
         live_sync: e.live_sync,
         api: Api {
             host: API_HOST.to_owned(),
@@ -239,8 +226,8 @@ fn database_plan(service: &str, m: &Merged<'_>) -> DatabasePlan {
                 storage_class: persistence.then(|| string(m.storage_class, "")),
                 host: Some(format!("postgres-{service}")),
                 port: Some(DEFAULT_DB_PORT),
-                name: Some(string(m.name, service)),
-                user: Some(string(m.user, service)),
+                name: Some(string(m.name, &default_db_identifier(service))),
+                user: Some(string(m.user, &default_db_identifier(service))),
                 secret: Some(SecretRef {
                     name: format!("postgres-{service}"),
                     key: DEFAULT_SECRET_KEY.to_owned(),
@@ -255,8 +242,8 @@ fn database_plan(service: &str, m: &Merged<'_>) -> DatabasePlan {
             storage_class: None,
             host: m.host.map(|h| h.get_ref().clone()),
             port: Some(m.port.map_or(DEFAULT_DB_PORT, |p| *p.get_ref())),
-            name: Some(string(m.name, service)),
-            user: Some(string(m.user, service)),
+            name: Some(string(m.name, &default_db_identifier(service))),
+            user: Some(string(m.user, &default_db_identifier(service))),
             secret: m.secret.map(|s| SecretRef {
                 name: s.get_ref().clone(),
                 key: string(m.secret_key, DEFAULT_SECRET_KEY),
@@ -264,6 +251,12 @@ fn database_plan(service: &str, m: &Merged<'_>) -> DatabasePlan {
             sslmode: Some(m.sslmode.map_or(SslMode::default(), |s| *s.get_ref())),
         },
     }
+}
+
+/// A service's database and user name when stand.toml gives none: the service's name
+/// with `-` as `_`, since PostgreSQL identifiers (and the chart's schema) take no `-`.
+pub fn default_db_identifier(service: &str) -> String {
+    service.replace('-', "_")
 }
 
 /// The host triple from the output of `rustc -vV` (its `host:` line).
@@ -344,12 +337,8 @@ image = "s/api"
         );
         assert_eq!(p.build.target_triple, TRIPLE);
         assert_eq!(p.api.port, 7700);
-        assert_eq!(
-            p.set
-                .get("services.api.image.repository")
-                .map(String::as_str),
-            Some("s/api")
-        );
+        assert_eq!(api.image.repository, "s/api");
+        assert_eq!(p.values, ["helm/app/values-a.yaml"], "the generated file, then none");
     }
 
     #[test]
@@ -362,11 +351,12 @@ values = []
 replicas = 2
 image_tag = \"1.0\"
 build_target = \"aarch64-unknown-linux-musl\"
-set = {{ \"services.api.env.RUST_LOG\" = \"debug\" }}
 database = {{ mode = \"external\", host = \"db\", secret = \"all-db\", sslmode = \"disable\" }}
 [env.a.overrides.api]
 replicas = 3
 database = {{ host = \"api-db\", secret_key = \"pw\" }}
+[env.a.helm.services.api.env]
+RUST_LOG = \"debug\"
 "
         ));
         let p = resolve(&s, "a", TRIPLE).expect("resolves");
@@ -385,10 +375,8 @@ database = {{ host = \"api-db\", secret_key = \"pw\" }}
         assert_eq!(api.database.port, Some(5432));
         assert_eq!(api.database.persistence, None);
         assert_eq!(p.build.target_triple, "aarch64-unknown-linux-musl");
-        assert_eq!(
-            p.set.get("services.api.env.RUST_LOG").map(String::as_str),
-            Some("debug")
-        );
+        let values = crate::values::values(&s, "a").expect("values");
+        assert_eq!(values["services"]["api"]["env"]["RUST_LOG"], "debug", "the helm table reaches the values");
     }
 
     #[test]
