@@ -190,14 +190,12 @@ fn a_kubeconfig_without_current_context_fails_fast() {
 /// devd's `status --json`, serialized by devd's own types: service1 with one pod on the
 /// current artifact, service2 with one pod on an older one, service3 without pods.
 fn status_json() -> String {
-    use devd::status::{ArtifactStatus, InstanceStatus, ServiceStatus, StandStatus};
+    use devd::status::{ArtifactStatus, Health, HealthReport, InstanceStatus, ServiceStatus, StandStatus};
     let artifact = |sha: &str| Some(ArtifactStatus { sha256: sha.into(), ..Default::default() });
-    let pod = |id: &str, hash: &str, healthy: bool| InstanceStatus {
-        id: id.into(),
-        url: None,
-        hash: Some(hash.into()),
-        healthy,
-        detail: None,
+    let pod = |id: &str, hash: &str, healthy: bool| {
+        let mut instance = InstanceStatus { id: id.into(), url: None, hash: Some(hash.into()), ..Default::default() };
+        instance.set_health(HealthReport { health: if healthy { Health::Ok } else { Health::Unreachable }, detail: None });
+        instance
     };
     let status = StandStatus {
         env: "local".into(),
