@@ -1,4 +1,5 @@
-//! devd's HTTP API: status reads, readiness for Tilt, an SSE event stream, and actions.
+//! devd's HTTP API: status reads, readiness for Tilt (`/api/v1/ready` for the stand,
+//! `/api/v1/services/<n>/ready` per service), an SSE event stream, and actions.
 //!
 //! Listens on loopback. Every request must be addressed to loopback (a page on another
 //! site cannot reach it through DNS rebinding: 403): the authority of an absolute-form
@@ -77,6 +78,7 @@ pub fn app(state: ApiState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/api/v1/status", get(status))
+        .route("/api/v1/ready", get(stand_ready))
         .route("/api/v1/services/{name}", get(service))
         .route("/api/v1/services/{name}/ready", get(ready))
         .route("/api/v1/events", get(events))
@@ -225,11 +227,25 @@ async fn service(State(state): State<ApiState>, Path(name): Path<String>) -> Res
     Ok(Json(known(&state, &name)?))
 }
 
+/// The stand's readiness (Tilt's probe of the `devd` resource): 200 when the target
+/// answers and every service runs its current build, else 503 with the reason.
+async fn stand_ready(State(state): State<ApiState>) -> Response {
+    match state.hub.snapshot().readiness() {
+        Ok(()) => (StatusCode::OK, Json(json!({"ready": true}))).into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": reason}))).into_response(),
+    }
+}
+
 async fn ready(State(state): State<ApiState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     let service = known(&state, &name)?;
     // The worst instance's health; null without instances.
     let health = service.health().map(crate::status::Health::as_str);
-    Ok(match service.readiness() {
+    // An unreachable target first: nothing the instances said is current then.
+    let readiness = match state.hub.snapshot().target_unready() {
+        Some(reason) => Err(reason),
+        None => service.readiness(),
+    };
+    Ok(match readiness {
         // Degraded is ready (docs/CONTRACTS.md says why); `reason` then says what is degraded.
         Ok(note) => {
             (StatusCode::OK, Json(json!({"ready": true, "service": name, "health": health, "reason": note}))).into_response()

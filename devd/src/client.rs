@@ -179,6 +179,15 @@ pub fn render_table(status: &StandStatus, now: DateTime<Utc>) -> String {
     }
     let widths: Vec<usize> = (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = format!("stand: env {} · target {} · {}\n", status.env, status.target, status.root);
+    if let Some(t) = &status.target_state {
+        let state = match t.state {
+            crate::status::TargetState::Connecting => "connecting",
+            crate::status::TargetState::Reachable => "reachable",
+            crate::status::TargetState::Unreachable => "UNREACHABLE",
+        };
+        let reason = t.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+        let _ = writeln!(out, "target {}: {state}{reason}", status.target);
+    }
     if let Some(error) = &status.config_error {
         let _ = writeln!(out, "stand.toml is invalid (running on the last good plan):\n  {error}");
     }
@@ -274,5 +283,22 @@ mod tests {
             table.contains("service1 instance 4f1c2e3d5a6b: rolled back fedcba987654: new binary exited 2 ms after start (exit code 3)"),
             "{table}"
         );
+        assert!(!table.contains("target docker:"), "no target state, no line");
+    }
+
+    #[test]
+    fn table_says_when_the_target_is_unreachable() {
+        let reason = "cannot reach the API server https://127.0.0.1:6443 (context kind-stand): connection refused";
+        let status = StandStatus {
+            target: "kubernetes".into(),
+            target_state: Some(crate::status::TargetHealth {
+                state: crate::status::TargetState::Unreachable,
+                reason: Some(reason.into()),
+                since: Utc::now(),
+            }),
+            ..StandStatus::default()
+        };
+        let table = render_table(&status, Utc::now());
+        assert_eq!(table.lines().nth(1), Some(format!("target kubernetes: UNREACHABLE: {reason}").as_str()), "{table}");
     }
 }

@@ -109,6 +109,7 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
         config_error: None,
         event_seq: 0,
         services: plan.services.iter().map(service_status).collect(),
+        target_state: None,
     });
 
     let port = config.port.unwrap_or(plan.api.port);
@@ -167,7 +168,7 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
     // Kubernetes config at all: devd builds only (and says so).
     let kube = match plan.target {
         config::Target::Kubernetes if plan.live_sync && kubernetes::config_available().await => Some(
-            KubeStand::connect(&plan)
+            KubeStand::connect(&plan, &hub)
                 .await
                 .map_err(|e| DaemonError::Target { target: "kubernetes".to_owned(), source: TargetError::Other(e.to_string()) })?,
         ),

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::status::{HealthReport, InstanceStatus, StatusHub};
-use crate::target::{Instance, ShimError, Target};
+use crate::target::{Instance, ShimError, Target, TargetError};
 
 /// How long a new binary may take to answer /health after the swap.
 const SERVING_DEADLINE: Duration = Duration::from_secs(30);
@@ -71,7 +71,7 @@ impl Drop for SyncHandle {
 pub fn spawn(service: String, target: Arc<dyn Target>, hub: StatusHub, interval: Duration) -> SyncHandle {
     let (desired_tx, desired_rx) = watch::channel(None);
     let (restart_tx, restart_rx) = mpsc::channel(4);
-    let syncer = Syncer { service, target, hub, current: None, rolled_back: BTreeMap::new() };
+    let syncer = Syncer { service, target, hub, current: None, rolled_back: BTreeMap::new(), list_error: None };
     let task = tokio::spawn(syncer.run(desired_rx, restart_rx, interval));
     SyncHandle { desired: desired_tx, restart: restart_tx, task }
 }
@@ -83,6 +83,8 @@ struct Syncer {
     current: Option<Desired>,
     /// (instance id, sha256) → why that instance rolled that binary back.
     rolled_back: BTreeMap<(String, String), String>,
+    /// Why the last listing of instances failed: logged when it changes, not per try.
+    list_error: Option<String>,
 }
 
 /// What one delivery to one instance came to.
@@ -121,12 +123,24 @@ impl Syncer {
         }
     }
 
-    async fn instances(&self) -> Option<Vec<Instance>> {
+    /// The instances, or why they cannot be listed. A failure is logged once until it
+    /// changes or clears; an unreachable target is not logged here (it says so itself).
+    async fn instances(&mut self) -> Result<Vec<Instance>, String> {
         match self.target.instances(&self.service).await {
-            Ok(list) => Some(list),
+            Ok(list) => {
+                if self.list_error.take().is_some() {
+                    tracing::info!(service = %self.service, "instances listed again");
+                }
+                Ok(list)
+            }
             Err(e) => {
-                tracing::warn!(service = %self.service, error = %e, "cannot list instances");
-                None
+                let message = e.to_string();
+                let unreachable = matches!(e, TargetError::Unreachable { .. });
+                if !unreachable && self.list_error.as_deref() != Some(message.as_str()) {
+                    tracing::warn!(service = %self.service, error = %message, "cannot list instances");
+                }
+                self.list_error = Some(message.clone());
+                Err(message)
             }
         }
     }
@@ -135,7 +149,7 @@ impl Syncer {
     /// it went. An instance whose shim reports the artifact's hash gets nothing: an
     /// edit that produced the same binary (an undone change) restarts no process.
     async fn sync(&mut self, desired: &Desired) {
-        let Some(all) = self.instances().await else { return };
+        let Ok(all) = self.instances().await else { return };
         if all.is_empty() {
             return;
         }
@@ -198,7 +212,7 @@ impl Syncer {
 
     /// Re-syncs instances that run another hash; refreshes their status.
     async fn reconcile(&mut self) {
-        let Some(instances) = self.instances().await else { return };
+        let Ok(instances) = self.instances().await else { return };
         let mut statuses = Vec::with_capacity(instances.len());
         for instance in &instances {
             let mut status = unknown_status(instance);
@@ -240,7 +254,18 @@ impl Syncer {
     }
 
     async fn restart_all(&mut self) {
-        let Some(instances) = self.instances().await else { return };
+        let instances = match self.instances().await {
+            Ok(instances) => instances,
+            Err(error) => {
+                self.hub.update_service(&self.service, "restart_failed", json!({"error": error}), |_| {});
+                return;
+            }
+        };
+        if instances.is_empty() {
+            let error = "no running instances to restart (not deployed yet, or no pod runs)";
+            self.hub.update_service(&self.service, "restart_failed", json!({"error": error}), |_| {});
+            return;
+        }
         for instance in &instances {
             match self.target.restart(instance).await {
                 Ok(reply) => {

@@ -27,6 +27,57 @@ pub struct StandStatus {
     /// The sequence number of the newest event this status includes (replay after it).
     pub event_seq: u64,
     pub services: Vec<ServiceStatus>,
+    /// Whether devd reaches the target (the kubernetes API server); `None` when devd
+    /// does not talk to one (docker target, no Kubernetes config, no live sync).
+    #[serde(default)]
+    pub target_state: Option<TargetHealth>,
+}
+
+/// The target's reachability, as the stand's readiness and `devd status` show it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TargetHealth {
+    pub state: TargetState,
+    /// Why it is not reachable (and what to do), or what devd is waiting for.
+    pub reason: Option<String>,
+    /// When devd recorded this state.
+    pub since: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetState {
+    /// Nothing answered or failed yet.
+    Connecting,
+    Reachable,
+    Unreachable,
+}
+
+impl StandStatus {
+    /// Why the target is not usable now, if it is not.
+    pub fn target_unready(&self) -> Option<String> {
+        let t = self.target_state.as_ref()?;
+        match t.state {
+            TargetState::Reachable => None,
+            TargetState::Connecting | TargetState::Unreachable => {
+                Some(t.reason.clone().unwrap_or_else(|| format!("the {} target is not reachable", self.target)))
+            }
+        }
+    }
+
+    /// Ready for Tilt (the `devd` resource): the target answers and every service is
+    /// ready ([`ServiceStatus::readiness`]). Returns why not otherwise.
+    pub fn readiness(&self) -> Result<(), String> {
+        if let Some(reason) = self.target_unready() {
+            return Err(reason);
+        }
+        let waiting: Vec<String> =
+            self.services.iter().filter_map(|s| s.readiness().err().map(|r| format!("{}: {r}", s.name))).collect();
+        if waiting.is_empty() {
+            Ok(())
+        } else {
+            Err(waiting.join("; "))
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -377,5 +428,29 @@ mod tests {
         // JSON of an older devd (no `health`): deserializes as unreachable.
         let old: InstanceStatus = serde_json::from_str(r#"{"id":"c","url":null,"hash":null,"healthy":false,"detail":null}"#).unwrap();
         assert_eq!(old.health, Health::Unreachable);
+    }
+
+    #[test]
+    fn the_stand_is_ready_when_the_target_answers_and_every_service_is() {
+        let mut ok = service("a");
+        ok.build.state = BuildState::Ok;
+        ok.artifact = Some(ArtifactStatus { sha256: "abc".into(), ..ArtifactStatus::default() });
+        let mut stand = StandStatus { target: "kubernetes".into(), services: vec![ok, service("b")], ..StandStatus::default() };
+        assert_eq!(stand.readiness().unwrap_err(), "b: not built yet");
+        stand.services.pop();
+        assert!(stand.readiness().is_ok(), "no target state (docker target): services only");
+        let reason = "cannot reach the API server https://127.0.0.1:1 (context kind-stand): connection refused";
+        stand.target_state = Some(TargetHealth { state: TargetState::Unreachable, reason: Some(reason.into()), since: Utc::now() });
+        assert_eq!(stand.readiness().unwrap_err(), reason);
+        stand.target_state = Some(TargetHealth { state: TargetState::Reachable, reason: None, since: Utc::now() });
+        assert!(stand.readiness().is_ok());
+    }
+
+    #[test]
+    fn a_status_without_target_state_still_parses() {
+        // What a devd from before target_state answered.
+        let old = json!({"env": "local", "target": "kubernetes", "root": "/r", "started_at": null, "config_error": null, "event_seq": 3, "services": []});
+        let parsed: StandStatus = serde_json::from_value(old).expect("parses");
+        assert_eq!(parsed.target_state, None);
     }
 }

@@ -52,6 +52,10 @@ pub enum TargetError {
     DockerUnavailable(bollard::errors::Error),
     #[error("docker: {context}: {error}")]
     Docker { context: String, error: bollard::errors::Error },
+    /// Where the stand runs does not answer (the target says so itself, once per
+    /// change; callers need not log it again).
+    #[error("{target} target unreachable: {reason}")]
+    Unreachable { target: &'static str, reason: String },
     #[error("{0}")]
     Other(String),
 }
