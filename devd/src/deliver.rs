@@ -301,16 +301,9 @@ fn unknown_status(instance: &Instance) -> InstanceStatus {
 
 /// PUTs the artifact and, meanwhile, watches for the new hash answering /health.
 async fn deliver_one(target: &dyn Target, instance: &Instance, desired: &Desired) -> Outcome {
+    // Callers send only to instances whose shim said it runs another hash (`sync`
+    // partitions them, the reconcile pass compares): no second status round trip here.
     let mut status = unknown_status(instance);
-    // An instance that already runs this binary (a devd restart over a running stand)
-    // keeps its process: nothing is sent.
-    if let Ok(shim) = target.shim_status(instance).await {
-        if shim.pid.is_some() && shim.sha256.as_deref() == Some(desired.sha256.as_str()) {
-            status.hash = shim.sha256;
-            status.set_health(target.health(instance).await);
-            return Outcome { status, serving_at: Some(Instant::now()), error: None };
-        }
-    }
     let put = target.deliver(instance, &desired.path, &desired.sha256);
     tokio::pin!(put);
     let watch = serving(target, instance, &desired.sha256);
