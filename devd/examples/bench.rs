@@ -279,7 +279,7 @@ fn run() -> Result<(), String> {
             let t0 = Instant::now();
             let output = builder.build(&request, None).await.map_err(|e| e.message)?;
             let artifact = &output.artifacts[0];
-            docker.ensure(&service, artifact, &mut |_: &str| {}).await?;
+            docker.ensure(&service, artifact, &mut |_| {}).await?;
             let end = Instant::now() + Duration::from_secs(120);
             loop {
                 if Instant::now() > end {

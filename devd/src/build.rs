@@ -74,17 +74,82 @@ impl BuildConfig {
 }
 
 /// The recorder for [`BuildConfig::rustc_recorder`] when this process is devd: its own
-/// executable. `None` when `DEVD_RUSTC_REPLAY=0`, when the running program is not
-/// devd (a test or an example embedding the library), or when the environment
-/// already names a `RUSTC_WORKSPACE_WRAPPER` of its own.
+/// executable. `None` when the running program is not devd (a test or an example
+/// embedding the library).
+///
+/// With a recorder, devd's builds are its stand's own ([`stand_wrapper`]), also when
+/// nothing is recorded: with `DEVD_RUSTC_REPLAY=0`, or when the environment names a
+/// `RUSTC_WORKSPACE_WRAPPER` of its own (devd then runs that one in its place).
 pub fn rustc_recorder() -> Option<PathBuf> {
-    if std::env::var_os("DEVD_RUSTC_REPLAY").is_some_and(|v| v == "0")
-        || std::env::var_os("RUSTC_WORKSPACE_WRAPPER").is_some()
-    {
-        return None;
-    }
     let exe = std::env::current_exe().ok()?;
     (exe.file_name()? == "devd").then_some(exe)
+}
+
+/// Whether devd's cargo builds record their rustc command lines for [`crate::replay`]:
+/// not with `DEVD_RUSTC_REPLAY=0`, nor under a workspace wrapper of the user's (a
+/// replay would run rustc without it).
+fn records() -> bool {
+    !std::env::var_os("DEVD_RUSTC_REPLAY").is_some_and(|v| v == "0") && foreign_wrapper().is_none()
+}
+
+/// A `RUSTC_WORKSPACE_WRAPPER` in devd's environment (not one of devd's own links).
+fn foreign_wrapper() -> Option<std::ffi::OsString> {
+    std::env::var_os("RUSTC_WORKSPACE_WRAPPER")
+        .filter(|w| !w.is_empty() && Path::new(w).file_name() != Some(std::ffi::OsStr::new(WRAPPER_LINK)))
+}
+
+/// The name of devd's wrapper link in `<state dir>/bin`.
+const WRAPPER_LINK: &str = "devd-rustc-wrapper";
+
+/// What keeps devd's builds its stand's own, whatever else builds into the same cargo
+/// target dir (a test's temp copy of the stand, another checkout, a `cargo build` with
+/// other features): cargo names a workspace member's files by a hash of the package
+/// (its path relative to the workspace root, so a copy of the tree gets the same hash)
+/// and decides freshness by mtimes, so a copy's newer build of `service1` passes for
+/// the stand's. But cargo mixes the path of `RUSTC_WORKSPACE_WRAPPER` into the hash of
+/// workspace members, and only of those: devd runs as the wrapper through a link at
+/// `<root>/.stand/bin/devd-rustc-wrapper`, so every member's units are the stand's
+/// own files while registry crates (immutable sources, fingerprinted by version) are
+/// still shared and compiled once. The final binaries go to `<root>/.stand/target`
+/// (`CARGO_TARGET_DIR`; the shared target dir stays cargo's build dir,
+/// `CARGO_BUILD_BUILD_DIR`): cargo's uplifted `target/debug/<bin>` is shared too, and
+/// another build could replace it between cargo's exit and the copy into the store.
+fn stand_wrapper(state_dir: &Path, exe: &Path) -> std::io::Result<PathBuf> {
+    let dir = state_dir.join("bin");
+    let link = dir.join(WRAPPER_LINK);
+    if std::fs::read_link(&link).is_ok_and(|target| target == exe) {
+        return Ok(link);
+    }
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join(format!(".{WRAPPER_LINK}.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(exe, &tmp)?;
+    std::fs::rename(&tmp, &link)?;
+    Ok(link)
+}
+
+/// cargo's build dir for the workspace as the user's own `cargo build` has it
+/// (`cargo metadata`: `build_directory`, else `target_directory`), honouring
+/// `CARGO_TARGET_DIR` and `.cargo/config.toml`.
+async fn shared_build_dir(config: &BuildConfig) -> Result<PathBuf, BuildError> {
+    let mut cmd = Command::new(&config.cargo);
+    cmd.args(["metadata", "--format-version", "1", "--no-deps", "--manifest-path"])
+        .arg(config.workspace_root.join("Cargo.toml"))
+        .current_dir(&config.workspace_root)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(dir) = &config.target_dir {
+        cmd.env("CARGO_TARGET_DIR", dir);
+    }
+    let out = cmd.output().await.map_err(|e| io_error(format!("cannot run cargo metadata: {e}")))?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|_| {
+        BuildError::new(BuildErrorKind::Cargo, "cargo metadata failed", String::from_utf8_lossy(&out.stderr).into_owned())
+    })?;
+    json["build_directory"]
+        .as_str()
+        .or_else(|| json["target_directory"].as_str())
+        .map(PathBuf::from)
+        .ok_or_else(|| BuildError::new(BuildErrorKind::Cargo, "cargo metadata names no target directory", String::new()))
 }
 
 /// One service binary to build.
@@ -270,11 +335,18 @@ pub struct Builder {
     toolchain: std::sync::Arc<tokio::sync::OnceCell<(Toolchain, String)>>,
     /// The rustc command lines recorded from this builder's cargo runs.
     recipes: std::sync::Arc<std::sync::Mutex<Recipes>>,
+    /// cargo's build dir, shared with other builds ([`shared_build_dir`]), once known.
+    build_dir: std::sync::Arc<tokio::sync::OnceCell<PathBuf>>,
 }
 
 impl Builder {
     pub fn new(config: BuildConfig) -> Self {
-        Self { config, toolchain: std::sync::Arc::default(), recipes: std::sync::Arc::default() }
+        Self {
+            config,
+            toolchain: std::sync::Arc::default(),
+            recipes: std::sync::Arc::default(),
+            build_dir: std::sync::Arc::default(),
+        }
     }
 
     /// The units whose rustc command lines this builder holds: `<package> lib`,
@@ -379,18 +451,25 @@ impl Builder {
         let mut forget = ForgetRecipes { recipes: &self.recipes, armed: true };
         let records = match self.config.rustc_recorder.as_ref() {
             Some(recorder) if recorder.is_file() => {
-                cmd.env("RUSTC_WORKSPACE_WRAPPER", recorder);
-                match replay::make_record_dir(&self.config.state_dir.join("rustc-records")) {
-                    Ok(dir) => {
-                        cmd.env(replay::RECORD_DIR_ENV, &dir);
-                        Some(RecordDir(dir))
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot make a rustc record dir; this build records nothing");
-                        cmd.env(replay::RECORD_DIR_ENV, "");
-                        None
-                    }
+                // The stand's own units and binaries (see stand_wrapper).
+                let wrapper = stand_wrapper(&self.config.state_dir, recorder)
+                    .map_err(|e| io_error(format!("cannot link devd's rustc wrapper into {}: {e}", self.config.state_dir.display())))?;
+                let build_dir = self.build_dir.get_or_try_init(|| shared_build_dir(&self.config)).await?;
+                cmd.env("RUSTC_WORKSPACE_WRAPPER", wrapper)
+                    .env("CARGO_BUILD_BUILD_DIR", build_dir)
+                    .env("CARGO_TARGET_DIR", self.config.state_dir.join("target"));
+                if let Some(next) = foreign_wrapper() {
+                    cmd.env(replay::NEXT_WRAPPER_ENV, next);
                 }
+                let dir = if records() {
+                    replay::make_record_dir(&self.config.state_dir.join("rustc-records"))
+                        .map_err(|e| tracing::warn!(error = %e, "cannot make a rustc record dir; this build records nothing"))
+                        .ok()
+                } else {
+                    None
+                };
+                cmd.env(replay::RECORD_DIR_ENV, dir.as_deref().unwrap_or(Path::new("")));
+                dir.map(RecordDir)
             }
             Some(recorder) => {
                 tracing::warn!(recorder = %recorder.display(), "devd's executable is gone; building without recording");

@@ -147,12 +147,26 @@ pub fn render_error(error: &anyhow::Error) -> String {
     format!("error: {error:#}")
 }
 
-/// Logs to stderr, filtered by RUST_LOG (default: warnings, without kube's own line per
-/// failed request: devd reports those itself); colour only on a terminal and without
-/// `NO_COLOR`.
+/// The log filter for a RUST_LOG value (default: warnings). kube's own logging
+/// (`kube_client`'s `failed with error client error (Connect)` on every attempt,
+/// `kube_runtime`'s watcher errors) is off unless RUST_LOG names it: devd reports the
+/// API server's state itself, once per change.
+pub fn log_filter(rust_log: Option<&str>) -> String {
+    let base = rust_log.map(str::trim).filter(|s| !s.is_empty()).unwrap_or("warn");
+    let mut filter = base.to_owned();
+    for quiet in ["kube_client", "kube_runtime"] {
+        if !base.contains(quiet) {
+            filter.push_str(&format!(",{quiet}=off"));
+        }
+    }
+    filter
+}
+
+/// Logs to stderr, filtered by RUST_LOG (see [`log_filter`]).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,kube_client::client::builder=off"));
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(rust_log.as_deref()))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter(None)));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(crate::progress::colour_on_stderr())
@@ -508,6 +522,16 @@ mod tests {
     fn the_cli_definition_is_consistent() {
         use clap::CommandFactory as _;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn kube_logging_is_off_unless_rust_log_names_it() {
+        assert_eq!(log_filter(None), "warn,kube_client=off,kube_runtime=off");
+        assert_eq!(log_filter(Some("devd=debug")), "devd=debug,kube_client=off,kube_runtime=off");
+        assert_eq!(log_filter(Some("kube_client=debug")), "kube_client=debug,kube_runtime=off");
+        for f in [log_filter(None), log_filter(Some("info,kube_runtime=trace"))] {
+            assert!(tracing_subscriber::EnvFilter::try_new(&f).is_ok(), "{f}");
+        }
     }
 
     #[test]

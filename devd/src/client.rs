@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::statedir::{DaemonInfo, StateDir, StateError};
-use crate::status::{Event, ServiceStatus, StandStatus};
+use crate::status::{Event, Health, ServiceStatus, StandStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -116,9 +116,39 @@ fn instances_cell(service: &ServiceStatus) -> (String, String) {
     }
     let current = service.artifact.as_ref().map(|a| a.sha256.as_str());
     let synced = service.instances.iter().filter(|i| i.hash.as_deref() == current && current.is_some()).count();
-    let healthy = service.instances.iter().filter(|i| i.healthy).count();
     let total = service.instances.len();
-    (format!("{synced}/{total}"), format!("{healthy}/{total}"))
+    let count = |health: Health| service.instances.iter().filter(|i| i.health == health).count();
+    let mut health = format!("{}/{total}", count(Health::Ok));
+    for other in [Health::Degraded, Health::Unreachable] {
+        let n = count(other);
+        if n > 0 {
+            let _ = write!(health, ", {n} {}", other.as_str());
+        }
+    }
+    let mut sync = format!("{synced}/{total}");
+    if service.instances.iter().any(|i| i.detail.as_deref().is_some_and(|d| d.starts_with("rolled back"))) {
+        sync.push_str(", rolled back");
+    }
+    (sync, health)
+}
+
+/// One line per instance that has something to say: why its sync failed or was rolled
+/// back, why it is not healthy.
+fn instance_notes(service: &ServiceStatus) -> Vec<String> {
+    let mut notes = Vec::new();
+    for instance in &service.instances {
+        // A container id is 64 hex digits: its first 12, like `docker ps`; a pod name as it is.
+        let hex = instance.id.len() == 64 && instance.id.chars().all(|c| c.is_ascii_hexdigit());
+        let id: String = if hex { instance.id.chars().take(12).collect() } else { instance.id.clone() };
+        if let Some(detail) = &instance.detail {
+            notes.push(format!("{} instance {id}: {detail}", service.name));
+        }
+        if instance.health != Health::Ok {
+            let why = instance.health_detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+            notes.push(format!("{} instance {id}: {}{why}", service.name, instance.health.as_str()));
+        }
+    }
+    notes
 }
 
 /// The `devd status` table (pure: the caller prints it). Eight narrow columns fit 80
@@ -150,11 +180,24 @@ pub fn render_table(status: &StandStatus, now: DateTime<Utc>) -> String {
         column.set_padding((0, 2));
     }
     let mut out = format!("stand: env {} · target {} · {}\n", status.env, status.target, status.root);
+    if let Some(t) = &status.target_state {
+        let state = match t.state {
+            crate::status::TargetState::Connecting => "connecting",
+            crate::status::TargetState::Reachable => "reachable",
+            crate::status::TargetState::Unreachable => "UNREACHABLE",
+        };
+        let reason = t.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+        let _ = writeln!(out, "target {}: {state}{reason}", status.target);
+    }
     if let Some(error) = &status.config_error {
         let _ = writeln!(out, "stand.toml is invalid (running on the last good plan):\n  {error}");
     }
     for line in table.lines() {
         let _ = writeln!(out, "{}", line.trim_end());
+    }
+    let notes: Vec<String> = status.services.iter().flat_map(instance_notes).collect();
+    if !notes.is_empty() {
+        let _ = writeln!(out, "\n{}", notes.join("\n"));
     }
     for service in &status.services {
         if let Some(error) = &service.build.error {
@@ -171,7 +214,7 @@ fn indent(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{ArtifactStatus, BuildState, InstanceStatus};
+    use crate::status::{ArtifactStatus, BuildState, HealthReport, InstanceStatus};
 
     #[test]
     fn table_shows_build_artifact_instances_and_errors() {
@@ -180,7 +223,13 @@ mod tests {
         ok.build.state = BuildState::Ok;
         ok.build.finished_at = Some(now - chrono::Duration::seconds(5));
         ok.artifact = Some(ArtifactStatus { sha256: "0123456789abcdef".into(), ..ArtifactStatus::default() });
-        ok.instances = vec![InstanceStatus { id: "c".into(), hash: Some("0123456789abcdef".into()), healthy: true, ..Default::default() }];
+        ok.instances = vec![InstanceStatus {
+            id: "c".into(),
+            hash: Some("0123456789abcdef".into()),
+            healthy: true,
+            health: Health::Ok,
+            ..Default::default()
+        }];
         ok.last_edit_to_artifact_ms = Some(812);
         let mut failed = ServiceStatus { name: "service2".into(), ..ServiceStatus::default() };
         failed.build.state = BuildState::Failed;
@@ -195,5 +244,62 @@ mod tests {
         assert!(table.lines().all(|l| l.chars().count() <= 80), "fits 80 columns:\n{table}");
         assert!(lines[3].contains("service2") && lines[3].contains("failed"));
         assert!(table.contains("service2 build failed:\n  error: expected `;`"));
+        assert!(lines[2].contains("1/1") && !table.contains("instance c:"), "{table}");
+    }
+
+    fn synced_service(health: HealthReport, detail: Option<&str>) -> StandStatus {
+        let mut service = ServiceStatus { name: "service1".into(), ..ServiceStatus::default() };
+        service.build.state = BuildState::Ok;
+        service.artifact = Some(ArtifactStatus { sha256: "0123456789abcdef".into(), ..ArtifactStatus::default() });
+        let mut instance = InstanceStatus {
+            id: format!("4f1c2e3d5a6b{}", "0".repeat(52)),
+            hash: Some("0123456789abcdef".into()),
+            detail: detail.map(str::to_owned),
+            ..Default::default()
+        };
+        instance.set_health(health);
+        service.instances = vec![instance];
+        StandStatus { env: "local".into(), target: "docker".into(), services: vec![service], ..StandStatus::default() }
+    }
+
+    #[test]
+    fn table_shows_a_degraded_instance_as_degraded_with_the_reason() {
+        let body = br#"{"status":"degraded","message":"database unavailable: connection refused"}"#;
+        let table = render_table(&synced_service(HealthReport::from_answer(200, body), None), Utc::now());
+        let row = table.lines().find(|l| l.starts_with("service1")).unwrap();
+        assert!(row.contains("0/1, 1 degraded"), "{table}");
+        assert!(table.contains("service1 instance 4f1c2e3d5a6b: degraded: database unavailable: connection refused"), "{table}");
+    }
+
+    #[test]
+    fn table_shows_why_a_binary_was_rolled_back() {
+        let mut status = synced_service(HealthReport { health: Health::Ok, detail: None }, None);
+        status.services[0].artifact.as_mut().unwrap().sha256 = "fedcba9876543210".into();
+        status.services[0].instances[0].detail =
+            Some("rolled back fedcba987654: new binary exited 2 ms after start (exit code 3)".into());
+        let table = render_table(&status, Utc::now());
+        let row = table.lines().find(|l| l.starts_with("service1")).unwrap();
+        assert!(row.contains("0/1, rolled back") && row.contains("1/1"), "{table}");
+        assert!(
+            table.contains("service1 instance 4f1c2e3d5a6b: rolled back fedcba987654: new binary exited 2 ms after start (exit code 3)"),
+            "{table}"
+        );
+        assert!(!table.contains("target docker:"), "no target state, no line");
+    }
+
+    #[test]
+    fn table_says_when_the_target_is_unreachable() {
+        let reason = "cannot reach the API server https://127.0.0.1:6443 (context kind-stand): connection refused";
+        let status = StandStatus {
+            target: "kubernetes".into(),
+            target_state: Some(crate::status::TargetHealth {
+                state: crate::status::TargetState::Unreachable,
+                reason: Some(reason.into()),
+                since: Utc::now(),
+            }),
+            ..StandStatus::default()
+        };
+        let table = render_table(&status, Utc::now());
+        assert_eq!(table.lines().nth(1), Some(format!("target kubernetes: UNREACHABLE: {reason}").as_str()), "{table}");
     }
 }

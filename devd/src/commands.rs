@@ -80,6 +80,11 @@ fn env_or_default(place: &Place, env: Option<String>) -> anyhow::Result<(crate::
 
 pub async fn up(place: &Place, args: UpArgs) -> anyhow::Result<()> {
     let (stand, env) = env_or_default(place, args.env)?;
+    // Refused before anything is deployed; the daemon takes the lock itself.
+    let root = place.root.canonicalize().unwrap_or_else(|_| place.root.clone());
+    if let Some(holder) = StateDir::new(&root).running() {
+        return Err(crate::statedir::StateError::Running { root, holder }.into());
+    }
     let env_target = plan::resolve(&stand, &env, "")?.target;
     let choice = crate::target::choice::choose(&env, env_target, parse_target(args.target.as_deref()), args.no_deploy).await?;
     if let Some(note) = &choice.note {
@@ -330,10 +335,17 @@ pub struct DownArgs {
     pub volumes: bool,
 }
 
-/// `devd down`: removes what the docker target created for the environment.
+/// How long `devd down` waits for a running devd of the environment to stop.
+const STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `devd down`: removes what the docker target created for the environment. A devd
+/// running that environment on this root is stopped first (SIGTERM, then its lock is
+/// awaited): it would bring back what is removed.
 pub async fn down(place: &Place, args: DownArgs) -> anyhow::Result<()> {
     let (stand, env) = env_or_default(place, args.env)?;
     let plan = plan::resolve(&stand, &env, "")?;
+    let root = place.root.canonicalize().unwrap_or_else(|_| place.root.clone());
+    stop_daemon(&StateDir::new(&root), &env).await?;
     let target = crate::target::docker::DockerTarget::connect(&plan.stand, &plan.env, "").await?;
     let removed = target.down(args.volumes).await?;
     if removed.is_empty() {
@@ -342,6 +354,37 @@ pub async fn down(place: &Place, args: DownArgs) -> anyhow::Result<()> {
     for what in removed {
         println!("removed {what}");
     }
+    Ok(())
+}
+
+/// Stops the devd running `env` on this root, if one does, and waits until it is gone.
+async fn stop_daemon(state: &StateDir, env: &str) -> anyhow::Result<()> {
+    let Some(holder) = state.running() else { return Ok(()) };
+    if holder.pid == 0 {
+        anyhow::bail!("a devd is starting for this stand; run `devd down` again once it is up (or stop it)");
+    }
+    if holder.env != env {
+        return Ok(()); // it runs another environment, whose containers are not removed
+    }
+    let started = std::time::Instant::now();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(holder.pid).context("pid out of range")?);
+    eprintln!("devd: stopping the devd that runs env {env} (pid {})", holder.pid);
+    match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => anyhow::bail!("cannot stop devd (pid {}): {e}", holder.pid),
+    }
+    // Bounded: STOP_DEADLINE in steps of 50 ms.
+    while state.running().is_some() {
+        if started.elapsed() > STOP_DEADLINE {
+            anyhow::bail!(
+                "devd (pid {}) did not stop within {} s; stop it (Ctrl-C where it runs) and run `devd down` again",
+                holder.pid,
+                STOP_DEADLINE.as_secs()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    eprintln!("devd: stopped (pid {}) in {} ms", holder.pid, started.elapsed().as_millis());
     Ok(())
 }
 

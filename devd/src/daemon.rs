@@ -68,6 +68,10 @@ pub struct DaemonConfig {
     pub progress: bool,
 }
 
+/// How long open API requests may run on after shutdown began (event streams end at
+/// once; this bounds anything else).
+const API_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// How often delivery reconciles instances with the current artifact.
 pub const RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1500);
 
@@ -91,6 +95,8 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
     let (_stand, plan) = load(&config)?;
     let root = config.root.canonicalize().unwrap_or_else(|_| config.root.clone());
     let state = StateDir::new(&root);
+    // Held until this function returns: one devd per root (see StateDir::lock_daemon).
+    let _lock = state.lock_daemon(&plan.env)?;
     let token = state.new_token()?;
     let graph = {
         let root = root.clone();
@@ -105,6 +111,7 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
         config_error: None,
         event_seq: 0,
         services: plan.services.iter().map(service_status).collect(),
+        target_state: None,
     });
 
     let port = config.port.unwrap_or(plan.api.port);
@@ -112,12 +119,13 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
     let listener = TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| DaemonError::Bind { addr, source })?;
     let (actions_tx, actions_rx) = mpsc::channel(16);
-    let app = api::app(ApiState { hub: hub.clone(), token: Arc::from(token), actions: actions_tx });
-    let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
+    let (stop_api_tx, stop_api_rx) = tokio::sync::watch::channel(false);
+    let app = api::app(ApiState { hub: hub.clone(), token: Arc::from(token), actions: actions_tx, stopping: stop_api_rx.clone() });
+    let mut server = tokio::spawn(async move {
+        let mut stop = stop_api_rx;
         let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stop_api_rx.await;
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
             })
             .await;
         if let Err(e) = served {
@@ -164,7 +172,7 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
     // Kubernetes config at all: devd builds only (and says so).
     let kube = match plan.target {
         config::Target::Kubernetes if plan.live_sync && kubernetes::config_available().await => Some(
-            KubeStand::connect(&plan)
+            KubeStand::connect(&plan, &hub)
                 .await
                 .map_err(|e| DaemonError::Target { target: "kubernetes".to_owned(), source: TargetError::Other(e.to_string()) })?,
         ),
@@ -209,8 +217,13 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
     if let Some(progress) = progress {
         progress.abort();
     }
-    let _ = stop_api_tx.send(());
-    let _ = server.await;
+    // The event streams end on this signal and the server stops taking connections;
+    // a request still running after the grace period is cut off.
+    let _ = stop_api_tx.send(true);
+    if tokio::time::timeout(API_GRACE, &mut server).await.is_err() {
+        tracing::warn!("status API requests still running after {API_GRACE:?}; closing them");
+        server.abort();
+    }
     state.clear_info(info.pid);
     Ok(())
 }
@@ -257,8 +270,9 @@ impl Loop {
             tokio::select! {
                 _ = keep_up.tick(), if self.docker.is_some() => {
                     if let Some(docker) = &self.docker {
-                        for service in docker.keep_up().await {
-                            self.hub.update_service(&service, "container_revived", json!({ "target": "docker" }), |_| {});
+                        for (service, component) in docker.keep_up().await {
+                            let detail = json!({ "target": "docker", "component": component });
+                            self.hub.update_service(&service, "container_revived", detail, |_| {});
                         }
                     }
                 }

@@ -5,15 +5,20 @@
 //! restarts the service process in every instance. The task
 //! - sends a new artifact to every instance's shim at once and, while the shim holds
 //!   the new binary on probation, polls the shim's status and the service's /health:
-//!   the moment the new hash answers healthy is "serving" (edit→serving is measured to
+//!   the moment the new hash answers /health (ok or degraded) is "serving" (edit→serving is measured to
 //!   it); the shim's 409 means the binary died at start and the old one serves again,
 //!   which the instance's status says;
 //! - reconciles every `interval`: lists the instances, asks each shim what it runs,
 //!   and re-sends the artifact to an instance that runs another hash (a container
 //!   restarted from its image). A hash an instance rolled back is not sent to it again.
 //!
+//! An instance that already runs the artifact's hash gets nothing (no upload, no
+//! restart); when that is every instance, the event is `delivery_skipped` with
+//! `reason: "unchanged"`.
+//!
 //! Status goes to the [`StatusHub`]: `instances`, `last_edit_to_serving_ms`, and events
-//! `sync_started`, `synced`, `sync_failed`, `resync`, `restarted`, `restart_failed`.
+//! `sync_started`, `synced`, `delivery_skipped`, `sync_failed`, `resync`, `restarted`,
+//! `restart_failed`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,8 +29,8 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::status::{InstanceStatus, StatusHub};
-use crate::target::{Instance, ShimError, Target};
+use crate::status::{HealthReport, InstanceStatus, StatusHub};
+use crate::target::{Instance, ShimError, Target, TargetError};
 
 /// How long a new binary may take to answer /health after the swap.
 const SERVING_DEADLINE: Duration = Duration::from_secs(30);
@@ -66,7 +71,7 @@ impl Drop for SyncHandle {
 pub fn spawn(service: String, target: Arc<dyn Target>, hub: StatusHub, interval: Duration) -> SyncHandle {
     let (desired_tx, desired_rx) = watch::channel(None);
     let (restart_tx, restart_rx) = mpsc::channel(4);
-    let syncer = Syncer { service, target, hub, current: None, rolled_back: BTreeMap::new() };
+    let syncer = Syncer { service, target, hub, current: None, rolled_back: BTreeMap::new(), list_error: None };
     let task = tokio::spawn(syncer.run(desired_rx, restart_rx, interval));
     SyncHandle { desired: desired_tx, restart: restart_tx, task }
 }
@@ -78,6 +83,8 @@ struct Syncer {
     current: Option<Desired>,
     /// (instance id, sha256) → why that instance rolled that binary back.
     rolled_back: BTreeMap<(String, String), String>,
+    /// Why the last listing of instances failed: logged when it changes, not per try.
+    list_error: Option<String>,
 }
 
 /// What one delivery to one instance came to.
@@ -116,24 +123,61 @@ impl Syncer {
         }
     }
 
-    async fn instances(&self) -> Option<Vec<Instance>> {
+    /// The instances, or why they cannot be listed. A failure is logged once until it
+    /// changes or clears; an unreachable target is not logged here (it says so itself).
+    async fn instances(&mut self) -> Result<Vec<Instance>, String> {
         match self.target.instances(&self.service).await {
-            Ok(list) => Some(list),
+            Ok(list) => {
+                if self.list_error.take().is_some() {
+                    tracing::info!(service = %self.service, "instances listed again");
+                }
+                Ok(list)
+            }
             Err(e) => {
-                tracing::warn!(service = %self.service, error = %e, "cannot list instances");
-                None
+                let message = e.to_string();
+                let unreachable = matches!(e, TargetError::Unreachable { .. });
+                if !unreachable && self.list_error.as_deref() != Some(message.as_str()) {
+                    tracing::warn!(service = %self.service, error = %message, "cannot list instances");
+                }
+                self.list_error = Some(message.clone());
+                Err(message)
             }
         }
     }
 
-    /// Sends `desired` to every instance and records how it went.
+    /// Sends `desired` to every instance that does not run it already, and records how
+    /// it went. An instance whose shim reports the artifact's hash gets nothing: an
+    /// edit that produced the same binary (an undone change) restarts no process.
     async fn sync(&mut self, desired: &Desired) {
-        let Some(instances) = self.instances().await else { return };
-        if instances.is_empty() {
+        let Ok(all) = self.instances().await else { return };
+        if all.is_empty() {
             return;
         }
         let short = short(&desired.sha256);
-        self.hub.update_service(&self.service, "sync_started", json!({"sha256": desired.sha256, "instances": instances.len()}), |_| {});
+        let running = futures_util::future::join_all(all.iter().map(|i| self.target.shim_status(i))).await;
+        let (unchanged, instances): (Vec<_>, Vec<_>) = all.into_iter().zip(running).partition(|(_, shim)| {
+            matches!(shim, Ok(s) if s.sha256.as_deref() == Some(desired.sha256.as_str()) && s.pid.is_some())
+        });
+        let instances: Vec<Instance> = instances.into_iter().map(|(i, _)| i).collect();
+        let mut unchanged_statuses = Vec::with_capacity(unchanged.len());
+        for (instance, _) in &unchanged {
+            let mut status = unknown_status(instance);
+            status.hash = Some(desired.sha256.clone());
+            status.set_health(self.target.health(instance).await);
+            unchanged_statuses.push(status);
+        }
+        if instances.is_empty() {
+            tracing::info!(service = %self.service, sha256 = %short, "every instance runs this binary already: nothing delivered");
+            let detail = json!({"sha256": desired.sha256, "instances": unchanged_statuses.len(), "reason": "unchanged"});
+            self.hub.update_service(&self.service, "delivery_skipped", detail, |s| s.instances = unchanged_statuses);
+            return;
+        }
+        self.hub.update_service(
+            &self.service,
+            "sync_started",
+            json!({"sha256": desired.sha256, "instances": instances.len(), "unchanged": unchanged_statuses.len()}),
+            |_| {},
+        );
         let deliveries = instances.iter().map(|i| deliver_one(self.target.as_ref(), i, desired));
         let outcomes = futures_util::future::join_all(deliveries).await;
         for (instance, outcome) in instances.iter().zip(&outcomes) {
@@ -144,7 +188,7 @@ impl Syncer {
             }
         }
         let failed: Vec<String> = outcomes.iter().filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.status.id))).collect();
-        let statuses: Vec<InstanceStatus> = outcomes.iter().map(|o| o.status.clone()).collect();
+        let statuses: Vec<InstanceStatus> = outcomes.iter().map(|o| o.status.clone()).chain(unchanged_statuses).collect();
         if failed.is_empty() {
             let serving = outcomes.iter().filter_map(|o| o.serving_at).max();
             let edit_to_serving = match (desired.first_event_at, serving) {
@@ -168,14 +212,17 @@ impl Syncer {
 
     /// Re-syncs instances that run another hash; refreshes their status.
     async fn reconcile(&mut self) {
-        let Some(instances) = self.instances().await else { return };
+        let Ok(instances) = self.instances().await else { return };
         let mut statuses = Vec::with_capacity(instances.len());
         for instance in &instances {
             let mut status = unknown_status(instance);
             match self.target.shim_status(instance).await {
                 Ok(shim) => {
                     status.hash = shim.sha256.clone();
-                    status.healthy = shim.pid.is_some() && self.target.healthy(instance).await;
+                    status.set_health(match shim.pid {
+                        Some(_) => self.target.health(instance).await,
+                        None => HealthReport::unreachable("the shim runs no service process"),
+                    });
                     if let Some(current) = self.current.clone() {
                         let key = (instance.id.clone(), current.sha256.clone());
                         let rejected_here =
@@ -207,7 +254,18 @@ impl Syncer {
     }
 
     async fn restart_all(&mut self) {
-        let Some(instances) = self.instances().await else { return };
+        let instances = match self.instances().await {
+            Ok(instances) => instances,
+            Err(error) => {
+                self.hub.update_service(&self.service, "restart_failed", json!({"error": error}), |_| {});
+                return;
+            }
+        };
+        if instances.is_empty() {
+            let error = "no running instances to restart (not deployed yet, or no pod runs)";
+            self.hub.update_service(&self.service, "restart_failed", json!({"error": error}), |_| {});
+            return;
+        }
         for instance in &instances {
             match self.target.restart(instance).await {
                 Ok(reply) => {
@@ -243,6 +301,8 @@ fn unknown_status(instance: &Instance) -> InstanceStatus {
 
 /// PUTs the artifact and, meanwhile, watches for the new hash answering /health.
 async fn deliver_one(target: &dyn Target, instance: &Instance, desired: &Desired) -> Outcome {
+    // Callers send only to instances whose shim said it runs another hash (`sync`
+    // partitions them, the reconcile pass compares): no second status round trip here.
     let mut status = unknown_status(instance);
     let put = target.deliver(instance, &desired.path, &desired.sha256);
     tokio::pin!(put);
@@ -261,8 +321,8 @@ async fn deliver_one(target: &dyn Target, instance: &Instance, desired: &Desired
                 serving_at = Some(watch.await);
             }
             status.hash = reply.sha256.or_else(|| Some(desired.sha256.clone()));
-            status.healthy = target.healthy(instance).await;
-            if !status.healthy {
+            status.set_health(target.health(instance).await);
+            if !status.health.answers() {
                 status.detail = Some("not answering /health".to_owned());
             }
             Outcome { status, serving_at, error: None }
@@ -276,7 +336,7 @@ async fn deliver_one(target: &dyn Target, instance: &Instance, desired: &Desired
             if let Ok(shim) = target.shim_status(instance).await {
                 status.hash = shim.sha256;
             }
-            status.healthy = target.healthy(instance).await;
+            status.set_health(target.health(instance).await);
             status.detail = Some(message.clone());
             Outcome { status, serving_at: None, error: Some(message) }
         }
@@ -289,7 +349,8 @@ async fn serving(target: &dyn Target, instance: &Instance, sha256: &str) -> Inst
     let end = Instant::now() + SERVING_DEADLINE;
     loop {
         let runs = matches!(target.shim_status(instance).await, Ok(s) if s.sha256.as_deref() == Some(sha256) && s.pid.is_some());
-        if runs && target.healthy(instance).await {
+        // Degraded counts: the new binary runs and answers; its database is another matter.
+        if runs && target.health(instance).await.health.answers() {
             return Instant::now();
         }
         if Instant::now() >= end {

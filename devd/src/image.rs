@@ -24,6 +24,8 @@ pub const DOCKERFILE_PATH: &str = "devd/docker/Dockerfile";
 pub const LABEL_SERVICE: &str = "dev.stand.service";
 /// sha256 of the service binary baked into the image.
 pub const LABEL_BINARY_SHA: &str = "dev.stand.binary-sha256";
+/// sha256 of what makes the image other than the service binary ([`input_hash`]).
+pub const LABEL_INPUTS: &str = "dev.stand.inputs";
 pub const SHIM_PACKAGE: &str = "stand-shim";
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +164,26 @@ fn read(path: &Path) -> Result<Vec<u8>, ImageError> {
 
 /// The build context as a tar, in memory.
 pub fn context_tar(spec: &ImageSpec) -> Result<Vec<u8>, ImageError> {
+    context_tar_with(spec, &read(&spec.binary)?)
+}
+
+/// sha256 of the image's inputs other than the service binary: the build context with
+/// the binary's bytes left out (the Dockerfile as sent, the files of its directory, the
+/// shim, the binary's name), the build args, and `base_id`, the base image's id when
+/// it is known (a base re-tagged to another image is another input). The docker target
+/// rebuilds a dev image only when this changes: the service binary reaches running
+/// containers through the shim, and an image with an older binary is re-synced.
+pub fn input_hash(spec: &ImageSpec, base_id: Option<&str>) -> Result<String, ImageError> {
+    let mut hasher = Sha256::new();
+    hasher.update(context_tar_with(spec, b"")?);
+    for part in [spec.service.as_str(), spec.base_image.as_deref().unwrap_or(""), base_id.unwrap_or("")] {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn context_tar_with(spec: &ImageSpec, binary: &[u8]) -> Result<Vec<u8>, ImageError> {
     let (dockerfile_text, context_dir) = match &spec.dockerfile {
         Some(path) => {
             let text = String::from_utf8_lossy(&read(path)?).into_owned();
@@ -210,7 +232,7 @@ pub fn context_tar(spec: &ImageSpec) -> Result<Vec<u8>, ImageError> {
         tar.append_data(&mut header, name, data).map_err(io)
     };
     append("Dockerfile", 0o644, render_dockerfile(&dockerfile_text, &spec.binary_name).as_bytes())?;
-    append(&format!("app/{}", spec.binary_name), 0o755, &read(&spec.binary)?)?;
+    append(&format!("app/{}", spec.binary_name), 0o755, binary)?;
     append("app/stand-shim", 0o755, &read(&spec.shim)?)?;
     tar.into_inner().map_err(io)
 }

@@ -160,6 +160,7 @@ impl Progress {
                 let ms = d["duration_ms"].as_u64().unwrap_or(0);
                 one(format!("{what} {} {verb} in {}", text(d, "name"), duration(ms)), Kind::Stage)
             }
+            "image_kept" => one(format!("image {} kept: built before from the same Dockerfile, base image and shim", text(d, "name")), Kind::Stage),
             "image_progress" if !state.served => {
                 let line: String = text(d, "line").chars().take(60).collect();
                 one(format!("image: {line}"), Kind::Count)

@@ -61,9 +61,13 @@ use crate::graph::PackageName;
 /// Set (to the record directory) only in the environment of devd's own cargo builds.
 pub const RECORD_DIR_ENV: &str = "__STAND_RUSTC_RECORD_DIR";
 
+/// Set in devd's cargo builds when devd's environment names a `RUSTC_WORKSPACE_WRAPPER`
+/// of its own: the wrapper runs that one (`<it> rustc <args>`) instead of rustc.
+pub const NEXT_WRAPPER_ENV: &str = "__STAND_NEXT_WRAPPER";
+
 /// Variables of a recorded environment that a replay leaves out: the jobserver of a
 /// cargo that has exited.
-const STALE_ENV: &[&str] = &["CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS", RECORD_DIR_ENV];
+const STALE_ENV: &[&str] = &["CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS", RECORD_DIR_ENV, NEXT_WRAPPER_ENV];
 
 /// How many lines of a replay's stderr (non-diagnostic lines) are kept.
 const TAIL_LINES: usize = 50;
@@ -86,7 +90,16 @@ pub fn wrapper_main() -> Option<ExitCode> {
             eprintln!("devd: cannot record the rustc invocation in {}: {e}", Path::new(&dir).display());
         }
     }
-    let error = std::os::unix::process::CommandExt::exec(std::process::Command::new(&rustc).args(&args));
+    let mut command = match std::env::var_os(NEXT_WRAPPER_ENV).filter(|w| !w.is_empty()) {
+        Some(next) => {
+            let mut command = std::process::Command::new(next);
+            command.arg(&rustc);
+            command
+        }
+        None => std::process::Command::new(&rustc),
+    };
+    command.args(&args).env_remove(NEXT_WRAPPER_ENV);
+    let error = std::os::unix::process::CommandExt::exec(&mut command);
     eprintln!("devd: cannot run {}: {error}", Path::new(&rustc).display());
     Some(ExitCode::from(1))
 }

@@ -21,6 +21,39 @@ pub enum StateError {
     NotRunning { root: PathBuf, path: PathBuf },
     #[error("{path} is not valid: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error(
+        "a devd is already running for {root} ({holder}); one devd per stand root: stop it first (Ctrl-C where it runs, or `kill {pid}`)",
+        holder = holder.describe(),
+        pid = holder.pid
+    )]
+    Running { root: PathBuf, holder: Holder },
+}
+
+/// The devd that holds a root's daemon lock, as it wrote itself into the lock file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Holder {
+    /// 0 while the holder has not written itself yet (it is starting).
+    pub pid: u32,
+    pub env: String,
+}
+
+impl Holder {
+    fn describe(&self) -> String {
+        if self.pid == 0 {
+            "starting".to_owned()
+        } else {
+            format!("pid {}, env {}", self.pid, self.env)
+        }
+    }
+}
+
+/// The running daemon's hold on its root (`.stand/devd.lock`, an exclusive flock held
+/// until the process ends, however it ends): at most one `devd up` per stand root, so
+/// `.stand/devd.json` and `.stand/token` are always the running one's, and `devd down`
+/// can wait for the daemon to be gone.
+#[derive(Debug)]
+pub struct DaemonLock {
+    _file: nix::fcntl::Flock<fs::File>,
 }
 
 /// Where a running daemon can be reached.
@@ -53,6 +86,46 @@ impl StateDir {
 
     pub fn info_path(&self) -> PathBuf {
         self.dir.join("devd.json")
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        self.dir.join("devd.lock")
+    }
+
+    /// Takes the daemon lock for a devd of `env` (this process), or names the devd that
+    /// holds it.
+    pub fn lock_daemon(&self, env: &str) -> Result<DaemonLock, StateError> {
+        use nix::fcntl::{Flock, FlockArg};
+        self.ensure()?;
+        let path = self.lock_path();
+        let write = |source| StateError::Write { path: path.clone(), source };
+        let file = fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&path).map_err(write)?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut lock) => {
+                let holder = Holder { pid: std::process::id(), env: env.to_owned() };
+                let json = serde_json::to_vec(&holder).unwrap_or_default();
+                lock.set_len(0).and_then(|()| lock.write_all(&json)).and_then(|()| lock.sync_all()).map_err(write)?;
+                Ok(DaemonLock { _file: lock })
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                Err(StateError::Running { root: self.root.clone(), holder: self.running().unwrap_or_default() })
+            }
+            Err((_, errno)) => Err(write(std::io::Error::from(errno))),
+        }
+    }
+
+    /// The devd that holds the daemon lock, if one runs.
+    pub fn running(&self) -> Option<Holder> {
+        use nix::fcntl::{Flock, FlockArg};
+        let file = fs::File::open(self.lock_path()).ok()?;
+        match Flock::lock(file, FlockArg::LockSharedNonblock) {
+            Ok(_free) => None,
+            Err((mut file, _)) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                Some(serde_json::from_str(&text).unwrap_or_default())
+            }
+        }
     }
 
     pub fn artifacts(&self) -> PathBuf {
@@ -138,6 +211,24 @@ mod tests {
         let mode = fs::metadata(state.token_path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_ne!(state.new_token().unwrap(), token, "every start gets a new token");
+    }
+
+    #[test]
+    fn one_daemon_lock_per_root_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        assert_eq!(state.running(), None);
+        let lock = state.lock_daemon("local").unwrap();
+        let holder = Holder { pid: std::process::id(), env: "local".into() };
+        assert_eq!(state.running(), Some(holder));
+        let err = state.lock_daemon("test").unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, StateError::Running { .. }), "{message}");
+        assert!(message.contains(&format!("pid {}, env local", std::process::id())), "{message}");
+        drop(lock);
+        assert_eq!(state.running(), None);
+        let _again = state.lock_daemon("test").unwrap();
+        assert_eq!(state.running().map(|h| h.env), Some("test".to_owned()));
     }
 
     #[test]

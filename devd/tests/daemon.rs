@@ -694,3 +694,107 @@ fn target_choice_with_neither_says_what_to_install_and_target_still_wins() {
     let _ = forced.wait();
     assert_eq!(target, "kubernetes");
 }
+
+/// What devd builds is what is in its stand's tree, whatever else builds into the same
+/// cargo target dir: here a copy of the stand with an edited svc1 builds there first
+/// (as the docker tests do with temp copies of this repository), then the stand's own
+/// devd builds, and then devd runs on the stand.
+#[test]
+fn a_copy_building_into_the_same_target_dir_never_leaks_into_the_stands_binaries() {
+    let original = stand();
+    let copy = stand();
+    let shared = tempfile::tempdir().unwrap();
+    let build = |fx: &Fixture| -> Value {
+        let out = Command::new(DEVD)
+            .args(["build", "svc1", "--json"])
+            .current_dir(&fx.root)
+            .env("CARGO_TARGET_DIR", shared.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap().remove(0)
+    };
+    let output_of = |path: &str| String::from_utf8_lossy(&Command::new(path).output().unwrap().stdout).trim().to_owned();
+
+    edit(&copy, "services/svc1/src/main.rs", "\"svc1 {}\"", "\"svc1 from the copy {}\"");
+    let copied = build(&copy);
+    assert!(output_of(copied["path"].as_str().unwrap()).starts_with("svc1 from the copy"), "the copy built its edit");
+    let own = build(&original);
+    let served = output_of(own["path"].as_str().unwrap());
+    assert!(served.starts_with("svc1 ") && !served.contains("copy"), "devd built the copy's svc1 for the stand: {served:?}");
+    assert_ne!(own["sha256"], copied["sha256"]);
+
+    // The daemon on the stand, after the copy built once more: the stand's binary.
+    edit(&copy, "services/svc1/src/main.rs", "\"svc1 from the copy {}\"", "\"svc1 from the copy again {}\"");
+    build(&copy);
+    let log = std::fs::File::create(original.path("devd.log")).unwrap();
+    let child = Command::new(DEVD)
+        .args(["up", "--env", "local", "--port", "0"])
+        .current_dir(&original.root)
+        .env("CARGO_TARGET_DIR", shared.path())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let info: Value = poll_until(Duration::from_secs(30), || {
+        serde_json::from_str(&std::fs::read_to_string(original.path(".stand/devd.json")).ok()?).ok()
+    })
+    .unwrap_or_else(|| panic!("devd did not come up:\n{}", log_of(&original)));
+    let token = std::fs::read_to_string(original.path(".stand/token")).unwrap();
+    let devd = Devd { child, url: info["url"].as_str().unwrap().to_owned(), token, http: reqwest::blocking::Client::new() };
+    let status = devd.wait(&original, "the first builds", |s| build_count(s, "svc1") == 1);
+    assert_eq!(sha(&status, "svc1"), own["sha256"].as_str().unwrap(), "the daemon's build is the stand's");
+    let path = devd.service("svc1")["artifact"]["path"].as_str().unwrap().to_owned();
+    assert_eq!(output_of(&path), served);
+}
+
+/// SIGTERM (and Ctrl-C) end `devd up` promptly even while `devd status --watch`
+/// clients hold the event stream open: the streams end, the server stops, the state
+/// file is removed.
+#[test]
+fn sigterm_and_sigint_end_open_event_streams_and_exit_within_two_seconds() {
+    let fx = stand();
+    for signal in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGINT] {
+        stops_promptly_with_open_streams(&fx, signal);
+    }
+}
+
+fn stops_promptly_with_open_streams(fx: &Fixture, signal: nix::sys::signal::Signal) {
+    use std::io::{Read as _, Write as _};
+    const CLIENTS: usize = 50;
+    let (mut devd, _) = started_up(fx);
+    let addr = devd.url.trim_start_matches("http://").to_owned();
+    let mut streams = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(stream, "GET /api/v1/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+        // Read until the first event of the replayed history: the stream is open.
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("\ndata:") {
+            let n = stream.read(&mut buf).expect("SSE bytes");
+            assert!(n > 0, "the stream closed early: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
+        streams.push(stream);
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(devd.child.id()).unwrap());
+    let sent = std::time::Instant::now();
+    nix::sys::signal::kill(pid, signal).unwrap();
+    let exited = poll_until(Duration::from_secs(10), || devd.child.try_wait().unwrap());
+    let took = sent.elapsed();
+    eprintln!("devd exited {took:?} after {signal} with {CLIENTS} open event streams");
+    let status = exited.unwrap_or_else(|| panic!("devd still runs 10 s after {signal} with {CLIENTS} SSE clients:\n{}", log_of(fx)));
+    assert!(status.success(), "{status:?}\n{}", log_of(fx));
+    assert!(took < Duration::from_secs(2), "devd took {took:?} to exit after {signal}\n{}", log_of(fx));
+    // Every stream was ended by the server (EOF), not left hanging.
+    for mut stream in streams {
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).expect("the server closed the stream");
+    }
+    assert!(!fx.path(".stand/devd.json").exists(), "the state file is removed on shutdown");
+}

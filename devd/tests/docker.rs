@@ -123,7 +123,7 @@ package = "service1"
 path = "services/service1"
 port = 5001
 database = true
-image = "standtest-{name}/service1"
+image = "stand/service1"
 
 [env.{env}]
 services = ["service1"]
@@ -134,7 +134,7 @@ database = {database}
 "#
         );
         std::fs::write(root.join("stand.toml"), stand_toml).expect("stand.toml");
-        Stand { _dir: dir, root, name: name.clone(), env: env.to_owned(), devd: None, url: String::new(), images: vec![format!("standtest-{name}/service1:dev")] }
+        Stand { _dir: dir, root, name: name.clone(), env: env.to_owned(), devd: None, url: String::new(), images: vec![format!("{name}/service1:dev")] }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -198,6 +198,13 @@ database = {database}
             let instances = s["instances"].as_array().cloned().unwrap_or_default();
             !sha.is_null() && instances.len() == 1 && instances[0]["hash"] == *sha && instances[0]["healthy"] == true
         })
+    }
+
+    /// `devd status` as a person sees it.
+    fn table(&self) -> String {
+        let out = self.command().arg("status").output().expect("devd status");
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn service_url(&self) -> String {
@@ -439,6 +446,11 @@ fn docker_target_syncs_edits_into_the_running_container() {
     wait_message(&stand, "hello from the edited service1", EDIT_DEADLINE);
     let ready = get(&format!("{}/api/v1/services/service1/ready", stand.url)).expect("ready");
     assert_eq!(ready.0, 503, "{ready:?}");
+    // The table says it too, with the shim's reason.
+    let table = stand.table();
+    assert!(table.contains("0/1 synced, rolled back"), "{table}");
+    let note = table.lines().find(|l| l.starts_with("service1 instance") && l.contains("rolled back")).unwrap_or_default();
+    assert!(note.contains("after start (exit code 3)"), "the table lacks the rollback's reason: {table}");
     stand.edit("services/service1/src/main.rs", "\n    eprintln!(\"refusing to start\");\n    std::process::exit(3);", "");
     stand.wait_synced("the repaired binary", EDIT_DEADLINE);
     assert_eq!(stand.container_identity(), before, "rollbacks happen inside the container");
@@ -469,9 +481,34 @@ fn docker_target_syncs_edits_into_the_running_container() {
     assert!(restarted["detail"]["pid"].as_i64().is_some(), "{restarted}");
     stand.wait_synced("the service after a restart", EDIT_DEADLINE);
 
+    // 5b. The database refuses the service: the instance is degraded (not healthy) in the
+    //     JSON, the table and the readiness answer, which stays 200 (docs/CONTRACTS.md).
+    let database = format!("{}-e2e-postgres-service1", stand.name);
+    let psql = |sql: &str| {
+        let script = format!("psql -v ON_ERROR_STOP=1 -U \"$POSTGRES_USER\" -d postgres -c \"{sql}\"");
+        let out = docker(&["exec", &database, "sh", "-c", &script]);
+        assert!(out.status.success(), "{sql}: {}", text(&out));
+    };
+    psql("ALTER DATABASE \\\"$POSTGRES_DB\\\" ALLOW_CONNECTIONS false");
+    psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$POSTGRES_DB' AND pid <> pg_backend_pid()");
+    // The service sees its connection end at once; devd reconciles every 1.5 s.
+    let degraded = stand.wait("the degraded instance", Duration::from_secs(30), |s| s["instances"][0]["health"] == "degraded");
+    assert_eq!(degraded["instances"][0]["healthy"], false, "{degraded:#}");
+    let why = degraded["instances"][0]["health_detail"].as_str().unwrap_or_default();
+    assert!(why.contains("database unavailable"), "{degraded:#}");
+    let (code, ready) = get(&format!("{}/api/v1/services/service1/ready", stand.url)).expect("ready");
+    assert_eq!((code, &ready["health"]), (200, &json!("degraded")), "{ready}");
+    assert!(ready["reason"].as_str().is_some_and(|r| r.contains("is degraded: database unavailable")), "{ready}");
+    let table = stand.table();
+    let row = table.lines().find(|l| l.starts_with("service1 ")).unwrap_or_default();
+    assert!(row.contains("0/1 healthy, 1 degraded"), "{table}");
+    assert!(table.contains(": degraded: database unavailable"), "{table}");
+    psql("ALTER DATABASE \\\"$POSTGRES_DB\\\" ALLOW_CONNECTIONS true");
+    let well = stand.wait("the database back", EDIT_DEADLINE, |s| s["instances"][0]["health"] == "ok");
+    assert_eq!(well["instances"][0]["healthy"], true, "{well:#}");
+
     // 6. `devd up` again over the running stand: no name clashes; the database container
     //    (same image, same settings) is kept; the service runs the current build.
-    let database = format!("{}-e2e-postgres-service1", stand.name);
     let db_id = docker(&["inspect", "-f", "{{.Id}}", &database]);
     if let Some(mut child) = stand.devd.take() {
         let _ = child.kill();
@@ -483,9 +520,11 @@ fn docker_target_syncs_edits_into_the_running_container() {
     wait_message(&stand, "hello from the edited service1", Duration::from_secs(60));
     assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &database]).stdout, db_id.stdout, "the database container was kept");
     assert_eq!(stand.labelled("container").len(), 2);
+    // The image's inputs (Dockerfile, base, shim) did not change: it was not rebuilt,
+    // and the running container was kept (devd_restarts_... tests both in detail).
     let first_sha = first["artifact"]["sha256"].as_str().expect("sha");
     let old_images = docker(&["images", "-q", "--filter", &format!("label=dev.stand.binary-sha256={first_sha}")]);
-    assert_eq!(String::from_utf8_lossy(&old_images.stdout).trim(), "", "the image the tag no longer names was removed");
+    assert_ne!(String::from_utf8_lossy(&old_images.stdout).trim(), "", "the first build's image was kept");
 
     // 7. `devd down`: containers and network go, the volume stays without --volumes.
     if let Some(mut child) = stand.devd.take() {
@@ -499,6 +538,232 @@ fn docker_target_syncs_edits_into_the_running_container() {
     let out = stand.command().args(["down", "--env", "e2e", "--volumes"]).output().expect("devd down --volumes");
     assert!(out.status.success(), "{}", text(&out));
     assert!(stand.labelled("volume").is_empty(), "{}", text(&out));
+}
+
+/// Checks that are all reported at the end: a run shows every lifecycle rule that
+/// does not hold, not just the first.
+#[derive(Default)]
+struct Checks(Vec<String>);
+
+impl Checks {
+    fn that(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            let what = what();
+            eprintln!("CHECK FAILED: {what}");
+            self.0.push(what);
+        }
+    }
+}
+
+/// Probes `url` in a loop until stopped; records when requests failed.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    probes: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<(usize, Vec<Duration>)>>,
+}
+
+impl Prober {
+    fn start(url: String) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let probes = Arc::new(AtomicUsize::new(0));
+        let (s, p) = (stop.clone(), probes.clone());
+        let thread = std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            let start = Instant::now();
+            let (mut total, mut failed) = (0, Vec::new());
+            // Bounded: at most 10 minutes.
+            while !s.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(600) {
+                total += 1;
+                p.fetch_add(1, Ordering::SeqCst);
+                let ok = client.get(&url).timeout(Duration::from_secs(2)).send().is_ok_and(|r| r.status().is_success());
+                if !ok {
+                    failed.push(start.elapsed());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (total, failed)
+        });
+        Prober { stop, probes, thread: Some(thread) }
+    }
+
+    /// Waits until `n` more probes ran.
+    fn wait_probes(&self, n: usize) {
+        let seen = self.probes.load(Ordering::SeqCst);
+        poll_until(EDIT_DEADLINE, || (self.probes.load(Ordering::SeqCst) >= seen + n).then_some(())).expect("the prober stalled");
+    }
+
+    /// (probes, failed probes, first to last failure).
+    fn finish(mut self) -> (usize, usize, Duration) {
+        self.stop.store(true, Ordering::SeqCst);
+        let (total, failed) = self.thread.take().expect("thread").join().expect("prober");
+        let window = match (failed.first(), failed.last()) {
+            (Some(a), Some(b)) => *b - *a,
+            _ => Duration::ZERO,
+        };
+        (total, failed.len(), window)
+    }
+}
+
+impl Stand {
+    fn stop_devd(&mut self) {
+        if let Some(mut child) = self.devd.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(self.path(".stand/devd.json"));
+    }
+
+    /// The shim's `GET /v1/status` of the service container.
+    fn shim_status(&self) -> Value {
+        let port = docker(&["port", &self.container(), "7070/tcp"]);
+        let address = String::from_utf8_lossy(&port.stdout).lines().next().unwrap_or_default().trim().to_owned();
+        let token = std::fs::read_to_string(self.path(".stand/secrets/shim-token")).unwrap_or_default();
+        reqwest::blocking::Client::new()
+            .get(format!("http://{address}/v1/status"))
+            .header("X-Stand-Token", token.trim())
+            .timeout(Duration::from_secs(5))
+            .send()
+            .and_then(|r| r.json())
+            .unwrap_or(Value::Null)
+    }
+
+    fn image_id(&self, reference: &str) -> String {
+        let out = docker(&["image", "inspect", "-f", "{{.Id}}", reference]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+/// The lifecycle rules of issue 12 on the docker target: dev images scoped by the
+/// stand; a stopped database container brought back; a devd restart over a running
+/// stand keeps its image, its container and its process (and rebuilds the image once
+/// its Dockerfile changed); a second `devd up` on the root refused; `devd down` while
+/// `devd up` runs stops the daemon first and leaves nothing behind.
+#[test]
+fn devd_restarts_downs_and_revives_the_docker_stand_without_racing() {
+    require_docker();
+    let mut checks = Checks::default();
+    // The stand.toml's `image` is a repository another stand uses too.
+    let unscoped = "standtest-unscoped/service1:dev";
+    let theirs = docker(&["image", "inspect", "-f", "{{.Id}}", unscoped]).stdout;
+    let mut stand = Stand::new("life", "{ mode = \"in-cluster\", persistence = false }");
+    let manifest = std::fs::read_to_string(stand.path("stand.toml")).expect("stand.toml");
+    std::fs::write(stand.path("stand.toml"), manifest.replace("image = \"stand/service1\"", "image = \"standtest-unscoped/service1\""))
+        .expect("stand.toml");
+    stand.up();
+    stand.wait_synced("the first deploy", FIRST_DEADLINE);
+    let url = stand.service_url();
+
+    // Dev images are the stand's: `<stand>/<service>:<tag>`, labelled with the stand.
+    let ours = format!("{}/service1:dev", stand.name);
+    let image = stand.image_id(&ours);
+    checks.that(!image.is_empty(), || format!("no image {ours}"));
+    let label = docker(&["image", "inspect", "-f", "{{index .Config.Labels \"dev.stand.stand\"}}", &ours]);
+    checks.that(String::from_utf8_lossy(&label.stdout).trim() == stand.name, || format!("{ours} lacks the stand label"));
+    let after = docker(&["image", "inspect", "-f", "{{.Id}}", unscoped]).stdout;
+    checks.that(after == theirs, || format!("the stand built {unscoped}, a tag other stands use"));
+
+    // A stopped database container comes back, and the service reconnects.
+    let database = format!("{}-life-postgres-service1", stand.name);
+    let connected = || get(&format!("{url}/db-status")).is_some_and(|(status, body)| status == 200 && body["connected"] == true);
+    checks.that(poll_until(Duration::from_secs(90), || connected().then_some(())).is_some(), || "never connected".to_owned());
+    assert!(docker(&["stop", "-t", "5", &database]).status.success());
+    let running = || {
+        let out = docker(&["inspect", "-f", "{{.State.Running}}", &database]);
+        (String::from_utf8_lossy(&out.stdout).trim() == "true").then_some(())
+    };
+    let back = poll_until(Duration::from_secs(30), running);
+    checks.that(back.is_some(), || "the stopped database container was not brought back within 30 s".to_owned());
+    if back.is_some() {
+        let again = poll_until(Duration::from_secs(60), || connected().then_some(()));
+        checks.that(again.is_some(), || "the service did not reconnect to its database".to_owned());
+    }
+
+    // A devd restart over the running stand, after an edit delivered through the shim
+    // (the container runs the current build, its image an older one): same image,
+    // same container, same process.
+    stand.edit("services/service1/src/lib.rs", "\"hello from service1\"", "\"hello from the edited service1\"");
+    wait_message(&stand, "hello from the edited service1", EDIT_DEADLINE);
+    stand.wait_synced("the edit in the container", EDIT_DEADLINE);
+    let container = stand.container_identity();
+    let shim = stand.shim_status();
+    let prober = Prober::start(format!("{url}/health"));
+    // The prober runs before, during and after (its probes are >= 5 ms apart: 300 of
+    // them span at least one reconcile pass of the new devd, every 1.5 s).
+    prober.wait_probes(20);
+    stand.stop_devd();
+    stand.up();
+    stand.wait_synced("the stand after a devd restart", FIRST_DEADLINE);
+    prober.wait_probes(300);
+    let (probes, failed, window) = prober.finish();
+    eprintln!("OUTAGE on devd restart: {failed} of {probes} /health probes failed, over {} ms", window.as_millis());
+    checks.that(failed == 0, || format!("{failed} of {probes} probes failed across the devd restart ({} ms)", window.as_millis()));
+    checks.that(stand.image_id(&ours) == image, || "the image was rebuilt although its inputs did not change".to_owned());
+    checks.that(stand.container_identity() == container, || "the container was recreated or restarted".to_owned());
+    let now = stand.shim_status();
+    checks.that(now["pid"] == shim["pid"] && now["restarts"] == shim["restarts"], || {
+        format!("the service process was restarted: {shim} then {now}")
+    });
+
+    // A changed image input (the stand's own Dockerfile) rebuilds the image once.
+    let dockerfile = std::fs::read_to_string(repo().join("devd/docker/Dockerfile")).expect("Dockerfile");
+    std::fs::create_dir_all(stand.path("devd/docker")).expect("dir");
+    std::fs::write(stand.path("devd/docker/Dockerfile"), format!("{dockerfile}LABEL dev.stand.test=changed\n")).expect("write");
+    stand.stop_devd();
+    stand.up();
+    let rebuilt = poll_until(FIRST_DEADLINE, || {
+        let id = stand.image_id(&ours);
+        (!id.is_empty() && id != image).then_some(id)
+    });
+    checks.that(rebuilt.is_some(), || "a changed Dockerfile did not rebuild the image".to_owned());
+    stand.wait_synced("the container of the rebuilt image", FIRST_DEADLINE);
+    checks.that(stand.container_identity().0 != container.0, || "the container still runs the old image".to_owned());
+    let gone = poll_until(Duration::from_secs(30), || stand.image_id(&image).is_empty().then_some(()));
+    checks.that(gone.is_some(), || "the image the tag no longer names was not removed".to_owned());
+
+    // A second `devd up` on the root is refused, naming the running one; the running
+    // one's address and token stay.
+    let info = std::fs::read_to_string(stand.path(".stand/devd.json")).unwrap_or_default();
+    let token = std::fs::read_to_string(stand.path(".stand/token")).unwrap_or_default();
+    let pid = stand.devd.as_ref().map(Child::id).unwrap_or_default();
+    let mut second = stand
+        .command()
+        .args(["up", "--env", "life", "--target", "docker", "--port", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("second devd up");
+    let exited = poll_until(Duration::from_secs(30), || second.try_wait().ok().flatten());
+    if exited.is_none() {
+        let _ = second.kill();
+    }
+    let output = second.wait_with_output().expect("second devd");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    checks.that(exited.is_some_and(|s| s.code() == Some(1)), || format!("a second devd up was not refused: {exited:?} {stderr}"));
+    checks.that(stderr.contains("already running") && stderr.contains(&format!("pid {pid}, env life")), || {
+        format!("the refusal does not name the running devd (pid {pid}): {stderr}")
+    });
+    checks.that(std::fs::read_to_string(stand.path(".stand/devd.json")).unwrap_or_default() == info, || "devd.json was overwritten".to_owned());
+    checks.that(std::fs::read_to_string(stand.path(".stand/token")).unwrap_or_default() == token, || "the token was overwritten".to_owned());
+
+    // `devd down` while `devd up` runs: the daemon is stopped first, then everything goes.
+    let started = Instant::now();
+    let out = stand.command().args(["down", "--env", "life"]).output().expect("devd down");
+    let took = started.elapsed();
+    eprintln!("DOWN while up runs: {} ms\n{}", took.as_millis(), text(&out));
+    checks.that(out.status.success(), || format!("devd down failed while devd up ran: {}", text(&out)));
+    checks.that(!text(&out).contains("active endpoints"), || text(&out));
+    let daemon_gone = stand.devd.as_mut().map(|c| poll_until(Duration::from_secs(10), || c.try_wait().ok().flatten()).is_some());
+    checks.that(daemon_gone == Some(true), || "devd up still runs after devd down".to_owned());
+    // Nothing comes back: observed across three reconcile intervals of a daemon that
+    // would still be running (bounded).
+    let observe = Instant::now();
+    let mut seen = Vec::new();
+    while observe.elapsed() < Duration::from_millis(4500) && seen.is_empty() {
+        seen = stand.labelled("container");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    checks.that(seen.is_empty() && stand.labelled("network").is_empty(), || format!("left or brought back after devd down: {seen:?}"));
+    assert!(checks.0.is_empty(), "lifecycle rules broken:\n{}\nlog:\n{}", checks.0.join("\n"), stand.log());
 }
 
 /// The tiny fixture workspace (no registry crates) with a stand.toml naming svc1.
@@ -679,19 +944,24 @@ fn a_service_added_and_removed_while_devd_runs() {
     assert_eq!(stand.devd.as_ref().map(Child::id), Some(pid), "the same devd");
     let container = format!("{}-live-{extra}", stand.name);
     let postgres = format!("{}-live-postgres-{extra}", stand.name);
-    assert!(docker(&["inspect", &postgres]).status.success(), "its own database container");
+    assert!(docker(&["inspect", "--type", "container", &postgres]).status.success(), "its own database container");
     let volumes_before = stand.labelled("volume");
     assert_eq!(volumes_before.len(), 2, "service1's and {extra}'s volumes: {volumes_before:?}");
 
     // Out of the environment: containers removed, volume kept, status without it.
     stand.edit("stand.toml", &format!("services = [\"service1\", \"{extra}\"]"), "services = [\"service1\"]");
     poll_until(EDIT_DEADLINE, || {
-        let gone = !docker(&["inspect", &container]).status.success() && !docker(&["inspect", &postgres]).status.success();
+        // `--type container`: the database's named volume may carry the same name.
+        let gone = !docker(&["inspect", "--type", "container", &container]).status.success()
+            && !docker(&["inspect", "--type", "container", &postgres]).status.success();
         (gone && find(&stand.status()).is_null()).then_some(())
     })
-    .unwrap_or_else(|| panic!("{extra}'s containers are still there; log:\n{}", stand.log()));
+    .unwrap_or_else(|| {
+        let ps = docker(&["ps", "-a", "--filter", &format!("label=dev.stand.stand={}", stand.name), "--format", "{{.Names}} {{.Status}}"]);
+        panic!("{extra} is still there; containers:\n{}status: {:#}\nlog:\n{}", text(&ps), find(&stand.status()), stand.log())
+    });
     assert_eq!(stand.labelled("volume"), volumes_before, "the data of a removed service stays until devd down --volumes");
-    assert!(docker(&["inspect", &stand.container()]).status.success(), "service1 keeps running");
+    assert!(docker(&["inspect", "--type", "container", &stand.container()]).status.success(), "service1 keeps running");
 }
 
 /// `devd logs` of a running stand, as a child whose stdout (a pipe) is collected.

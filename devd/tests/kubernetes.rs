@@ -7,6 +7,8 @@
 //! the pod proxy the shim's own answers passed through. Each test asserts the requests
 //! devd made.
 
+mod fixtures;
+
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use devd::deliver::{self, Desired};
 use devd::status::{ServiceStatus, StandStatus, StatusHub};
-use devd::target::kubernetes::{KubeApi, KubeError, KubeTarget, PodChange, SyncReason};
+use devd::target::kubernetes::{Cluster, KubeApi, KubeError, KubeTarget, PodChange, Reach, SyncReason};
 use devd::target::{ShimError, Target};
 use futures_util::Stream;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -82,6 +84,25 @@ impl Fake {
 
     fn api(&self) -> KubeApi {
         KubeApi::new(self.client(), NS, "stand")
+    }
+
+    /// A client whose transport fails (as a refused connection does) while
+    /// `refusing` is set, counting the attempts, and otherwise reaches the fake.
+    fn refusing_client(&self, refusing: Arc<std::sync::atomic::AtomicBool>, attempts: Arc<std::sync::atomic::AtomicUsize>) -> kube::Client {
+        let fake = self.clone();
+        let service = tower::service_fn(move |req: Request<kube::client::Body>| {
+            let fake = fake.clone();
+            let refusing = refusing.clone();
+            let attempts = attempts.clone();
+            async move {
+                attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if refusing.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused (os error 111)"));
+                }
+                Ok(fake.handle(req).await)
+            }
+        });
+        kube::Client::new(service, "default")
     }
 
     /// A watch the next watch request will get; send events into it.
@@ -355,12 +376,12 @@ async fn delivers_the_artifact_to_the_shim_through_the_pod_proxy() {
     let sha = hex::encode(Sha256::digest(&binary));
 
     let reply = target.deliver(&instance, &artifact, &sha).await.expect("delivered");
-    assert_eq!((reply.sha256.as_deref(), reply.pid, reply.restarts), (Some(sha.as_str()), Some(8), 1));
+    assert_eq!((reply.sha256.as_deref(), reply.pid, reply.restarts), (Some(sha.as_str()), 8, 1));
     let status = target.shim_status(&instance).await.expect("status");
     assert_eq!(status.sha256.as_deref(), Some(sha.as_str()));
-    assert!(target.healthy(&instance).await);
+    assert_eq!(target.health(&instance).await.health, devd::status::Health::Ok);
     let restarted = target.restart(&instance).await.expect("restart");
-    assert_eq!(restarted.pid, Some(9));
+    assert_eq!(restarted.pid, 9);
 
     let log = fake.log();
     let calls: Vec<(&str, &str)> = log.iter().map(|r| (r.method.as_str(), r.uri.as_str())).collect();
@@ -460,7 +481,7 @@ async fn a_restarted_or_rescheduled_pod_is_resynced_from_the_watch() {
     let target = Arc::new(KubeTarget::new(fake.api()));
     let (changes_tx, mut changes) = mpsc::unbounded_channel();
     let watcher = target.clone();
-    let watch_task = tokio::spawn(async move { watcher.watch(changes_tx, Duration::from_millis(50)).await });
+    let watch_task = tokio::spawn(async move { watcher.watch(changes_tx).await });
     assert_eq!(
         changes.recv().await,
         Some(PodChange { service: "service1".into(), pod: a.into(), reason: Some(SyncReason::NewPod) })
@@ -528,11 +549,320 @@ async fn a_restarted_or_rescheduled_pod_is_resynced_from_the_watch() {
     assert_eq!(
         pod_calls,
         [
-            format!("/api/v1/namespaces/stand/pods?&{RELEASE_SELECTOR_Q}").as_str(),
+            // kube's watcher lists in pages of 500 (client-go's default).
+            format!("/api/v1/namespaces/stand/pods?&{RELEASE_SELECTOR_Q}&limit=500").as_str(),
             format!("/api/v1/namespaces/stand/pods?&watch=true&timeoutSeconds=290&{RELEASE_SELECTOR_Q}&allowWatchBookmarks=true&resourceVersion=100").as_str(),
         ],
         "instances come from the watch's cache, not from a list per reconcile"
     );
+    assert!(log.iter().filter(|r| r.uri.starts_with("/api/v1/namespaces/stand/pods?")).all(|r| r.method == "GET" && r.body.is_empty()));
     watch_task.abort();
+    drop(syncer);
+}
+
+/// The pod watch against an API server that refuses connections, in tokio's paused
+/// time: it retries with a growing backoff (not every 0.8 s: kube's watcher yields
+/// `Init` before each attempt, which would reset kube's default backoff), the
+/// reachability changes once (one line), the target answers `Unreachable` without a
+/// request, and once the server answers, the watch lists within the backoff's cap.
+#[tokio::test(start_paused = true)]
+async fn the_pod_watch_backs_off_while_refused_and_recovers() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let fake = Fake::default();
+    let refusing = Arc::new(AtomicBool::new(true));
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let cluster = Cluster { context: "kind-stand".into(), server: "https://127.0.0.1:6443".into() };
+    let api = KubeApi::new(fake.refusing_client(refusing.clone(), attempts.clone()), NS, "stand").with_cluster(cluster);
+    let target = Arc::new(KubeTarget::new(api));
+    let mut reach = target.reachability().subscribe();
+    let (changes_tx, _changes) = mpsc::unbounded_channel();
+    let watcher = target.clone();
+    let watch_task = tokio::spawn(async move { watcher.watch(changes_tx).await });
+
+    reach.changed().await.expect("a first state");
+    let Reach::Unreachable { reason, hint } = reach.borrow_and_update().clone() else { panic!("{:?}", *reach.borrow()) };
+    assert!(reason.contains("Connection refused"), "{reason}");
+    assert!(hint.contains("start the cluster") && hint.contains("devd up --target docker"), "{hint}");
+    let err = target.instances("service1").await.expect_err("unreachable");
+    assert!(matches!(err, devd::target::TargetError::Unreachable { .. }), "{err:?}");
+    assert!(err.to_string().contains("https://127.0.0.1:6443 (context kind-stand)"), "{err}");
+
+    // A minute of refused connections (virtual time).
+    let before = attempts.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let tried = attempts.load(Ordering::SeqCst) - before;
+    eprintln!("{tried} attempts in 60 s while refused");
+    assert!((3..=10).contains(&tried), "{tried} attempts in 60 s (0.8 s doubling to 30 s, plus jitter: 5 to 7)");
+    assert!(!reach.has_changed().expect("open"), "the same failure again is no new state");
+
+    // The server answers: the next attempt lists, within one backoff interval (at most
+    // 30 s plus as much again of jitter).
+    refusing.store(false, Ordering::SeqCst);
+    let up_at = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(61), reach.wait_for(|r| *r == Reach::Reachable)).await.expect("recovers").expect("open");
+    assert!(up_at.elapsed() <= Duration::from_secs(61));
+    assert!(target.instances("service1").await.expect("lists").is_empty());
+    watch_task.abort();
+}
+
+/// A restart asked for while the service has no running pod says so in the status
+/// (event `restart_failed`) instead of doing nothing; so does one while the API server
+/// does not answer.
+#[tokio::test]
+async fn a_restart_without_pods_or_without_a_cluster_fails_visibly() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    let fake = Fake::default();
+    let refusing = Arc::new(AtomicBool::new(false));
+    let client = fake.refusing_client(refusing.clone(), Arc::new(AtomicUsize::new(0)));
+    let target = Arc::new(KubeTarget::new(KubeApi::new(client, NS, "stand")));
+    let hub = StatusHub::new(StandStatus {
+        services: vec![ServiceStatus { name: "service1".into(), ..ServiceStatus::default() }],
+        ..StandStatus::default()
+    });
+    let syncer = deliver::spawn("service1".into(), target.clone(), hub.clone(), Duration::from_secs(3600));
+    let failures = |hub: &StatusHub| -> Vec<String> {
+        hub.subscribe(0).0.iter().filter(|e| e.kind == "restart_failed").map(|e| e.detail["error"].as_str().unwrap_or_default().to_owned()).collect()
+    };
+    syncer.restart();
+    until("a restart_failed event", || failures(&hub).len() == 1).await;
+    assert!(failures(&hub)[0].contains("no running instances"), "{:?}", failures(&hub));
+
+    refusing.store(true, std::sync::atomic::Ordering::SeqCst);
+    target.reachability().set(Reach::Unreachable { reason: "Connection refused".into(), hint: "start the cluster" });
+    syncer.restart();
+    until("a second restart_failed event", || failures(&hub).len() == 2).await;
+    assert!(failures(&hub)[1].contains("kubernetes target unreachable") && failures(&hub)[1].contains("Connection refused"), "{:?}", failures(&hub));
+}
+
+// ---- no cluster: `devd up` against an API server that refuses connections, then answers ----
+
+const DEVD: &str = env!("CARGO_BIN_EXE_devd");
+
+/// Serves the scripted API server over real HTTP on `listener` (for a real devd
+/// process: its kubeconfig names this address).
+async fn serve(fake: Fake, listener: tokio::net::TcpListener) {
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let fake = fake.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+            let response = fake.handle(Request::from_parts(parts, kube::client::Body::from(bytes.to_vec()))).await;
+            response.map(axum::body::Body::new)
+        }
+    });
+    axum::serve(listener, app).await.expect("the scripted API server serves");
+}
+
+const NO_CLUSTER_STAND: &str = r#"
+[stand]
+name = "stand"
+namespace = "stand"
+chart = "chart"
+release = "stand"
+default_env = "local"
+
+[services.svc1]
+package = "svc1"
+path = "services/svc1"
+port = 6001
+image = "fx/svc1"
+
+[services.svc2]
+package = "svc2"
+path = "services/svc2"
+port = 6002
+image = "fx/svc2"
+
+[env.local]
+services = ["svc1", "svc2"]
+target = "kubernetes"
+values = ["chart/values-local.yaml"]
+live_sync = true
+"#;
+
+fn http_get(url: &str) -> (u16, Value) {
+    let response = reqwest::blocking::get(url).expect("GET devd");
+    let code = response.status().as_u16();
+    (code, response.json().unwrap_or(Value::Null))
+}
+
+/// With the kubeconfig's server refusing connections (a closed loopback port), `devd
+/// up --no-deploy` builds, prints one line that names the context and the server and
+/// says what to do, stays quiet while it retries with backoff (no kube_client errors,
+/// no per-service warnings), and its readiness answers 503 with that reason (also in
+/// `devd status`). Once the scripted API server listens on that port, devd finds it
+/// within its backoff, says so in one line, and is ready.
+#[test]
+fn without_a_cluster_devd_says_so_once_and_recovers_when_it_answers() {
+    let fx = fixtures::workspace();
+    fx.write("stand.toml", NO_CLUSTER_STAND);
+    fx.write("chart/values-local.yaml", "services: {}\n");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
+    let server = format!("http://127.0.0.1:{port}");
+    let kubeconfig = fx.write(
+        "kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: stand-test\nclusters:\n- name: scripted\n  cluster:\n    server: {server}\n\
+             users:\n- name: dev\n  user:\n    token: dev-token\ncontexts:\n- name: stand-test\n  context:\n    cluster: scripted\n    user: dev\n    namespace: stand\n"
+        ),
+    );
+    let log_path = fx.path("devd.log");
+    let log_file = std::fs::File::create(&log_path).expect("log file");
+    let mut child = std::process::Command::new(DEVD)
+        .args(["up", "--env", "local", "--target", "kubernetes", "--no-deploy", "--port", "0"])
+        .current_dir(&fx.root)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("CARGO_TARGET_DIR", fx.path("target"))
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone().expect("log"))
+        .stderr(log_file)
+        .spawn()
+        .expect("start devd");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _ = child.stdin.take();
+    let _child = Kill(child);
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let lines_with = |needle: &str| log().lines().filter(|l| l.contains(needle)).count();
+
+    let url: String = fixtures::poll_until(Duration::from_secs(30), || {
+        let info: Value = serde_json::from_str(&std::fs::read_to_string(fx.path(".stand/devd.json")).ok()?).ok()?;
+        info["url"].as_str().map(str::to_owned)
+    })
+    .unwrap_or_else(|| panic!("devd did not come up:\n{}", log()));
+
+    // Readiness fails with the reason, as soon as the first attempt failed.
+    let (code, body) = fixtures::poll_until(Duration::from_secs(30), || {
+        let (code, body) = http_get(&format!("{url}/api/v1/ready"));
+        body["reason"].as_str().is_some_and(|r| r.contains("cannot reach")).then_some((code, body))
+    })
+    .unwrap_or_else(|| panic!("no unreachable readiness:\n{}", log()));
+    assert_eq!(code, 503, "{body}");
+    let reason = body["reason"].as_str().expect("reason");
+    for part in [server.as_str(), "context stand-test", "Connection refused", "start the cluster", "devd up --target docker"] {
+        assert!(reason.contains(part), "{part:?} not in the reason {reason:?}");
+    }
+    let (code, one) = http_get(&format!("{url}/api/v1/services/svc1/ready"));
+    assert_eq!((code, one["reason"].as_str()), (503, Some(reason)), "a service is not ready either");
+
+    // The builds finish (the delivery tasks start), then a window of retries.
+    let built = fixtures::poll_until(Duration::from_secs(180), || {
+        let (_, status) = http_get(&format!("{url}/api/v1/status"));
+        let services = status["services"].as_array()?.clone();
+        services.iter().all(|s| s["build"]["state"] == "ok").then_some(status)
+    })
+    .unwrap_or_else(|| panic!("the services did not build:\n{}", log()));
+    assert_eq!(built["target_state"]["state"], "unreachable", "{built:#}");
+    assert_eq!(built["target"], "kubernetes", "the target's name stays a string");
+    let before = log().lines().count();
+    let window = Duration::from_secs(10);
+    std::thread::sleep(window); // an observation window, not a wait for something
+    let during = log().lines().count() - before;
+    assert!(during <= 1, "{during} lines in {window:?} of retries:\n{}", log());
+
+    let table = std::process::Command::new(DEVD).arg("status").current_dir(&fx.root).output().expect("devd status");
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(table.contains(&format!("target kubernetes: UNREACHABLE: {reason}")), "{table}");
+    let json = std::process::Command::new(DEVD).args(["status", "--json"]).current_dir(&fx.root).output().expect("devd status --json");
+    let json: Value = serde_json::from_slice(&json.stdout).expect("status JSON");
+    assert_eq!((json["target_state"]["state"].as_str(), json["target_state"]["reason"].as_str()), (Some("unreachable"), Some(reason)));
+
+    // The API server comes up on that port.
+    let fake = Fake::default();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
+        .expect("the scripted API server binds the kubeconfig's port");
+    runtime.spawn(serve(fake.clone(), listener));
+    let up_at = Instant::now();
+    fixtures::poll_until(Duration::from_secs(90), || (http_get(&format!("{url}/api/v1/ready")).0 == 200).then_some(()))
+        .unwrap_or_else(|| panic!("devd did not recover:\n{}\nreadiness: {:?}", log(), http_get(&format!("{url}/api/v1/ready"))));
+    let recovered_in = up_at.elapsed();
+    eprintln!("recovered {recovered_in:?} after the API server came up");
+    assert!(recovered_in < Duration::from_secs(61), "one backoff interval is at most 30 s plus 30 s of jitter: {recovered_in:?}");
+    assert_eq!(http_get(&format!("{url}/api/v1/status")).1["target_state"]["state"], "reachable");
+    fixtures::poll_until(Duration::from_secs(10), || (lines_with("answers again") == 1).then_some(()))
+        .unwrap_or_else(|| panic!("no recovery line:\n{}", log()));
+
+    // What was logged in all: one line per state change, nothing of kube's own.
+    let text = log();
+    eprintln!("devd's output:\n{text}");
+    assert_eq!(lines_with("cannot reach the API server"), 1, "{text}");
+    let reach_line = text.lines().find(|l| l.contains("cannot reach the API server")).expect("the line");
+    assert!(reach_line.starts_with("devd: kubernetes: cannot reach the API server") && reach_line.contains("context stand-test"), "{reach_line}");
+    assert_eq!(lines_with("kube_client"), 0, "{text}");
+    assert_eq!(lines_with("kube_runtime"), 0, "{text}");
+    assert_eq!(lines_with("cannot list instances"), 0, "{text}");
+    assert!(text.lines().count() <= 6, "devd up printed more than its start, the two state changes and the builds:\n{text}");
+
+    // It asked the scripted server as the real one is asked: the pods of the release,
+    // listed in pages, then watched from the list's resourceVersion.
+    let pod_calls: Vec<String> = fake
+        .log()
+        .iter()
+        .filter(|r| r.uri.starts_with("/api/v1/namespaces/stand/pods?"))
+        .map(|r| format!("{} {}", r.method, r.uri))
+        .collect();
+    assert_eq!(
+        pod_calls[..2],
+        [
+            format!("GET /api/v1/namespaces/stand/pods?&{RELEASE_SELECTOR_Q}&limit=500"),
+            format!("GET /api/v1/namespaces/stand/pods?&watch=true&timeoutSeconds=290&{RELEASE_SELECTOR_Q}&allowWatchBookmarks=true&resourceVersion=100"),
+        ]
+    );
+    assert!(fake.log().iter().all(|r| r.body.is_empty() && r.headers.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer dev-token")));
+}
+
+/// An artifact whose hash the instance already runs (an edit that was undone, a
+/// rebuild that produced the same bytes) is not delivered: no upload, so no restart;
+/// the event says why. A different hash is delivered as usual.
+#[tokio::test]
+async fn an_artifact_the_instance_already_runs_is_not_delivered() {
+    let fake = Fake::default();
+    let a = "service1-7d9f8b6c5-aaaaa";
+    fake.state().pods = vec![pod(a, "u1", "Running", true, 0)];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        (path, hex::encode(Sha256::digest(bytes)))
+    };
+    let (same, same_sha) = write("same", b"the binary the pod runs");
+    let (new, new_sha) = write("new", b"an edited binary");
+    fake.state().shim_hash.insert(a.into(), same_sha.clone());
+    let hub = StatusHub::new(StandStatus {
+        services: vec![ServiceStatus { name: "service1".into(), ..ServiceStatus::default() }],
+        ..StandStatus::default()
+    });
+    let target = Arc::new(KubeTarget::new(fake.api()));
+    let syncer = deliver::spawn("service1".into(), target, hub.clone(), Duration::from_secs(3600));
+    let kinds = |hub: &StatusHub| -> Vec<(String, Value)> {
+        hub.subscribe(0).0.into_iter().map(|e| (e.kind.clone(), e.detail.clone())).collect()
+    };
+
+    syncer.deliver(Desired { sha256: same_sha.clone(), path: same.clone(), first_event_at: None });
+    until("the skipped delivery", || kinds(&hub).iter().any(|(k, _)| k == "delivery_skipped")).await;
+    assert!(puts_to(&fake, a).is_empty(), "nothing uploaded, so nothing restarted");
+    let (_, detail) = kinds(&hub).into_iter().find(|(k, _)| k == "delivery_skipped").expect("event");
+    assert_eq!(detail, json!({"sha256": same_sha, "instances": 1, "reason": "unchanged"}));
+    let instance = hub.service("service1").expect("service").instances;
+    assert_eq!(instance.len(), 1);
+    assert_eq!(instance[0].hash.as_deref(), Some(same_sha.as_str()));
+    assert!(instance[0].healthy);
+    assert!(!kinds(&hub).iter().any(|(k, _)| k == "sync_started"), "{:?}", kinds(&hub));
+
+    // Another hash goes out; the same one again (a rebuild with equal bytes) does not.
+    syncer.deliver(Desired { sha256: new_sha.clone(), path: new.clone(), first_event_at: None });
+    until("the delivery of the new hash", || kinds(&hub).iter().any(|(k, _)| k == "synced")).await;
+    assert_eq!(puts_to(&fake, a).len(), 1);
+    syncer.deliver(Desired { sha256: new_sha.clone(), path: new, first_event_at: None });
+    until("the second skip", || kinds(&hub).iter().filter(|(k, _)| k == "delivery_skipped").count() == 2).await;
+    assert_eq!(puts_to(&fake, a).len(), 1, "the same hash is not sent twice");
     drop(syncer);
 }

@@ -8,7 +8,28 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 PG_VER=15 PG_CLUSTER=main PG_PORT=5432
 URL="postgres://stand:stand@127.0.0.1:${PG_PORT}/postgres"
 
-apt_install postgresql postgresql-15 postgresql-client-15
+# Debian 12 ships PostgreSQL 15; other releases (Ubuntu 24.04 on GitHub's runners) get it
+# from the PostgreSQL project's apt repository, its signing key checked by fingerprint.
+PGDG_FPR=B97B0AFCAA1A47F044F244A07FCC7D46ACCC4CF8
+PGDG_KEY=/usr/share/keyrings/stand-pgdg.asc
+pg_candidate() { apt-cache policy "postgresql-$PG_VER" 2>/dev/null | grep -Eq 'Candidate: [0-9]'; }
+if [[ -n $(apt_missing "postgresql-$PG_VER") ]] && ! pg_candidate; then
+  apt_install ca-certificates curl gnupg
+  # postgresql-common from that repository ships the key; else fetch it.
+  src=/usr/share/postgresql-common/pgdg/apt.postgresql.org.asc
+  if [[ -f $src ]]; then cp "$src" "$PGDG_KEY.new"
+  else curl -fsSL --retry 3 -o "$PGDG_KEY.new" https://www.postgresql.org/media/keys/ACCC4CF8.asc || die "cannot fetch the PGDG key"
+  fi
+  gpg --show-keys --with-colons "$PGDG_KEY.new" 2>/dev/null | awk -F: '$1 == "fpr" {print $10}' | grep -qx "$PGDG_FPR" \
+    || { rm -f "$PGDG_KEY.new"; die "the PGDG key is not $PGDG_FPR"; }
+  mv -f "$PGDG_KEY.new" "$PGDG_KEY"
+  codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+  log "adding apt.postgresql.org ($codename-pgdg) for postgresql-$PG_VER"
+  echo "deb [signed-by=$PGDG_KEY] https://apt.postgresql.org/pub/repos/apt $codename-pgdg main" \
+    >/etc/apt/sources.list.d/stand-pgdg.list
+  rm -f "$STAND_STATE_DIR/apt-updated"   # the next apt_install updates the lists
+fi
+apt_install postgresql-common "postgresql-$PG_VER" "postgresql-client-$PG_VER"
 [[ -x /usr/lib/postgresql/$PG_VER/bin/postgres ]] || die "PostgreSQL $PG_VER binaries missing"
 
 # Cluster: create it if the package's postinst did not (or it was dropped).

@@ -28,7 +28,8 @@ fi
 
 # A real interpreter path (not a pyenv shim), so the venv does not depend on shims.
 py=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null || true)
-if [[ -z $py ]] || ! "$py" -m venv --help >/dev/null 2>&1; then
+# ensurepip too: Ubuntu's python3 has the venv module without it (package python3-venv).
+if [[ -z $py ]] || ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   apt_install python3 python3-venv
   py=/usr/bin/python3
 fi

@@ -16,13 +16,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 LOG=/var/log/dockerd.log
 docker_up() { timeout 10 docker info >/dev/null 2>&1; }
 
-apt_install docker.io
-command -v docker >/dev/null || die "no docker CLI after installing docker.io"
-
+# A Docker that already answers is kept, whatever installed it (GitHub's runners ship
+# Docker CE, whose containerd.io conflicts with Debian's docker.io).
 if docker_up; then
   log "dockerd already running ($(docker version -f '{{.Server.Version}}' 2>/dev/null))"
   exit 0
 fi
+
+apt_install docker.io
+command -v docker >/dev/null || die "no docker CLI after installing docker.io"
 
 start_dockerd() {
   log "starting dockerd${*:+ $*}"

@@ -14,16 +14,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use http_body_util::BodyExt;
-use serde::Serialize;
-use serde_json::{json, Value};
+use stand_shim_protocol::{
+    code, ErrorBody, ErrorDetails, ErrorInfo, Swapped, BINARY_PATH, RESTART_PATH, SHA_HEADER,
+    STATUS_PATH, TOKEN_HEADER,
+};
 
-use crate::status::{self, Rollback, Shared, Status};
-use crate::supervisor::{Handle, RestartError};
+use crate::status::{self, ExitRecord, Rollback, Shared, Status};
+use crate::supervisor::{Handle, RestartError, Started};
 use crate::upload::{self, UploadError};
 
-pub const SHA_HEADER: &str = "x-stand-sha256";
-/// Uploads larger than this are refused (413).
-pub const MAX_UPLOAD_BYTES: u64 = 1 << 30;
+pub use stand_shim_protocol::MAX_UPLOAD_BYTES;
 
 pub struct App {
     pub supervisor: Handle,
@@ -31,22 +31,27 @@ pub struct App {
     pub token: String,
     pub binary: PathBuf,
     pub grace: Duration,
+    /// The shim owns the service's sockets: swaps start the new child beside the old
+    /// one and stop the old one once the new one is ready.
+    pub overlap: bool,
+    /// With `overlap`: how long a new child may take to report ready.
+    pub ready_timeout: Duration,
     /// Serializes everything that replaces the binary or restarts the child.
     pub ops: tokio::sync::Mutex<()>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/v1/binary", put(put_binary))
-        .route("/v1/status", get(get_status))
-        .route("/v1/restart", post(post_restart))
+        .route(BINARY_PATH, put(put_binary))
+        .route(STATUS_PATH, get(get_status))
+        .route(RESTART_PATH, post(post_restart))
         .fallback(|| async {
-            AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+            AppError::new(StatusCode::NOT_FOUND, code::NOT_FOUND, "no such endpoint")
         })
         .method_not_allowed_fallback(|| async {
             AppError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                code::METHOD_NOT_ALLOWED,
                 "method not allowed here",
             )
         })
@@ -59,7 +64,7 @@ pub struct AppError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    details: Option<Value>,
+    details: Option<ErrorDetails>,
 }
 
 impl AppError {
@@ -78,21 +83,24 @@ impl IntoResponse for AppError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
-        let mut error = json!({ "code": self.code, "message": self.message });
-        if let Some(details) = self.details {
-            error["details"] = details;
-        }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let body = ErrorBody {
+            error: ErrorInfo {
+                code: self.code.to_owned(),
+                message: self.message,
+                details: self.details,
+            },
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 
 impl From<UploadError> for AppError {
     fn from(e: UploadError) -> Self {
         let (status, code) = match &e {
-            UploadError::HashMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch"),
-            UploadError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            UploadError::Body(_) => (StatusCode::BAD_REQUEST, "bad_body"),
-            UploadError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io"),
+            UploadError::HashMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, code::HASH_MISMATCH),
+            UploadError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, code::TOO_LARGE),
+            UploadError::Body(_) => (StatusCode::BAD_REQUEST, code::BAD_BODY),
+            UploadError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, code::IO),
         };
         AppError::new(status, code, e.to_string())
     }
@@ -103,20 +111,17 @@ impl From<RestartError> for AppError {
         match e {
             RestartError::ShuttingDown => AppError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
+                code::SHUTTING_DOWN,
                 e.to_string(),
             ),
             RestartError::Spawn(_) => AppError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "spawn_failed",
+                code::SPAWN_FAILED,
                 e.to_string(),
             ),
         }
     }
 }
-
-/// The token header that works through proxies which own `Authorization`.
-pub const TOKEN_HEADER: &str = "x-stand-token";
 
 /// Constant-time comparison (the token is a secret; it is never logged).
 fn token_matches(given: &[u8], expected: &[u8]) -> bool {
@@ -148,7 +153,7 @@ async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) ->
         None => "missing token (Authorization: Bearer <token>, or X-Stand-Token: <token>)",
     };
     drain(req.into_body()).await;
-    AppError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response()
+    AppError::new(StatusCode::UNAUTHORIZED, code::UNAUTHORIZED, message).into_response()
 }
 
 /// Reads and discards a request body (bounded in size and time), so that a client
@@ -171,27 +176,113 @@ async fn get_status(State(app): State<Arc<App>>) -> Json<Status> {
     Json(app.status.get())
 }
 
-#[derive(Debug, Serialize)]
-pub struct Swapped {
-    pub sha256: String,
-    pub pid: i32,
-    pub restarts: u64,
-}
-
 async fn post_restart(State(app): State<Arc<App>>) -> Result<Json<Swapped>, AppError> {
     // In its own task: a client that goes away does not cancel a restart half-way.
     let task = tokio::spawn(async move {
         let _ops = app.ops.lock().await;
-        app.supervisor.restart(false, None).await
+        if app.overlap {
+            return restart_overlapping(&app).await;
+        }
+        let started = app.supervisor.restart(false, None).await?;
+        Ok(Json(Swapped {
+            sha256: Some(started.sha256),
+            pid: started.pid,
+            restarts: started.restarts,
+        }))
     });
-    let started = task.await.map_err(|e| {
-        AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-    })??;
+    task.await.map_err(|e| {
+        AppError::new(StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, e.to_string())
+    })?
+}
+
+/// A restart without a gap: a new child from the same binary, the old one stopped
+/// once the new one is ready; if the new one is not, the old one runs on (409).
+async fn restart_overlapping(app: &App) -> Result<Json<Swapped>, AppError> {
+    let start = Instant::now();
+    let mut started = app.supervisor.candidate(app.status.get().sha256).await?;
+    if let Err((reason, _)) = wait_ready(app, &mut started, start).await {
+        app.supervisor.discard().await;
+        tracing::warn!(%reason, "restart failed; the previous child keeps serving");
+        let mut err = AppError::new(StatusCode::CONFLICT, code::RESTART_FAILED, reason);
+        err.details = Some(ErrorDetails {
+            serving_pid: app.status.get().pid,
+            ..ErrorDetails::default()
+        });
+        return Err(err);
+    }
+    let gone = app.supervisor.promote().await;
+    app.supervisor.release().await;
+    if let Some(gone) = gone {
+        let _ = gone.await;
+    }
+    tracing::info!(pid = started.pid, ms = start.elapsed().as_millis() as u64, "restarted without a gap");
     Ok(Json(Swapped {
-        sha256: started.sha256,
+        sha256: Some(started.sha256),
         pid: started.pid,
         restarts: started.restarts,
     }))
+}
+
+/// Waits until a candidate reports ready. Err: why it will not (it exited, or the
+/// ready timeout passed), for the answer and the rollback record.
+async fn wait_ready(
+    app: &App,
+    started: &mut Started,
+    start: Instant,
+) -> Result<(), (String, Option<ExitRecord>)> {
+    let never = || async { std::future::pending::<()>().await };
+    let ready = async {
+        match started.ready.as_mut() {
+            Some(rx) => {
+                if rx.await.is_err() {
+                    never().await;
+                }
+            }
+            None => never().await,
+        }
+    };
+    let exit = async {
+        match started.exit.as_mut() {
+            Some(rx) => match rx.await {
+                Ok(record) => record,
+                Err(_) => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ready => Ok(()),
+        record = exit => Err((exit_reason(&record, start), Some(record))),
+        () = tokio::time::sleep(app.ready_timeout) => Err((
+            format!(
+                "new binary did not report ready (READY=1 on NOTIFY_SOCKET) within {} ms",
+                app.ready_timeout.as_millis()
+            ),
+            None,
+        )),
+    }
+}
+
+/// "new binary exited N ms after start (exit code 3); stderr: ..."
+fn exit_reason(record: &ExitRecord, start: Instant) -> String {
+    let mut reason = format!(
+        "new binary exited {} ms after start ({})",
+        start.elapsed().as_millis(),
+        record.description
+    );
+    if !record.stderr_tail.is_empty() {
+        let last: Vec<&str> = record
+            .stderr_tail
+            .iter()
+            .rev()
+            .take(5)
+            .rev()
+            .map(String::as_str)
+            .collect();
+        reason.push_str("; stderr: ");
+        reason.push_str(&last.join(" | "));
+    }
+    reason
 }
 
 async fn put_binary(
@@ -207,7 +298,7 @@ async fn put_binary(
         drain(body).await;
         return Err(AppError::new(
             StatusCode::BAD_REQUEST,
-            "missing_sha256",
+            code::MISSING_SHA256,
             "header X-Stand-Sha256 is required",
         ));
     };
@@ -215,7 +306,7 @@ async fn put_binary(
         drain(body).await;
         return Err(AppError::new(
             StatusCode::BAD_REQUEST,
-            "bad_sha256",
+            code::BAD_SHA256,
             "X-Stand-Sha256 must be 64 hex digits (the sha256 of the body)",
         ));
     }
@@ -225,7 +316,7 @@ async fn put_binary(
     // In its own task: swap, restart and a possible rollback always run to the end.
     let task = tokio::spawn(swap(app, staged));
     task.await
-        .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, e.to_string()))?
 }
 
 async fn swap(app: Arc<App>, staged: upload::Staged) -> Result<Json<Swapped>, AppError> {
@@ -235,9 +326,59 @@ async fn swap(app: Arc<App>, staged: upload::Staged) -> Result<Json<Swapped>, Ap
     let binary = app.binary.clone();
     blocking(move || upload::install(&binary, staged)).await?;
     let start = Instant::now();
-    let (reason, exit) = match app.supervisor.restart(true, Some(sha256.clone())).await {
-        Ok(started) => {
-            let exited = match started.exit {
+    let verdict = if app.overlap {
+        swap_overlapping(&app, &sha256, start).await?
+    } else {
+        swap_stop_start(&app, &sha256, start).await?
+    };
+    let (reason, exit, restore) = match verdict {
+        Ok(swapped) => return Ok(Json(swapped)),
+        Err(rejected) => rejected,
+    };
+    tracing::warn!(%sha256, %reason, "rolling back to the previous binary");
+    let binary = app.binary.clone();
+    blocking(move || upload::restore(&binary)).await?;
+    let restored_pid = match restore {
+        // The previous child never stopped: it serves on, nothing to start.
+        Restore::StillServing => app.status.get().pid,
+        Restore::Start => app
+            .supervisor
+            .restart(false, previous.clone())
+            .await
+            .ok()
+            .map(|s| s.pid),
+    };
+    let rollback = Rollback {
+        at: status::now(),
+        rejected_sha256: sha256,
+        restored_sha256: previous,
+        reason: reason.clone(),
+        exit,
+    };
+    app.status
+        .update(|s| s.last_rollback = Some(rollback.clone()));
+    let mut err = AppError::new(StatusCode::CONFLICT, code::ROLLED_BACK, reason);
+    err.details = Some(ErrorDetails {
+        rollback: Some(rollback),
+        restored_pid,
+        ..ErrorDetails::default()
+    });
+    Err(err)
+}
+
+/// After a rejected binary: is the previous child still serving, or must it be started?
+enum Restore {
+    StillServing,
+    Start,
+}
+
+type Verdict = Result<Swapped, (String, Option<ExitRecord>, Restore)>;
+
+/// Without shared sockets: stop the old child, start the new one on probation.
+async fn swap_stop_start(app: &App, sha256: &str, start: Instant) -> Result<Verdict, AppError> {
+    match app.supervisor.restart(true, Some(sha256.to_owned())).await {
+        Ok(mut started) => {
+            let exited = match started.exit.as_mut() {
                 Some(rx) => tokio::time::timeout(app.grace, rx)
                     .await
                     .ok()
@@ -248,59 +389,65 @@ async fn swap(app: Arc<App>, staged: upload::Staged) -> Result<Json<Swapped>, Ap
                 None => {
                     app.supervisor.release().await;
                     tracing::info!(pid = started.pid, %sha256, "new binary running");
-                    return Ok(Json(Swapped {
-                        sha256,
-                        pid: started.pid,
-                        restarts: started.restarts,
-                    }));
+                    Ok(Ok(swapped(sha256, &started)))
                 }
-                Some(record) => {
-                    let mut reason = format!(
-                        "new binary exited {} ms after start ({})",
-                        start.elapsed().as_millis(),
-                        record.description
-                    );
-                    if !record.stderr_tail.is_empty() {
-                        let last: Vec<&str> = record
-                            .stderr_tail
-                            .iter()
-                            .rev()
-                            .take(5)
-                            .rev()
-                            .map(String::as_str)
-                            .collect();
-                        reason.push_str("; stderr: ");
-                        reason.push_str(&last.join(" | "));
-                    }
-                    (reason, Some(record))
-                }
+                Some(record) => Ok(Err((exit_reason(&record, start), Some(record), Restore::Start))),
             }
         }
-        Err(RestartError::Spawn(record)) => (
+        Err(RestartError::Spawn(record)) => Ok(Err((
             format!("new binary did not start: {}", record.description),
             Some(*record),
-        ),
+            Restore::Start,
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// With shared sockets: the new child starts beside the old one; the old one is
+/// stopped once the new one is ready (it drains); the new one then serves out the
+/// rest of its grace period on probation.
+async fn swap_overlapping(app: &App, sha256: &str, start: Instant) -> Result<Verdict, AppError> {
+    let mut started = match app.supervisor.candidate(Some(sha256.to_owned())).await {
+        Ok(started) => started,
+        Err(RestartError::Spawn(record)) => {
+            return Ok(Err((
+                format!("new binary did not start: {}", record.description),
+                Some(*record),
+                Restore::StillServing,
+            )))
+        }
         Err(e) => return Err(e.into()),
     };
-    tracing::warn!(%sha256, %reason, "rolling back to the previous binary");
-    let binary = app.binary.clone();
-    blocking(move || upload::restore(&binary)).await?;
-    let restored = app.supervisor.restart(false, previous.clone()).await;
-    let rollback = Rollback {
-        at: status::now(),
-        rejected_sha256: sha256,
-        restored_sha256: previous,
-        reason: reason.clone(),
-        exit,
+    if let Err((reason, exit)) = wait_ready(app, &mut started, start).await {
+        app.supervisor.discard().await;
+        return Ok(Err((reason, exit, Restore::StillServing)));
+    }
+    let gone = app.supervisor.promote().await;
+    let rest = app.grace.saturating_sub(start.elapsed());
+    let exited = match started.exit.as_mut() {
+        Some(rx) => tokio::time::timeout(rest, rx).await.ok().and_then(Result::ok),
+        None => None,
     };
-    app.status
-        .update(|s| s.last_rollback = Some(rollback.clone()));
-    let mut err = AppError::new(StatusCode::CONFLICT, "rolled_back", reason);
-    err.details = Some(json!({
-        "rollback": rollback,
-        "restored_pid": restored.as_ref().ok().map(|s| s.pid),
-    }));
-    Err(err)
+    if let Some(gone) = gone {
+        let _ = gone.await;
+    }
+    match exited {
+        None => {
+            app.supervisor.release().await;
+            tracing::info!(pid = started.pid, %sha256, ms = start.elapsed().as_millis() as u64, "new binary serving, the previous one stopped");
+            Ok(Ok(swapped(sha256, &started)))
+        }
+        // Ready, then dead within the grace period: the old one is already gone.
+        Some(record) => Ok(Err((exit_reason(&record, start), Some(record), Restore::Start))),
+    }
+}
+
+fn swapped(sha256: &str, started: &Started) -> Swapped {
+    Swapped {
+        sha256: Some(sha256.to_owned()),
+        pid: started.pid,
+        restarts: started.restarts,
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -308,6 +455,6 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, AppError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, e.to_string()))?
         .map_err(AppError::from)
 }

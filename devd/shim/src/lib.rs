@@ -3,12 +3,18 @@
 //! with a capped backoff when it dies), and swaps in a new binary uploaded over an
 //! authenticated HTTP endpoint, rolling back when the new one dies at start.
 //!
-//! Code map: `config` (argv/env, pure), `reaper` (the only `waitpid`),
-//! `supervisor` (the child's lifecycle), `upload` (files on disk), `api` (HTTP),
-//! `status` (what GET /v1/status reports).
+//! With the service's port known (`PORT`, or `STAND_SHIM_LISTEN`) the shim owns the
+//! listening socket and passes it to every child (socket activation: fd 3,
+//! `LISTEN_FDS`, `LISTEN_PID`), so a swap starts the new child beside the old one and
+//! stops the old one only once the new one reported ready: no request is refused.
+//!
+//! Code map: `config` (argv/env, pure), `listen` (socket passing, readiness, the
+//! exec mode), `reaper` (the only `waitpid`), `supervisor` (the child's lifecycle),
+//! `upload` (files on disk), `api` (HTTP), `status` (what GET /v1/status reports).
 
 pub mod api;
 pub mod config;
+pub mod listen;
 pub mod reaper;
 pub mod status;
 pub mod supervisor;
@@ -26,8 +32,12 @@ use crate::config::Config;
 
 /// The whole program; returns the process exit code.
 pub fn main_entry() -> i32 {
-    init_tracing();
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    // The exec mode of a child being started: first, while single-threaded.
+    if args.first().is_some_and(|a| a == listen::EXEC_FLAG) {
+        return listen::exec_child(&args[1..]);
+    }
+    init_tracing();
     if matches!(args.first().and_then(|a| a.to_str()), Some("-h" | "--help")) {
         println!("{}", config::USAGE);
         return 0;
@@ -41,6 +51,14 @@ pub fn main_entry() -> i32 {
         Err(e) => {
             eprintln!("stand-shim: {e}\n{}", config::USAGE);
             return 2;
+        }
+    };
+    // Before anything else opens a descriptor: the sockets go to fd 3.. for the children.
+    let listeners = match listen::bind_inherited(&config.listen) {
+        Ok(fds) => fds,
+        Err(e) => {
+            eprintln!("stand-shim: {e}");
+            return 1;
         }
     };
     if std::process::id() != 1 {
@@ -59,7 +77,9 @@ pub fn main_entry() -> i32 {
             return 1;
         }
     };
-    runtime.block_on(run(config))
+    let code = runtime.block_on(run(config));
+    drop(listeners);
+    code
 }
 
 fn init_tracing() {
@@ -96,12 +116,17 @@ pub async fn run(config: Config) -> i32 {
             return 1;
         }
     };
+    if !config.listen.is_empty() {
+        let addrs: Vec<String> = config.listen.iter().map(ToString::to_string).collect();
+        tracing::info!(listen = ?addrs, "service sockets held by the shim, passed to the child as fd 3..");
+    }
     let status = status::Shared::new(config.binary.display().to_string());
     let supervisor = supervisor::spawn(
         supervisor::Spec {
             binary: config.binary.clone(),
             args: config.args.clone(),
             stop_timeout: config.stop_timeout,
+            listen_fds: config.listen.len(),
         },
         reaper,
         status.clone(),
@@ -117,6 +142,8 @@ pub async fn run(config: Config) -> i32 {
                 token,
                 binary: config.binary.clone(),
                 grace: config.grace,
+                overlap: !config.listen.is_empty(),
+                ready_timeout: config.ready_timeout,
                 ops: tokio::sync::Mutex::new(()),
             });
             let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.port));

@@ -1,11 +1,16 @@
 //! The supervised child: one task owns it and is reached through a [`Handle`]
-//! (restart, release, shutdown). Invariants:
-//! - at most one child at a time: a new one is spawned only after the old one has
-//!   been reaped and the rest of its process group killed (no duplicate process, no
-//!   port still bound by the old instance);
+//! (restart, candidate/promote/discard, release, shutdown). Invariants:
+//! - without shared listeners (`Spec::listen_fds == 0`) at most one child at a time:
+//!   a new one is spawned only after the old one has been reaped and the rest of its
+//!   process group killed (no port still bound by the old instance);
+//! - with shared listeners a swap overlaps: a *candidate* starts beside the current
+//!   child on the same sockets; it becomes the current one ([`Handle::promote`]) once
+//!   it reported ready, and only then is the old one stopped (SIGTERM, it drains), in a
+//!   task of its own; a candidate that dies or never gets ready is discarded and the
+//!   current child never noticed;
 //! - a child that exits on its own is restarted after a capped backoff, unless it
 //!   is *held* (on probation after an upload: its exit goes to the uploader, who
-//!   rolls back);
+//!   rolls back); a candidate is never restarted;
 //! - stderr is inherited through a tee: every byte goes on to our stderr, the last
 //!   lines are kept for exit and rollback reports.
 
@@ -22,10 +27,12 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, timeout};
 
+use crate::listen;
 use crate::reaper::{Exit, Reaper};
-use crate::status::{self, ExitRecord, Shared};
+use crate::status::{self, ExitCause, ExitRecord, Shared};
 use crate::upload;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -43,6 +50,8 @@ pub struct Spec {
     pub binary: PathBuf,
     pub args: Vec<OsString>,
     pub stop_timeout: Duration,
+    /// Listening sockets the shim holds at fd 3.. for every child (`LISTEN_FDS`).
+    pub listen_fds: usize,
 }
 
 /// A freshly started child.
@@ -53,6 +62,8 @@ pub struct Started {
     pub restarts: u64,
     /// Only for held starts: the child's exit report, if it exits while held.
     pub exit: Option<oneshot::Receiver<ExitRecord>>,
+    /// With shared listeners: fires when the child reports `READY=1`.
+    pub ready: Option<oneshot::Receiver<()>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +80,16 @@ enum Cmd {
         sha_hint: Option<String>,
         reply: oneshot::Sender<Result<Started, RestartError>>,
     },
+    Candidate {
+        sha_hint: Option<String>,
+        reply: oneshot::Sender<Result<Started, RestartError>>,
+    },
+    Promote {
+        reply: oneshot::Sender<Option<oneshot::Receiver<()>>>,
+    },
+    Discard {
+        reply: oneshot::Sender<()>,
+    },
     Release,
     Shutdown {
         signal: Signal,
@@ -82,6 +103,12 @@ pub struct Handle {
 }
 
 impl Handle {
+    async fn ask<T>(&self, cmd: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Option<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(cmd(reply)).await.ok()?;
+        rx.await.ok()
+    }
+
     /// Stops the current child (if any) and starts a new one from the binary on disk.
     /// `hold`: keep it on probation until [`Handle::release`]; `sha_hint`: the
     /// binary's known hash (saves hashing it again).
@@ -90,16 +117,33 @@ impl Handle {
         hold: bool,
         sha_hint: Option<String>,
     ) -> Result<Started, RestartError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd::Restart {
-                hold,
-                sha_hint,
-                reply,
-            })
+        self.ask(|reply| Cmd::Restart {
+            hold,
+            sha_hint,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(RestartError::ShuttingDown))
+    }
+
+    /// Starts a held candidate from the binary on disk beside the current child (on
+    /// the same listening sockets); the current child is not touched.
+    pub async fn candidate(&self, sha_hint: Option<String>) -> Result<Started, RestartError> {
+        self.ask(|reply| Cmd::Candidate { sha_hint, reply })
             .await
-            .map_err(|_| RestartError::ShuttingDown)?;
-        rx.await.map_err(|_| RestartError::ShuttingDown)?
+            .unwrap_or(Err(RestartError::ShuttingDown))
+    }
+
+    /// Makes the candidate the current child and stops the previous one (SIGTERM, it
+    /// drains) in the background; the receiver fires once that one is gone. The
+    /// candidate stays held until [`Handle::release`].
+    pub async fn promote(&self) -> Option<oneshot::Receiver<()>> {
+        self.ask(|reply| Cmd::Promote { reply }).await.flatten()
+    }
+
+    /// Stops the candidate (if it still runs); the current child keeps running.
+    pub async fn discard(&self) {
+        let _ = self.ask(|reply| Cmd::Discard { reply }).await;
     }
 
     /// Ends the probation of a held child: from now on its exits are restarts.
@@ -110,11 +154,9 @@ impl Handle {
     /// Forwards `signal` to the child, waits for it (SIGKILL after the stop timeout)
     /// and returns the exit code the shim should exit with.
     pub async fn shutdown(&self, signal: Signal) -> i32 {
-        let (reply, rx) = oneshot::channel();
-        if self.tx.send(Cmd::Shutdown { signal, reply }).await.is_err() {
-            return 1;
-        }
-        rx.await.unwrap_or(1)
+        self.ask(|reply| Cmd::Shutdown { signal, reply })
+            .await
+            .unwrap_or(1)
     }
 }
 
@@ -126,6 +168,8 @@ pub fn spawn(spec: Spec, reaper: Reaper, status: Shared) -> Handle {
         reaper,
         status,
         state: State::Idle,
+        candidate: None,
+        retiring: Vec::new(),
         backoff: BACKOFF_MIN,
         started_once: false,
         shutting_down: false,
@@ -137,10 +181,12 @@ pub fn spawn(spec: Spec, reaper: Reaper, status: Shared) -> Handle {
 
 struct Running {
     pid: i32,
+    sha256: Option<String>,
     exit_rx: oneshot::Receiver<Exit>,
     tail: Arc<Mutex<Tail>>,
     tee_done: Option<oneshot::Receiver<()>>,
     started: Instant,
+    started_at: String,
     held: Option<oneshot::Sender<ExitRecord>>,
 }
 
@@ -154,6 +200,7 @@ enum State {
 enum Event {
     Cmd(Option<Cmd>),
     Exited(Exit),
+    CandidateExited(Exit),
     BackoffDone,
 }
 
@@ -164,6 +211,10 @@ struct Supervisor {
     reaper: Reaper,
     status: Shared,
     state: State,
+    /// A new child on probation beside the current one (shared listeners only).
+    candidate: Option<Running>,
+    /// Previous children being stopped after a promotion.
+    retiring: Vec<JoinHandle<()>>,
     backoff: Duration,
     started_once: bool,
     shutting_down: bool,
@@ -185,6 +236,16 @@ async fn next_state_event(state: &mut State) -> Event {
     }
 }
 
+async fn candidate_event(candidate: &mut Option<Running>) -> Event {
+    match candidate {
+        Some(r) => match (&mut r.exit_rx).await {
+            Ok(exit) => Event::CandidateExited(exit),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
 impl Supervisor {
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         let _ = self.start(false, None).await;
@@ -192,6 +253,7 @@ impl Supervisor {
             let event = tokio::select! {
                 cmd = rx.recv() => Event::Cmd(cmd),
                 ev = next_state_event(&mut self.state) => ev,
+                ev = candidate_event(&mut self.candidate) => ev,
             };
             match event {
                 Event::Cmd(None) => return,
@@ -209,6 +271,23 @@ impl Supervisor {
                     };
                     let _ = reply.send(result);
                 }
+                Event::Cmd(Some(Cmd::Candidate { sha_hint, reply })) => {
+                    let result = if self.shutting_down {
+                        Err(RestartError::ShuttingDown)
+                    } else {
+                        self.start_candidate(sha_hint).await
+                    };
+                    let _ = reply.send(result);
+                }
+                Event::Cmd(Some(Cmd::Promote { reply })) => {
+                    let _ = reply.send(self.promote());
+                }
+                Event::Cmd(Some(Cmd::Discard { reply })) => {
+                    if let Some(candidate) = self.candidate.take() {
+                        stop_child(candidate, Signal::SIGTERM, self.spec.stop_timeout, &self.status).await;
+                    }
+                    let _ = reply.send(());
+                }
                 Event::Cmd(Some(Cmd::Release)) => match &mut self.state {
                     State::Running(r) => r.held = None,
                     // A held child died just as its probation ended: restart it.
@@ -217,7 +296,13 @@ impl Supervisor {
                 },
                 Event::Cmd(Some(Cmd::Shutdown { signal, reply })) => {
                     self.shutting_down = true;
+                    if let Some(candidate) = self.candidate.take() {
+                        stop_child(candidate, signal, self.spec.stop_timeout, &self.status).await;
+                    }
                     let exit = self.stop_current(signal).await;
+                    for retiring in self.retiring.drain(..) {
+                        let _ = retiring.await;
+                    }
                     let code = match exit {
                         Some(e) => e.as_code(),
                         None => self
@@ -230,6 +315,7 @@ impl Supervisor {
                     let _ = reply.send(code);
                 }
                 Event::Exited(exit) => self.on_exit(exit).await,
+                Event::CandidateExited(exit) => self.on_candidate_exit(exit).await,
                 Event::BackoffDone => {
                     self.state = State::Idle;
                     let _ = self.start(false, None).await;
@@ -247,10 +333,7 @@ impl Supervisor {
         let State::Running(mut r) = std::mem::replace(&mut self.state, State::Idle) else {
             return;
         };
-        kill_group(r.pid);
-        let tail = drain_tail(&mut r).await;
-        let uptime = r.started.elapsed();
-        let record = ExitRecord::new(r.pid, exit, "exited", uptime.as_millis() as u64, tail);
+        let record = reaped(&mut r, exit, ExitCause::Exited).await;
         tracing::warn!(pid = r.pid, %exit, uptime_ms = record.uptime_ms, "child exited");
         self.status.update(|s| {
             s.pid = None;
@@ -264,6 +347,7 @@ impl Supervisor {
         if self.shutting_down {
             return;
         }
+        let uptime = r.started.elapsed();
         if uptime >= STABLE_AFTER {
             self.backoff = BACKOFF_MIN;
         }
@@ -276,59 +360,158 @@ impl Supervisor {
         self.schedule_restart(delay);
     }
 
+    /// The candidate exited before it was promoted: the uploader hears of it; the
+    /// current child runs on.
+    async fn on_candidate_exit(&mut self, exit: Exit) {
+        let Some(mut r) = self.candidate.take() else {
+            return;
+        };
+        let record = reaped(&mut r, exit, ExitCause::Exited).await;
+        tracing::warn!(pid = r.pid, %exit, uptime_ms = record.uptime_ms, "new child exited before it was ready");
+        self.status.update(|s| s.last_exit = Some(record.clone()));
+        if let Some(held) = r.held.take() {
+            let _ = held.send(record);
+        }
+    }
+
+    /// The candidate becomes the current child; the previous one is stopped in a task
+    /// of its own. Returns what fires once the previous one is gone.
+    fn promote(&mut self) -> Option<oneshot::Receiver<()>> {
+        let candidate = self.candidate.take()?;
+        self.status.update(|s| {
+            s.pid = Some(candidate.pid);
+            s.sha256 = candidate.sha256.clone();
+            s.started_at = Some(candidate.started_at.clone());
+        });
+        tracing::info!(pid = candidate.pid, "new child is ready: it is now the current one");
+        let previous = std::mem::replace(&mut self.state, State::Running(candidate));
+        self.backoff = BACKOFF_MIN;
+        let (gone_tx, gone_rx) = oneshot::channel();
+        match previous {
+            State::Running(old) => {
+                let status = self.status.clone();
+                let stop_timeout = self.spec.stop_timeout;
+                self.retiring.retain(|t| !t.is_finished());
+                self.retiring.push(tokio::spawn(async move {
+                    stop_child(old, Signal::SIGTERM, stop_timeout, &status).await;
+                    let _ = gone_tx.send(());
+                }));
+            }
+            State::Backoff(_) | State::Idle => {
+                let _ = gone_tx.send(());
+            }
+        }
+        Some(gone_rx)
+    }
+
     /// Stops the running child (signal, then SIGKILL after the stop timeout), kills
     /// what is left of its process group and waits until it is reaped. Cancels a
     /// pending backoff restart.
     async fn stop_current(&mut self, signal: Signal) -> Option<Exit> {
-        let State::Running(mut r) = std::mem::replace(&mut self.state, State::Idle) else {
+        let State::Running(r) = std::mem::replace(&mut self.state, State::Idle) else {
             return None;
         };
-        let pid = Pid::from_raw(r.pid);
-        let _ = kill(pid, signal);
-        let exit = match timeout(self.spec.stop_timeout, &mut r.exit_rx).await {
-            Ok(result) => result.ok(),
-            Err(_) => {
-                tracing::warn!(
-                    pid = r.pid,
-                    timeout_ms = self.spec.stop_timeout.as_millis() as u64,
-                    "child did not exit after {signal}; sending SIGKILL"
-                );
-                let _ = kill(pid, Signal::SIGKILL);
-                match timeout(KILL_WAIT, &mut r.exit_rx).await {
-                    Ok(result) => result.ok(),
-                    Err(_) => {
-                        tracing::error!(pid = r.pid, "child not reaped after SIGKILL");
-                        None
-                    }
-                }
-            }
-        };
-        kill_group(r.pid);
-        let tail = drain_tail(&mut r).await;
-        if let Some(exit) = exit {
-            let record = ExitRecord::new(
-                r.pid,
-                exit,
-                "stopped",
-                r.started.elapsed().as_millis() as u64,
-                tail,
-            );
-            tracing::info!(pid = r.pid, %exit, "child stopped");
-            self.status.update(|s| s.last_exit = Some(record));
-        }
+        let exit = stop_child(r, signal, self.spec.stop_timeout, &self.status).await;
         self.status.update(|s| s.pid = None);
         exit
     }
 
+    /// Starts the current child (none may be running).
     async fn start(
         &mut self,
         hold: bool,
         sha_hint: Option<String>,
     ) -> Result<Started, RestartError> {
+        match self.spawn_child(hold, sha_hint).await {
+            Ok((running, started)) => {
+                self.status.update(|s| {
+                    s.pid = Some(running.pid);
+                    s.sha256 = running.sha256.clone();
+                    s.started_at = Some(running.started_at.clone());
+                });
+                self.state = State::Running(running);
+                Ok(started)
+            }
+            Err((record, sha256)) => {
+                self.status.update(|s| {
+                    s.pid = None;
+                    s.sha256 = sha256;
+                    s.last_exit = Some((*record).clone());
+                });
+                if hold {
+                    self.state = State::Idle;
+                } else {
+                    let delay = self.backoff;
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                    self.schedule_restart(delay);
+                }
+                Err(RestartError::Spawn(record))
+            }
+        }
+    }
+
+    /// Starts a held candidate beside the current child.
+    async fn start_candidate(&mut self, sha_hint: Option<String>) -> Result<Started, RestartError> {
+        if let Some(stale) = self.candidate.take() {
+            stop_child(stale, Signal::SIGTERM, self.spec.stop_timeout, &self.status).await;
+        }
+        match self.spawn_child(true, sha_hint).await {
+            Ok((running, started)) => {
+                self.candidate = Some(running);
+                Ok(started)
+            }
+            Err((record, _)) => {
+                self.status.update(|s| s.last_exit = Some((*record).clone()));
+                Err(RestartError::Spawn(record))
+            }
+        }
+    }
+
+    /// Spawns a child from the binary on disk; touches neither `state` nor the status'
+    /// pid (the callers decide what the child is).
+    async fn spawn_child(
+        &mut self,
+        hold: bool,
+        sha_hint: Option<String>,
+    ) -> Result<(Running, Started), (Box<ExitRecord>, Option<String>)> {
         let sha256 = self.binary_sha256(sha_hint).await;
-        let mut cmd = Command::new(&self.spec.binary);
-        cmd.args(&self.spec.args)
-            .env_remove("STAND_SHIM_TOKEN")
+        let shared = self.spec.listen_fds > 0;
+        let (mut cmd, ready) = if shared {
+            // Through the exec mode, which sets LISTEN_PID to the child's own pid.
+            let mut cmd = Command::new(listen::self_exe());
+            cmd.arg(listen::EXEC_FLAG)
+                .arg(&self.spec.binary)
+                .args(&self.spec.args)
+                .env("LISTEN_FDS", self.spec.listen_fds.to_string())
+                .env_remove("LISTEN_PID")
+                .env_remove("LISTEN_FDNAMES");
+            // Readiness matters for a held child (a candidate): the others start alone.
+            let ready = match hold.then(listen::ready_socket) {
+                Some(Ok((name, rx))) => {
+                    cmd.env("NOTIFY_SOCKET", name);
+                    Some(rx)
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot create the readiness socket");
+                    cmd.env_remove("NOTIFY_SOCKET");
+                    None
+                }
+                None => {
+                    cmd.env_remove("NOTIFY_SOCKET");
+                    None
+                }
+            };
+            (cmd, ready)
+        } else {
+            let mut cmd = Command::new(&self.spec.binary);
+            cmd.args(&self.spec.args)
+                .env_remove("LISTEN_FDS")
+                .env_remove("LISTEN_PID")
+                .env_remove("LISTEN_FDNAMES")
+                .env_remove("NOTIFY_SOCKET");
+            (cmd, None)
+        };
+        cmd.env_remove(stand_shim_protocol::TOKEN_ENV)
             .stdin(Stdio::inherit())
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())
@@ -351,25 +534,13 @@ impl Supervisor {
                     code: None,
                     signal: None,
                     description: format!("failed to start {}: {e}", self.spec.binary.display()),
-                    cause: "spawn_failed",
+                    cause: ExitCause::SpawnFailed,
                     at: status::now(),
                     uptime_ms: 0,
                     stderr_tail: Vec::new(),
                 };
                 tracing::error!("{}", record.description);
-                self.status.update(|s| {
-                    s.pid = None;
-                    s.sha256 = sha256.clone();
-                    s.last_exit = Some(record.clone());
-                });
-                if hold {
-                    self.state = State::Idle;
-                } else {
-                    let delay = self.backoff;
-                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-                    self.schedule_restart(delay);
-                }
-                return Err(RestartError::Spawn(Box::new(record)));
+                return Err((Box::new(record), sha256));
             }
         };
         let pid = child.id() as i32;
@@ -396,32 +567,30 @@ impl Supervisor {
         } else {
             (None, None)
         };
-        self.state = State::Running(Running {
-            pid,
-            exit_rx,
-            tail,
-            tee_done,
-            started: Instant::now(),
-            held: held_tx,
-        });
-        let started_at = status::now();
-        self.status.update(|s| {
-            s.pid = Some(pid);
-            s.sha256 = sha256.clone();
-            s.started_at = Some(started_at);
-        });
         tracing::info!(
             pid,
             restarts,
             sha256 = sha256.as_deref().unwrap_or("?"),
             "child started"
         );
-        Ok(Started {
+        let running = Running {
+            pid,
+            sha256: sha256.clone(),
+            exit_rx,
+            tail,
+            tee_done,
+            started: Instant::now(),
+            started_at: status::now(),
+            held: held_tx,
+        };
+        let started = Started {
             pid,
             sha256: sha256.unwrap_or_default(),
             restarts,
             exit: held_rx,
-        })
+            ready,
+        };
+        Ok((running, started))
     }
 
     /// sha256 of the binary on disk, cached by file identity.
@@ -457,6 +626,52 @@ fn kill_group(pgid: i32) {
     if killpg(Pid::from_raw(pgid), Signal::SIGKILL).is_ok() {
         tracing::info!(pgid, "killed leftover processes of the old child");
     }
+}
+
+/// After the reap of a child that exited: its group killed, its report.
+async fn reaped(r: &mut Running, exit: Exit, cause: ExitCause) -> ExitRecord {
+    kill_group(r.pid);
+    let tail = drain_tail(r).await;
+    status::exit_record(r.pid, exit, cause, r.started.elapsed().as_millis() as u64, tail)
+}
+
+/// Stops a child: `signal`, SIGKILL after `stop_timeout`, the rest of its process
+/// group killed, reaped; records the exit as `last_exit` (cause `stopped`).
+async fn stop_child(
+    mut r: Running,
+    signal: Signal,
+    stop_timeout: Duration,
+    status: &Shared,
+) -> Option<Exit> {
+    let pid = Pid::from_raw(r.pid);
+    let _ = kill(pid, signal);
+    let exit = match timeout(stop_timeout, &mut r.exit_rx).await {
+        Ok(result) => result.ok(),
+        Err(_) => {
+            tracing::warn!(
+                pid = r.pid,
+                timeout_ms = stop_timeout.as_millis() as u64,
+                "child did not exit after {signal}; sending SIGKILL"
+            );
+            let _ = kill(pid, Signal::SIGKILL);
+            match timeout(KILL_WAIT, &mut r.exit_rx).await {
+                Ok(result) => result.ok(),
+                Err(_) => {
+                    tracing::error!(pid = r.pid, "child not reaped after SIGKILL");
+                    None
+                }
+            }
+        }
+    };
+    match exit {
+        Some(exit) => {
+            let record = reaped(&mut r, exit, ExitCause::Stopped).await;
+            tracing::info!(pid = r.pid, %exit, "child stopped");
+            status.update(|s| s.last_exit = Some(record));
+        }
+        None => kill_group(r.pid),
+    }
+    exit
 }
 
 async fn drain_tail(r: &mut Running) -> Vec<String> {

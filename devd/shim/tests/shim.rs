@@ -173,6 +173,7 @@ async fn upload_swaps_the_binary_and_restarts_the_child() {
 async fn a_new_binary_that_exits_at_start_is_rolled_back() {
     let shim = Shim::start(json!({"text": "v1"})).await;
     let original = std::fs::read(&shim.binary).expect("read");
+    let serving_pid = shim.status().await["pid"].clone();
     let bad = variant(json!({"text": "v2", "exit_at_start": 3}));
     let (code, body) = shim.upload(bad.clone(), &sha256(&bad)).await;
     assert_eq!(code, 409, "{body}");
@@ -184,10 +185,12 @@ async fn a_new_binary_that_exits_at_start_is_rolled_back() {
         "stderr tail in the reason: {message}"
     );
 
-    // The previous binary runs again (a new process from the old bytes).
-    shim.wait_serving("v1").await;
+    // The previous child never stopped: same process, same bytes on disk.
+    assert_eq!(body["error"]["details"]["restored_pid"], serving_pid);
+    assert_eq!(shim.served().await.map(|(t, pid)| (t, json!(pid))), Some(("v1".to_owned(), serving_pid.clone())));
     assert_eq!(std::fs::read(&shim.binary).expect("read"), original);
     let status = shim.status().await;
+    assert_eq!(status["pid"], serving_pid);
     assert_eq!(status["sha256"], sha256(&original));
     let rollback = &status["last_rollback"];
     assert_eq!(rollback["rejected_sha256"], sha256(&bad));
@@ -199,9 +202,75 @@ async fn a_new_binary_that_exits_at_start_is_rolled_back() {
         "{rollback}"
     );
     assert_eq!(rollback["exit"]["code"], 3);
-    assert_eq!(status["restarts"], 2, "bad child + restored child");
+    assert_eq!(status["restarts"], 1, "only the bad child was started");
 
     // A good upload afterwards still works.
+    let good = variant(json!({"text": "v3"}));
+    let (code, body) = shim.upload(good.clone(), &sha256(&good)).await;
+    assert_eq!(code, 200, "{body}");
+    shim.wait_serving("v3").await;
+}
+
+/// A new binary that runs but never reports ready (READY=1) is rejected after the
+/// ready timeout; the old child serves throughout.
+#[tokio::test]
+async fn a_new_binary_that_never_gets_ready_is_rolled_back() {
+    let mut opts = Options::default();
+    opts.env.push(("STAND_SHIM_READY_TIMEOUT", "0.5".into()));
+    let shim = Shim::start_with(json!({"text": "v1"}), opts).await;
+    let serving_pid = shim.status().await["pid"].clone();
+    let silent = variant(json!({"text": "v2", "no_ready": true}));
+    let (code, body) = shim.upload(silent.clone(), &sha256(&silent)).await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(error_code(&body), "rolled_back");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains("did not report ready"), "{message}");
+    let status = shim.status().await;
+    assert_eq!(status["pid"], serving_pid, "the old child kept serving");
+    assert_eq!(status["last_exit"]["cause"], "stopped", "the silent one was stopped");
+    // Only v1 answers now: the silent child is gone.
+    for _ in 0..20 {
+        assert_eq!(shim.served().await.map(|(t, _)| t).as_deref(), Some("v1"));
+    }
+}
+
+/// Ready, then dead within the grace period: the old child was already stopped, so
+/// the previous binary is started again (connections wait in the shim's backlog).
+#[tokio::test]
+async fn a_new_binary_that_dies_after_ready_is_rolled_back_and_restarted() {
+    let shim = Shim::start(json!({"text": "v1"})).await;
+    let old_pid = shim.status().await["pid"].as_i64().expect("pid");
+    let flaky = variant(json!({"text": "v2", "exit_after_ready_ms": 100}));
+    let (code, body) = shim.upload(flaky.clone(), &sha256(&flaky)).await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(error_code(&body), "rolled_back");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains("exit code 4"), "{message}");
+    shim.wait_serving("v1").await;
+    let status = shim.status().await;
+    assert_eq!(status["pid"], body["error"]["details"]["restored_pid"]);
+    assert_ne!(status["pid"], json!(old_pid), "the previous binary runs in a new process");
+    assert!(proc_stat(old_pid as i32).is_none(), "the old child was stopped at promotion");
+    assert_eq!(status["sha256"], sha256(&variant(json!({"text": "v1"}))));
+    assert_eq!(status["restarts"], 2, "flaky child + restored child");
+}
+
+/// `STAND_SHIM_LISTEN=off`: the child binds its own port; a swap stops the old child
+/// before the new one starts, and a rollback starts the previous binary again.
+#[tokio::test]
+async fn without_shared_sockets_swaps_stop_then_start() {
+    let mut opts = Options::default();
+    opts.env.push(("STAND_SHIM_LISTEN", "off".into()));
+    let shim = Shim::start_with(json!({"text": "v1"}), opts).await;
+    let old_pid = shim.status().await["pid"].as_i64().expect("pid");
+    let bad = variant(json!({"text": "v2", "exit_at_start": 3}));
+    let (code, body) = shim.upload(bad.clone(), &sha256(&bad)).await;
+    assert_eq!(code, 409, "{body}");
+    shim.wait_serving("v1").await;
+    let status = shim.status().await;
+    assert_ne!(status["pid"], json!(old_pid), "the previous binary was started again");
+    assert!(proc_stat(old_pid as i32).is_none(), "old child gone");
+    assert_eq!(status["restarts"], 2, "bad child + restored child");
     let good = variant(json!({"text": "v3"}));
     let (code, body) = shim.upload(good.clone(), &sha256(&good)).await;
     assert_eq!(code, 200, "{body}");

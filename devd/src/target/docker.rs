@@ -34,7 +34,7 @@ pub const LABEL_SERVICE: &str = "dev.stand.service";
 pub const LABEL_COMPONENT: &str = "dev.stand.component";
 pub const LABEL_CONFIG: &str = "dev.stand.config";
 pub const POSTGRES_IMAGE: &str = "stand/postgres:15";
-pub const SHIM_PORT: u16 = 7070;
+pub use stand_shim_protocol::DEFAULT_PORT as SHIM_PORT;
 
 /// Settings of the service containers that do not come from the plan.
 #[derive(Clone, Debug)]
@@ -89,6 +89,13 @@ impl DockerTarget {
 
     pub fn postgres_name(&self, service: &str) -> String {
         format!("{}-{}-postgres-{service}", self.stand, self.env)
+    }
+
+    /// The dev image of `service` on this target: `<stand>/<service>:<tag>`, scoped by
+    /// the stand's name (two stands on one engine never share a tag, whatever their
+    /// stand.toml's `image` says; that repository is the cluster's, see [`crate::plan`]).
+    pub fn image_name(&self, service: &ServicePlan) -> String {
+        format!("{}/{}:{}", self.stand, service.name, service.image.tag)
     }
 
     fn labels(&self, service: Option<&str>, component: &str) -> HashMap<String, String> {
@@ -177,8 +184,8 @@ impl DockerTarget {
             format!("PORT={}", service.port),
             "RUST_LOG=info".to_owned(),
             "LOG_FORMAT=json".to_owned(),
-            format!("STAND_SHIM_TOKEN={}", settings.shim_token),
-            format!("STAND_SHIM_PORT={SHIM_PORT}"),
+            format!("{}={}", stand_shim_protocol::TOKEN_ENV, settings.shim_token),
+            format!("{}={SHIM_PORT}", stand_shim_protocol::PORT_ENV),
         ];
         let db = &service.database;
         if db.mode != DbMode::None {
@@ -317,13 +324,20 @@ impl DockerTarget {
     /// Returns what was removed, for people.
     pub async fn down(&self, volumes: bool) -> Result<Vec<String>, TargetError> {
         let mut removed = Vec::new();
-        let options = ListContainersOptions { all: true, filters: Some(self.filters(&[])), ..Default::default() };
-        let containers = self.docker.list_containers(Some(options)).await.map_err(TargetError::docker("list containers"))?;
-        for container in containers {
-            let name = container.names.and_then(|n| n.into_iter().next()).unwrap_or_default();
-            if let Some(id) = container.id {
-                self.remove_container(&id).await?;
-                removed.push(format!("container {}", name.trim_start_matches('/')));
+        // Until a listing is empty: a container whose creation was under way when the
+        // daemon stopped may appear after the first listing (bounded: 5 rounds).
+        for _ in 0..5 {
+            let options = ListContainersOptions { all: true, filters: Some(self.filters(&[])), ..Default::default() };
+            let containers = self.docker.list_containers(Some(options)).await.map_err(TargetError::docker("list containers"))?;
+            if containers.is_empty() {
+                break;
+            }
+            for container in containers {
+                let name = container.names.and_then(|n| n.into_iter().next()).unwrap_or_default();
+                if let Some(id) = container.id {
+                    self.remove_container(&id).await?;
+                    removed.push(format!("container {}", name.trim_start_matches('/')));
+                }
             }
         }
         let options = ListNetworksOptions { filters: Some(self.filters(&[])) };
@@ -514,32 +528,50 @@ impl DockerStand {
         self.target.remove_service(service).await
     }
 
-    /// Plays the controller Docker does not have: a service container that was removed
-    /// or stopped by hand is created or started again, from its image (its old binary;
-    /// delivery then re-syncs it). Returns the services it had to bring back.
-    pub async fn keep_up(&self) -> Vec<String> {
+    /// Is the container `name` running (or restarting)? An engine that does not answer
+    /// counts as yes: try again later.
+    async fn running(&self, name: &str) -> bool {
+        match self.target.docker.inspect_container(name, None::<InspectContainerOptions>).await {
+            Ok(c) => c.state.as_ref().is_none_or(|s| s.running.unwrap_or(false) || s.restarting.unwrap_or(false)),
+            Err(e) if not_found(&e) => false,
+            Err(_) => true,
+        }
+    }
+
+    /// Plays the controller Docker does not have: a database or service container that
+    /// was removed or stopped by hand is created or started again (the database first;
+    /// a service container from its image, with its old binary: delivery then re-syncs
+    /// it; the service reconnects to its database by itself). Returns (service,
+    /// component) of every container it had to bring back, component `database` or
+    /// `service`.
+    pub async fn keep_up(&self) -> Vec<(String, &'static str)> {
         let mut revived = Vec::new();
         for (name, (service, settings)) in &self.deployed {
-            let container = self.target.container_name(name);
-            let running = match self.target.docker.inspect_container(&container, None::<InspectContainerOptions>).await {
-                Ok(c) => c.state.as_ref().is_none_or(|s| s.running.unwrap_or(false) || s.restarting.unwrap_or(false)),
-                Err(e) if not_found(&e) => false,
-                Err(_) => true, // the engine is busy or away: try again later
-            };
-            if running {
+            if let (DbMode::InCluster, Some(password)) = (service.database.mode, &settings.db_password) {
+                if !self.running(&self.target.postgres_name(name)).await {
+                    match self.target.ensure_database(service, password).await {
+                        Ok(_) => revived.push((name.clone(), "database")),
+                        Err(e) => tracing::warn!(service = %name, error = %e, "cannot bring the database container back"),
+                    }
+                }
+            }
+            if self.running(&self.target.container_name(name)).await {
                 continue;
             }
             match self.target.ensure_service(service, settings).await {
-                Ok(_) => revived.push(name.clone()),
+                Ok(_) => revived.push((name.clone(), "service")),
                 Err(e) => tracing::warn!(service = %name, error = %e, "cannot bring the container back"),
             }
         }
         revived
     }
 
-    /// Builds the service's dev image from `artifact` and brings up its database and
-    /// container (kept when unchanged). `progress` gets the image build's lines and
-    /// each step as it is done.
+    /// Builds the service's dev image from `artifact` unless the image of its name was
+    /// built from the same inputs ([`crate::image::input_hash`]: everything but the
+    /// service binary), and brings up its database and container (kept when unchanged:
+    /// a devd restart leaves a running stand as it is). `progress` gets the image
+    /// build's lines and each step as it is done (`image_built` or
+    /// `image_kept`, `database_started`, `container_started`).
     pub async fn ensure(
         &mut self,
         service: &ServicePlan,
@@ -557,8 +589,8 @@ impl DockerStand {
                 shim
             }
         };
-        let tag = format!("{}:{}", service.image.repository, service.image.tag);
-        let spec = crate::image::ImageSpec {
+        let tag = self.target.image_name(service);
+        let mut spec = crate::image::ImageSpec {
             service: service.name.clone(),
             binary: artifact.path.clone(),
             binary_name: artifact.bin.clone(),
@@ -569,10 +601,34 @@ impl DockerStand {
             dockerfile: crate::image::stand_dockerfile(&self.root),
             labels: Default::default(),
         };
-        let built = crate::image::build(self.target.docker(), &spec, |line| progress(EnsureProgress::Line(line)))
-            .await
-            .map_err(|e| e.to_string())?;
-        progress(EnsureProgress::Done { step: "image_built", what: tag.clone(), ms: millis_since(started) });
+        let docker = self.target.docker();
+        let base_id = match &spec.base_image {
+            Some(base) => docker.inspect_image(base).await.ok().and_then(|i| i.id),
+            None => None,
+        };
+        let inputs = {
+            let spec = spec.clone();
+            tokio::task::spawn_blocking(move || crate::image::input_hash(&spec, base_id.as_deref()))
+                .await
+                .map_err(|e| format!("image inputs task failed: {e}"))?
+                .map_err(|e| e.to_string())?
+        };
+        spec.labels.insert(crate::image::LABEL_INPUTS.to_owned(), inputs.clone());
+        spec.labels.insert(LABEL_STAND.to_owned(), self.target.stand.clone());
+        let existing = docker.inspect_image(&tag).await.ok();
+        let label = |key: &str| existing.as_ref()?.config.as_ref()?.labels.as_ref()?.get(key).cloned();
+        let built = if label(crate::image::LABEL_INPUTS).as_deref() == Some(inputs.as_str())
+            && label(LABEL_STAND).as_deref() == Some(self.target.stand.as_str())
+        {
+            progress(EnsureProgress::Done { step: "image_kept", what: tag.clone(), ms: millis_since(started) });
+            None
+        } else {
+            let built = crate::image::build(docker, &spec, |line| progress(EnsureProgress::Line(line)))
+                .await
+                .map_err(|e| e.to_string())?;
+            progress(EnsureProgress::Done { step: "image_built", what: tag.clone(), ms: millis_since(started) });
+            Some(built)
+        };
         self.target.ensure_network().await.map_err(|e| e.to_string())?;
         let db_password = match service.database.mode {
             DbMode::None => None,
@@ -592,7 +648,7 @@ impl DockerStand {
         self.target.ensure_service(service, &settings).await.map_err(|e| e.to_string())?;
         let what = self.target.container_name(&service.name);
         progress(EnsureProgress::Done { step: "container_started", what, ms: millis_since(step) });
-        if let Some(previous) = &built.previous {
+        if let Some(previous) = built.as_ref().and_then(|b| b.previous.as_ref()) {
             crate::image::remove_if_unused(self.target.docker(), previous).await;
         }
         self.deployed.insert(service.name.clone(), (service.clone(), settings));

@@ -22,14 +22,22 @@
 //! ## Watch and re-sync
 //! [`KubeTarget`] implements [`Target`]: the daemon's delivery task
 //! ([`crate::deliver`]) sends each artifact to every instance and reconciles by the
-//! shim's hash. [`KubeTarget::watch`] lists the release's service pods, then watches
-//! them from the list's `resourceVersion` and keeps a cache that `instances` answers
-//! from (no API call per reconcile). A pod that appears (a rollout, a reschedule: new
+//! shim's hash. [`KubeTarget::watch`] runs kube-runtime's `watcher` over the release's
+//! service pods (list, then watch from the list's `resourceVersion`) into a
+//! `reflector` store that `instances` answers from (no API call per reconcile). A pod that appears (a rollout, a reschedule: new
 //! name or uid) or whose service container restarted (`restartCount` went up, so it
 //! runs the image's binary again) is a [`PodChange`], and bumps
 //! [`KubeTarget::subscribe`] so the delivery task reconciles at once: the shim
 //! reports the image's hash and the current artifact is sent again. An expired watch
 //! (410) lists again.
+//!
+//! ## No cluster
+//! An API server that does not answer (a stopped cluster, a wrong context) or refuses
+//! (RBAC) is a state, not a stream of errors: [`Reachability`] prints one line when it
+//! becomes unreachable (context, server, reason, what to do) and one when it answers
+//! again; the watch retries with a growing backoff meanwhile, `instances` answers
+//! [`TargetError::Unreachable`] without a request, and the status carries it
+//! (`target_state`), which fails devd's readiness.
 //!
 //! ## Architecture
 //! The nodes' `kubernetes.io/arch` label (or `status.nodeInfo.architecture`) gives
@@ -47,11 +55,16 @@ use http::{Method, Request, StatusCode};
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use kube::client::Body;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::Client;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, watch, Mutex};
 
+use stand_shim_protocol::{code, Refusal, BINARY_PATH, RESTART_PATH, STATUS_PATH};
+
+use crate::status::{HealthReport, StatusHub, TargetHealth, TargetState};
 use crate::target::{Instance, ShimError, ShimReply, ShimStatus, Target, TargetError};
 
 /// The chart's label for a pod's service.
@@ -64,16 +77,13 @@ pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 pub const LABEL_ARCH: &str = "kubernetes.io/arch";
 /// The name of the shim's container port in the chart.
 pub const SHIM_PORT_NAME: &str = "shim";
-/// The shim's port when a pod names none (`devSync.port`'s default).
-pub const DEFAULT_SHIM_PORT: u16 = 7070;
-/// The environment variable of the service container that holds the shim token.
-pub const SHIM_TOKEN_ENV: &str = "STAND_SHIM_TOKEN";
-/// The environment variable of the service container that holds the shim port.
-pub const SHIM_PORT_ENV: &str = "STAND_SHIM_PORT";
-/// Header with the shim token on the proxy path (`Authorization` is the API server's).
-pub const TOKEN_HEADER: &str = "x-stand-token";
-/// Header with the sha256 of an uploaded binary.
-pub const SHA_HEADER: &str = "x-stand-sha256";
+/// The shim's port when a pod names none (`devSync.port`'s default), the variables of
+/// the service container that hold the shim's token and port, and the headers of the
+/// proxy path (`Authorization` is the API server's there): the shim protocol's.
+pub use stand_shim_protocol::{
+    DEFAULT_PORT as DEFAULT_SHIM_PORT, PORT_ENV as SHIM_PORT_ENV, SHA_HEADER, TOKEN_ENV as SHIM_TOKEN_ENV,
+    TOKEN_HEADER,
+};
 /// How long one watch request lasts before the API server ends it (it is renewed).
 const WATCH_TIMEOUT_SECS: u32 = 290;
 
@@ -318,23 +328,13 @@ impl PodInstance {
     }
 }
 
-#[derive(Deserialize)]
-struct ShimErrorBody {
-    error: ShimErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ShimErrorDetail {
-    code: Option<String>,
-    message: String,
-}
-
 /// The one way devd talks to the Kubernetes API.
 #[derive(Clone)]
 pub struct KubeApi {
     client: Client,
     namespace: String,
     release: String,
+    cluster: Cluster,
     tokens: std::sync::Arc<Mutex<HashMap<TokenRef, String>>>,
 }
 
@@ -351,8 +351,16 @@ impl KubeApi {
             client,
             namespace: namespace.into(),
             release: release.into(),
+            cluster: Cluster { context: "(given client)".into(), server: "(given client)".into() },
             tokens: std::sync::Arc::default(),
         }
+    }
+
+    /// Names the cluster in messages (the kubeconfig context and the API server).
+    #[must_use]
+    pub fn with_cluster(mut self, cluster: Cluster) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// From the kubeconfig's current context (`KUBECONFIG` or `~/.kube/config`), else
@@ -360,8 +368,19 @@ impl KubeApi {
     /// plan's), whatever the context's default namespace is.
     pub async fn connect(namespace: impl Into<String>, release: impl Into<String>) -> Result<Self, KubeError> {
         let config = kube::Config::infer().await.map_err(KubeError::Config)?;
+        // The context's name is only in the kubeconfig (Config keeps the server's URL).
+        let context = kube::config::Kubeconfig::read()
+            .ok()
+            .and_then(|k| k.current_context)
+            .unwrap_or_else(|| "in-cluster".to_owned());
+        let cluster = Cluster { context, server: config.cluster_url.to_string().trim_end_matches('/').to_owned() };
         let client = Client::try_from(config).map_err(KubeError::Client)?;
-        Ok(Self::new(client, namespace, release))
+        Ok(Self::new(client, namespace, release).with_cluster(cluster))
+    }
+
+    /// The cluster this client talks to.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
     pub fn namespace(&self) -> &str {
@@ -474,15 +493,15 @@ impl KubeApi {
     /// `GET /v1/status` of a pod's shim.
     pub async fn shim_status(&self, pod: &PodInstance) -> Result<ShimStatus, KubeError> {
         let (base, token) = self.shim_of(pod).await?;
-        let body = self.proxy(&pod.name, &base, &token, Method::GET, "/v1/status", None).await?;
-        parse_answer(&pod.name, "GET /v1/status", &body)
+        let body = self.proxy(&pod.name, &base, &token, Method::GET, STATUS_PATH, None).await?;
+        parse_answer(&pod.name, &format!("GET {STATUS_PATH}"), &body)
     }
 
     /// `PUT /v1/binary`: the artifact's bytes, to be verified against `sha256`.
     pub async fn deliver(&self, pod: &PodInstance, binary: Vec<u8>, sha256: &str) -> Result<ShimReply, KubeError> {
         let (base, token) = self.shim_of(pod).await?;
-        let body = self.proxy(&pod.name, &base, &token, Method::PUT, "/v1/binary", Some((binary, sha256))).await?;
-        parse_answer(&pod.name, "PUT /v1/binary", &body)
+        let body = self.proxy(&pod.name, &base, &token, Method::PUT, BINARY_PATH, Some((binary, sha256))).await?;
+        parse_answer(&pod.name, &format!("PUT {BINARY_PATH}"), &body)
     }
 
     /// [`KubeApi::deliver`] of the file at `path`.
@@ -494,8 +513,8 @@ impl KubeApi {
     /// `POST /v1/restart`: the shim restarts the service.
     pub async fn restart(&self, pod: &PodInstance) -> Result<ShimReply, KubeError> {
         let (base, token) = self.shim_of(pod).await?;
-        let body = self.proxy(&pod.name, &base, &token, Method::POST, "/v1/restart", None).await?;
-        parse_answer(&pod.name, "POST /v1/restart", &body)
+        let body = self.proxy(&pod.name, &base, &token, Method::POST, RESTART_PATH, None).await?;
+        parse_answer(&pod.name, &format!("POST {RESTART_PATH}"), &body)
     }
 
     /// The pod's service proxy base (`.../pods/{pod}:{http port}/proxy`).
@@ -503,18 +522,26 @@ impl KubeApi {
         pod.service_port.map(|port| format!("/api/v1/namespaces/{}/pods/{}:{port}/proxy", self.namespace, pod.name))
     }
 
-    /// `GET {service_base}/health` through the pod proxy: true on 2xx.
-    pub async fn healthy_at(&self, service_base: &str) -> bool {
+    /// `GET {service_base}/health` through the pod proxy: ok, degraded or unreachable.
+    pub async fn health_at(&self, service_base: &str) -> HealthReport {
         let Ok(request) = Request::get(format!("{service_base}/health")).body(Body::empty()) else {
-            return false;
+            return HealthReport::unreachable(format!("bad service URL {service_base}"));
         };
-        matches!(self.client.send(request).await, Ok(r) if r.status().is_success())
+        let response = match self.client.send(request).await {
+            Ok(response) => response,
+            Err(e) => return HealthReport::unreachable(format!("no answer from /health through the pod proxy: {e}")),
+        };
+        let status = response.status().as_u16();
+        match response.into_body().collect_bytes().await {
+            Ok(body) => HealthReport::from_answer(status, &body),
+            Err(e) => HealthReport::unreachable(format!("/health answer cut off: {e}")),
+        }
     }
 
     /// `GET /health` of the service itself through the pod proxy: true on 2xx.
     pub async fn healthy(&self, pod: &PodInstance) -> bool {
         match self.service_base(pod) {
-            Some(base) => self.healthy_at(&base).await,
+            Some(base) => self.health_at(&base).await.health.answers(),
             None => false,
         }
     }
@@ -608,10 +635,11 @@ fn error_answer(pod: &str, what: &str, status: StatusCode, body: &[u8]) -> KubeE
             };
         }
     }
-    let (code, message) = match serde_json::from_slice::<ShimErrorBody>(body) {
-        Ok(e) => (e.error.code, e.error.message),
-        Err(_) => (None, String::from_utf8_lossy(body).trim().chars().take(500).collect()),
+    let (code, message) = match Refusal::from_answer(status.as_u16(), body) {
+        Refusal::RolledBack { reason } => (code::ROLLED_BACK.to_owned(), reason),
+        Refusal::Other { code, message, .. } => (code, message),
     };
+    let code = Some(code).filter(|c| !c.is_empty());
     KubeError::Shim { pod: pod.into(), what: what.into(), status: status.as_u16(), code, message }
 }
 
@@ -686,12 +714,195 @@ pub struct PodChange {
     pub reason: Option<SyncReason>,
 }
 
-/// The pods as the watch last saw them.
-#[derive(Debug, Default)]
-struct Cache {
-    /// Filled by the first list; until then `instances` asks the API server.
-    synced: bool,
-    pods: BTreeMap<String, PodInstance>,
+/// kube's default backoff (0.8 s doubling to 30 s, each delay plus up to as much again
+/// of jitter), reset only once the API server has answered. kube's `StreamBackoff`
+/// resets on every `Ok` item, and the watcher yields `Event::Init` before each list
+/// attempt, without a request: with the default backoff alone, a refused connection is
+/// retried about every second forever (49 attempts a minute, measured).
+struct AnsweredBackoff {
+    inner: watcher::DefaultBackoff,
+    answered: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Iterator for AnsweredBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        self.inner.next()
+    }
+}
+
+impl kube::runtime::utils::Backoff for AnsweredBackoff {
+    fn reset(&mut self) {
+        if self.answered.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            self.inner.reset();
+        }
+    }
+}
+
+/// Where devd connects: the kubeconfig's current context and its API server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    pub context: String,
+    pub server: String,
+}
+
+/// Whether the API server answers, as the pod watch (and the node listing) last found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// Nothing answered or failed yet.
+    Connecting,
+    Reachable,
+    /// The last request failed: `reason` says how, `hint` what to do about it.
+    Unreachable { reason: String, hint: &'static str },
+}
+
+/// What to do when the API server does not answer at all.
+pub const HINT_DOWN: &str =
+    "start the cluster, switch context (`kubectl config use-context <name>`), or run the docker target (`devd up --target docker`)";
+/// What to do when it answers with an error (RBAC, a missing namespace).
+pub const HINT_REFUSED: &str =
+    "check that the chart is deployed and that its Role allows devd (rbac.create in the environment's values)";
+
+/// The innermost cause of an error chain (for a refused connection: `Connection
+/// refused (os error 111)` rather than kube's `client error (Connect)`).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
+}
+
+/// A failed request as a reason for [`Reach::Unreachable`] and what to do about it.
+fn unreachable(e: &kube::Error) -> Reach {
+    match e {
+        kube::Error::Api(_) => Reach::Unreachable { reason: api_message(e), hint: HINT_REFUSED },
+        other => {
+            let top = other.to_string();
+            let root = root_cause(other);
+            let reason = if top.contains(&root) { top } else { format!("{top}: {root}") };
+            Reach::Unreachable { reason, hint: HINT_DOWN }
+        }
+    }
+}
+
+/// The watcher's error as a [`Reach`].
+fn watch_unreachable(e: &watcher::Error) -> Reach {
+    match e {
+        watcher::Error::InitialListFailed(k) | watcher::Error::WatchStartFailed(k) | watcher::Error::WatchFailed(k) => {
+            unreachable(k)
+        }
+        watcher::Error::WatchError(status) => Reach::Unreachable {
+            reason: format!("{} ({} {})", status.message, status.code, status.reason),
+            hint: HINT_REFUSED,
+        },
+        other => Reach::Unreachable { reason: other.to_string(), hint: HINT_REFUSED },
+    }
+}
+
+/// The API server's reachability, shared by everything that talks to it. A change of
+/// state (reachable ↔ unreachable) prints one line to stderr (Tilt's log of the devd
+/// resource): the context, the server, the reason and what to do; further failed
+/// attempts print nothing (the reason is kept current in the status).
+#[derive(Clone)]
+pub struct Reachability {
+    cluster: Cluster,
+    state: std::sync::Arc<watch::Sender<Reach>>,
+}
+
+impl std::fmt::Debug for Reachability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reachability").field("cluster", &self.cluster).field("state", &*self.state.borrow()).finish()
+    }
+}
+
+impl Reachability {
+    pub fn new(cluster: Cluster) -> Self {
+        Self { cluster, state: std::sync::Arc::new(watch::channel(Reach::Connecting).0) }
+    }
+
+    pub fn now(&self) -> Reach {
+        self.state.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Reach> {
+        self.state.subscribe()
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Records what the last request found.
+    pub fn set(&self, now: Reach) {
+        let Cluster { context, server } = &self.cluster;
+        let mut line = None;
+        self.state.send_if_modified(|before| {
+            if *before == now {
+                return false;
+            }
+            let changed_state = std::mem::discriminant(before) != std::mem::discriminant(&now);
+            line = match (&*before, &now) {
+                (_, Reach::Unreachable { reason, hint }) if changed_state => Some(format!(
+                    "devd: kubernetes: cannot reach the API server {server} (context {context}): {reason}; {hint}. devd retries with backoff and says when it answers."
+                )),
+                (Reach::Unreachable { .. }, Reach::Reachable) => {
+                    Some(format!("devd: kubernetes: the API server {server} (context {context}) answers again; syncing."))
+                }
+                _ => None,
+            };
+            *before = now.clone();
+            true
+        });
+        if let Some(line) = line {
+            tracing::debug!(%line, "kubernetes: reachability changed");
+            eprintln!("{line}");
+        }
+    }
+
+    pub fn ok(&self) {
+        self.set(Reach::Reachable);
+    }
+
+    /// The target's error while the API server is unreachable.
+    pub fn error(&self) -> Option<TargetError> {
+        match self.now() {
+            Reach::Unreachable { reason, .. } => Some(TargetError::Unreachable {
+                target: "kubernetes",
+                reason: format!("the API server {} (context {}) does not answer: {reason}", self.cluster.server, self.cluster.context),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The state as the status shows it.
+    pub fn health(&self) -> TargetHealth {
+        let Cluster { context, server } = &self.cluster;
+        let (state, reason) = match self.now() {
+            Reach::Connecting => (TargetState::Connecting, Some(format!("connecting to the API server {server} (context {context})"))),
+            Reach::Reachable => (TargetState::Reachable, None),
+            Reach::Unreachable { reason, hint } => (
+                TargetState::Unreachable,
+                Some(format!("cannot reach the API server {server} (context {context}): {reason}; {hint}")),
+            ),
+        };
+        TargetHealth { state, reason, since: chrono::Utc::now() }
+    }
+
+    /// Mirrors every change into the status (`target_state`, event `target_state`)
+    /// until the reachability is dropped.
+    pub async fn report(self, hub: StatusHub) {
+        let mut rx = self.subscribe();
+        loop {
+            let health = self.health();
+            let detail = serde_json::json!({ "state": health.state, "reason": health.reason });
+            hub.update("target_state", None, detail, |s| s.target_state = Some(health));
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// The kubernetes target: the pods of the plan's release in the plan's namespace,
@@ -699,7 +910,13 @@ struct Cache {
 #[derive(Clone)]
 pub struct KubeTarget {
     api: KubeApi,
-    cache: std::sync::Arc<std::sync::Mutex<Cache>>,
+    reach: Reachability,
+    /// The release's service pods as kube's reflector keeps them (filled by
+    /// [`KubeTarget::watch`]).
+    store: Store<Pod>,
+    writer: std::sync::Arc<std::sync::Mutex<Option<reflector::store::Writer<Pod>>>>,
+    /// The watch has listed once: `store` can answer.
+    synced: std::sync::Arc<std::sync::atomic::AtomicBool>,
     changes: watch::Sender<u64>,
     /// Unused: every method of [`Target`] that would use it is overridden (the pod
     /// proxy needs the API server's credentials, which the kube client carries).
@@ -714,9 +931,13 @@ impl std::fmt::Debug for KubeTarget {
 
 impl KubeTarget {
     pub fn new(api: KubeApi) -> Self {
+        let (store, writer) = reflector::store();
         Self {
+            reach: Reachability::new(api.cluster().clone()),
             api,
-            cache: std::sync::Arc::default(),
+            store,
+            writer: std::sync::Arc::new(std::sync::Mutex::new(Some(writer))),
+            synced: std::sync::Arc::default(),
             changes: watch::channel(0).0,
             http: reqwest::Client::new(),
         }
@@ -726,141 +947,134 @@ impl KubeTarget {
         &self.api
     }
 
-    /// Bumped on every [`PodChange`]; the daemon's delivery task reconciles on it.
+    /// Whether the API server answers (see [`Reachability`]).
+    pub fn reachability(&self) -> &Reachability {
+        &self.reach
+    }
+
+    /// Bumped on every [`PodChange`] and when the pods are listed; the daemon's
+    /// delivery task reconciles on it.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
 
-    /// The running pods of `service` with a shim, from the watch's cache once it has
-    /// listed, else from the API server.
-    pub async fn running_pods(&self, service: &str) -> Result<Vec<PodInstance>, KubeError> {
-        let cached = {
-            let cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            cache.synced.then(|| {
-                cache.pods.values().filter(|p| p.service == service && p.is_running()).cloned().collect::<Vec<_>>()
-            })
-        };
-        match cached {
-            Some(pods) => Ok(pods),
-            None => self.api.running_pods(service).await,
+    /// The running pods of `service` with a shim: from the watch's store once it has
+    /// listed, else from the API server. While the API server does not answer, the
+    /// target's [`TargetError::Unreachable`] without a request.
+    pub async fn running_pods(&self, service: &str) -> Result<Vec<PodInstance>, TargetError> {
+        if let Some(e) = self.reach.error() {
+            return Err(e);
+        }
+        if self.synced.load(std::sync::atomic::Ordering::Acquire) {
+            let release = self.api.release();
+            let mut pods: Vec<PodInstance> = self
+                .store
+                .state()
+                .iter()
+                .map(|p| PodInstance::from_pod(p, release))
+                .filter(|p| p.service == service && p.is_running())
+                .collect();
+            pods.sort_by(|a, b| a.name.cmp(&b.name));
+            return Ok(pods);
+        }
+        match self.api.running_pods(service).await {
+            Ok(pods) => {
+                self.reach.ok();
+                Ok(pods)
+            }
+            Err(KubeError::Api { source, what }) if !matches!(source, kube::Error::Api(_)) => {
+                self.reach.set(unreachable(&source));
+                Err(self.reach.error().unwrap_or_else(|| TargetError::Other(format!("{what} failed"))))
+            }
+            Err(e) => Err(TargetError::Other(e.to_string())),
         }
     }
 
-    /// Keeps the pod cache current until `changes` is dropped or the future is: list
-    /// the release's service pods, then watch from the list's resourceVersion
-    /// (renewed when the API server ends a watch, listed again after a 410 or an
-    /// error, with `retry` between failures). Each new, restarted or vanished pod
-    /// is sent to `changes` and bumps [`KubeTarget::subscribe`].
-    pub async fn watch(&self, changes: mpsc::UnboundedSender<PodChange>, retry: Duration) {
-        let mut tracker = PodTracker::default();
-        while !changes.is_closed() {
-            let version = match self.api.release_pods().await {
-                Ok((pods, version)) => {
-                    let listed: BTreeSet<String> =
-                        pods.iter().filter(|p| p.is_running()).map(|p| p.name.clone()).collect();
-                    for gone in tracker.pods().difference(&listed) {
-                        tracker.forget(gone);
-                        let service = self.cached_service(gone);
-                        self.changed(&changes, PodChange { service, pod: gone.clone(), reason: None });
-                    }
-                    {
-                        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        cache.synced = true;
-                        cache.pods = pods.iter().map(|p| (p.name.clone(), p.clone())).collect();
-                    }
-                    for pod in &pods {
-                        if let Some(reason) = tracker.observe(pod) {
-                            let change = PodChange { service: pod.service.clone(), pod: pod.name.clone(), reason: Some(reason) };
-                            self.changed(&changes, change);
-                        }
-                    }
-                    version
+    /// Keeps the pod store current until `changes` is dropped or the future is: kube's
+    /// `watcher` (list, then watch from the list's resourceVersion, renewed as the API
+    /// server ends it, listed again after a 410) into kube's `reflector`, with kube's
+    /// default backoff between failed attempts (0.8 s doubling to 30 s, plus up to as much
+    /// again of jitter; reset once the API server answers).
+    /// Every answer or failure goes to [`KubeTarget::reachability`]. Each new,
+    /// restarted or vanished pod is sent to `changes` and bumps
+    /// [`KubeTarget::subscribe`]. Runs once per target (the store has one writer).
+    pub async fn watch(&self, changes: mpsc::UnboundedSender<PodChange>) {
+        let Some(writer) = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
+            tracing::error!("kubernetes: the pod watch runs once per target");
+            return;
+        };
+        let pods: Api<Pod> = Api::namespaced(self.api.client.clone(), self.api.namespace());
+        let config = watcher::Config::default().labels(&release_selector(self.api.release())).timeout(WATCH_TIMEOUT_SECS);
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = answered.clone();
+        let stream = watcher(pods, config)
+            .inspect(move |item| {
+                if matches!(item, Ok(e) if !matches!(e, watcher::Event::Init)) {
+                    seen.store(true, std::sync::atomic::Ordering::Release);
                 }
+            })
+            .backoff(AnsweredBackoff { inner: watcher::DefaultBackoff::default(), answered })
+            .reflect(writer);
+        let mut stream = std::pin::pin!(stream);
+        let mut tracker = PodTracker::default();
+        // Pod name -> service, to name the service of a pod that vanished.
+        let mut services: HashMap<String, String> = HashMap::new();
+        // The running pods of the list in progress.
+        let mut listed: BTreeSet<String> = BTreeSet::new();
+        while !changes.is_closed() {
+            let Some(item) = stream.next().await else { return };
+            let event = match item {
+                Ok(event) => event,
                 Err(e) => {
-                    tracing::warn!(error = %e, "kubernetes: cannot list the service pods; retrying");
-                    tokio::time::sleep(retry).await;
+                    tracing::debug!(error = %e, "kubernetes: the pod watch failed; retrying after a backoff");
+                    self.reach.set(watch_unreachable(&e));
                     continue;
                 }
             };
-            self.watch_from(version, &mut tracker, &changes, retry).await;
+            let (pod, deleted) = match event {
+                // Emitted before the list request: says nothing about the server.
+                watcher::Event::Init => {
+                    listed.clear();
+                    continue;
+                }
+                watcher::Event::InitDone => {
+                    self.reach.ok();
+                    for gone in tracker.pods().difference(&listed) {
+                        tracker.forget(gone);
+                        let service = services.remove(gone).unwrap_or_default();
+                        self.changed(&changes, PodChange { service, pod: gone.clone(), reason: None });
+                    }
+                    self.synced.store(true, std::sync::atomic::Ordering::Release);
+                    // Delivery tasks reconcile with what the list found.
+                    self.changes.send_modify(|n| *n += 1);
+                    continue;
+                }
+                watcher::Event::InitApply(pod) => {
+                    let p = PodInstance::from_pod(&pod, self.api.release());
+                    if p.is_running() {
+                        listed.insert(p.name.clone());
+                    }
+                    (p, false)
+                }
+                watcher::Event::Apply(pod) => (PodInstance::from_pod(&pod, self.api.release()), false),
+                watcher::Event::Delete(pod) => (PodInstance::from_pod(&pod, self.api.release()), true),
+            };
+            self.reach.ok();
+            services.insert(pod.name.clone(), pod.service.clone());
+            if deleted || !pod.is_running() {
+                if tracker.forget(&pod.name) {
+                    self.changed(&changes, PodChange { service: pod.service, pod: pod.name, reason: None });
+                }
+            } else if let Some(reason) = tracker.observe(&pod) {
+                self.changed(&changes, PodChange { service: pod.service, pod: pod.name, reason: Some(reason) });
+            }
         }
-    }
-
-    fn cached_service(&self, pod: &str) -> String {
-        let cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache.pods.get(pod).map(|p| p.service.clone()).unwrap_or_default()
     }
 
     fn changed(&self, changes: &mpsc::UnboundedSender<PodChange>, change: PodChange) {
         tracing::info!(service = %change.service, pod = %change.pod, reason = ?change.reason, "kubernetes: pod changed");
         let _ = changes.send(change);
         self.changes.send_modify(|n| *n += 1);
-    }
-
-    /// Watches from `version`, renewing the watch as the API server ends it, until
-    /// the watch expires or fails (then the caller lists again).
-    async fn watch_from(
-        &self,
-        mut version: String,
-        tracker: &mut PodTracker,
-        changes: &mpsc::UnboundedSender<PodChange>,
-        retry: Duration,
-    ) {
-        while !changes.is_closed() {
-            let stream = match self.api.watch_pods(&version).await {
-                Ok(s) => s,
-                Err(e) => {
-                    if e.api_code() != Some(410) {
-                        tracing::warn!(error = %e, "kubernetes: cannot watch the service pods; retrying");
-                        tokio::time::sleep(retry).await;
-                    }
-                    return;
-                }
-            };
-            let mut stream = std::pin::pin!(stream);
-            while let Some(item) = stream.next().await {
-                let (pod, deleted) = match item {
-                    Ok(WatchEvent::Added(pod) | WatchEvent::Modified(pod)) => (pod, false),
-                    Ok(WatchEvent::Deleted(pod)) => (pod, true),
-                    Ok(WatchEvent::Bookmark(b)) => {
-                        version = b.metadata.resource_version;
-                        continue;
-                    }
-                    Ok(WatchEvent::Error(status)) => {
-                        if status.code != 410 {
-                            tracing::warn!(message = %status.message, "kubernetes: the pod watch failed; listing again");
-                            tokio::time::sleep(retry).await;
-                        }
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "kubernetes: the pod watch broke; listing again");
-                        tokio::time::sleep(retry).await;
-                        return;
-                    }
-                };
-                if let Some(v) = pod.metadata.resource_version.clone() {
-                    version = v;
-                }
-                let pod = PodInstance::from_pod(&pod, self.api.release());
-                {
-                    let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if deleted {
-                        cache.pods.remove(&pod.name);
-                    } else {
-                        cache.pods.insert(pod.name.clone(), pod.clone());
-                    }
-                }
-                if deleted || !pod.is_running() {
-                    if tracker.forget(&pod.name) {
-                        self.changed(changes, PodChange { service: pod.service, pod: pod.name, reason: None });
-                    }
-                } else if let Some(reason) = tracker.observe(&pod) {
-                    self.changed(changes, PodChange { service: pod.service, pod: pod.name, reason: Some(reason) });
-                }
-            }
-            // The API server closed the watch (its timeout): renew from where it was.
-        }
     }
 
     /// The [`Instance`] of a pod: its shim and service through the pod proxy.
@@ -881,7 +1095,7 @@ impl KubeTarget {
     }
 
     async fn list_instances(&self, service: &str) -> Result<Vec<Instance>, TargetError> {
-        let pods = self.running_pods(service).await.map_err(|e| TargetError::Other(e.to_string()))?;
+        let pods = self.running_pods(service).await?;
         let mut instances = Vec::with_capacity(pods.len());
         for pod in &pods {
             match self.instance(pod).await {
@@ -916,12 +1130,10 @@ impl KubeTarget {
 /// `kubernetes_api`.
 fn shim_error(url: &str, e: KubeError) -> ShimError {
     match e {
-        KubeError::Shim { status: 409, code: Some(code), message, .. } if code == "rolled_back" => {
-            ShimError::RolledBack { reason: message }
-        }
-        KubeError::Shim { status, code, message, .. } => {
-            ShimError::Refused { url: url.to_owned(), status, code: code.unwrap_or_default(), message }
-        }
+        KubeError::Shim { status, code, message, .. } => match Refusal::from_parts(status, code.unwrap_or_default(), message) {
+            Refusal::RolledBack { reason } => ShimError::RolledBack { reason },
+            Refusal::Other { status, code, message } => ShimError::Refused { url: url.to_owned(), status, code, message },
+        },
         KubeError::Artifact { path, source } => ShimError::Read { path, source },
         other => ShimError::Refused {
             url: url.to_owned(),
@@ -953,20 +1165,20 @@ impl Target for KubeTarget {
     ) -> BoxFuture<'a, Result<ShimReply, ShimError>> {
         Box::pin(async move {
             let bytes = read_artifact(binary).await.map_err(|e| shim_error(&instance.shim_url, e))?;
-            self.shim(instance, Method::PUT, "/v1/binary", Some((bytes, sha256))).await
+            self.shim(instance, Method::PUT, BINARY_PATH, Some((bytes, sha256))).await
         })
     }
 
     fn restart<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, Result<ShimReply, ShimError>> {
-        Box::pin(self.shim(instance, Method::POST, "/v1/restart", None))
+        Box::pin(self.shim(instance, Method::POST, RESTART_PATH, None))
     }
 
     fn shim_status<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, Result<ShimStatus, ShimError>> {
-        Box::pin(self.shim(instance, Method::GET, "/v1/status", None))
+        Box::pin(self.shim(instance, Method::GET, STATUS_PATH, None))
     }
 
-    fn healthy<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, bool> {
-        Box::pin(self.api.healthy_at(&instance.service_url))
+    fn health<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, HealthReport> {
+        Box::pin(self.api.health_at(&instance.service_url))
     }
 
     fn changes(&self) -> Option<watch::Receiver<u64>> {
@@ -999,23 +1211,42 @@ pub struct KubeStand {
     /// The nodes' triple as [`pick_triple`] chose it.
     pub triple: String,
     watch: tokio::task::JoinHandle<()>,
+    reporter: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for KubeStand {
     fn drop(&mut self) {
         self.watch.abort();
+        self.reporter.abort();
     }
 }
 
 impl KubeStand {
     /// Connects with the user's config, reads the nodes' architecture (keeping the
-    /// plan's triple when listing nodes is forbidden or slow), and starts the pod watch.
-    pub async fn connect(plan: &crate::plan::Plan) -> Result<Self, KubeError> {
+    /// plan's triple when listing nodes is forbidden, fails or is slow), starts the pod
+    /// watch, and mirrors the API server's reachability into `hub`'s status. An API
+    /// server that does not answer is not an error here: devd builds, says so once,
+    /// and syncs when it answers.
+    pub async fn connect(plan: &crate::plan::Plan, hub: &StatusHub) -> Result<Self, KubeError> {
         let api = KubeApi::connect(&plan.namespace, &plan.release).await?;
+        let target = std::sync::Arc::new(KubeTarget::new(api));
+        let reporter = tokio::spawn(target.reachability().clone().report(hub.clone()));
         let plan_triple = plan.build.target_triple.clone();
-        let triple = match tokio::time::timeout(Duration::from_secs(10), api.build_triple()).await {
-            Ok(Ok(nodes)) => pick_triple(&plan_triple, nodes),
-            Ok(Err(e @ (KubeError::MixedArch { .. } | KubeError::UnsupportedArch { .. }))) => return Err(e),
+        let triple = match tokio::time::timeout(Duration::from_secs(10), target.api().build_triple()).await {
+            Ok(Ok(nodes)) => {
+                target.reachability().ok();
+                pick_triple(&plan_triple, nodes)
+            }
+            Ok(Err(e @ (KubeError::MixedArch { .. } | KubeError::UnsupportedArch { .. }))) => {
+                reporter.abort();
+                return Err(e);
+            }
+            Ok(Err(KubeError::Api { source, .. })) if !matches!(source, kube::Error::Api(_)) => {
+                // The pod watch keeps trying; the one line about it is printed here.
+                target.reachability().set(unreachable(&source));
+                tracing::debug!(triple = %plan_triple, "kubernetes: nodes unknown; building for the plan's triple");
+                plan_triple
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, triple = %plan_triple, "kubernetes: cannot read the nodes' architecture; building for the plan's triple");
                 plan_triple
@@ -1025,16 +1256,15 @@ impl KubeStand {
                 plan_triple
             }
         };
-        let target = std::sync::Arc::new(KubeTarget::new(api));
         let (tx, mut rx) = mpsc::unbounded_channel();
         let watcher = target.clone();
         let watch = tokio::spawn(async move {
             let drain = async {
                 while rx.recv().await.is_some() {}
             };
-            tokio::join!(watcher.watch(tx, Duration::from_secs(2)), drain);
+            tokio::join!(watcher.watch(tx), drain);
         });
-        Ok(Self { target, triple, watch })
+        Ok(Self { target, triple, watch, reporter })
     }
 }
 

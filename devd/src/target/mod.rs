@@ -3,7 +3,7 @@
 //! A target lists the running instances of a service (containers, pods) and reaches
 //! each one's shim and service over HTTP. The daemon (see [`crate::deliver`]) does the
 //! rest the same way for every target: it delivers each new artifact to every instance
-//! (`PUT /v1/binary`), polls the service's `/health`, and re-syncs an instance whose
+//! (`PUT /v1/binary`), polls the service's `/health` (ok, degraded or unreachable), and re-syncs an instance whose
 //! shim reports another hash than the current artifact's.
 //!
 //! How an instance is reached is the target's business: the docker target publishes the
@@ -23,6 +23,8 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 
 pub use shim::{ShimError, ShimReply, ShimStatus};
+
+use crate::status::HealthReport;
 
 /// One running copy of a service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -45,14 +47,16 @@ pub struct Instance {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
+    // Docker's message is part of these messages (status shows them as they are), so
+    // it is not also a `source`: a printed cause chain would repeat it.
     #[error("cannot reach the Docker engine ({0}); is dockerd running? (`bash scripts/setup` starts it)")]
-    DockerUnavailable(#[source] bollard::errors::Error),
-    #[error("docker: {context}: {source}")]
-    Docker {
-        context: String,
-        #[source]
-        source: bollard::errors::Error,
-    },
+    DockerUnavailable(bollard::errors::Error),
+    #[error("docker: {context}: {error}")]
+    Docker { context: String, error: bollard::errors::Error },
+    /// Where the stand runs does not answer (the target says so itself, once per
+    /// change; callers need not log it again).
+    #[error("{target} target unreachable: {reason}")]
+    Unreachable { target: &'static str, reason: String },
     #[error("{0}")]
     Other(String),
 }
@@ -60,7 +64,7 @@ pub enum TargetError {
 impl TargetError {
     pub fn docker(context: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> TargetError {
         let context = context.into();
-        move |source| TargetError::Docker { context, source }
+        move |error| TargetError::Docker { context, error }
     }
 }
 
@@ -100,9 +104,10 @@ pub trait Target: Send + Sync {
         Box::pin(shim::status(self.http(), instance))
     }
 
-    /// Does the service answer `GET /health` with a success status?
-    fn healthy<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, bool> {
-        Box::pin(shim::healthy(self.http(), instance))
+    /// What the service's `GET /health` says: ok, degraded (2xx with `status:
+    /// "degraded"`) or unreachable.
+    fn health<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, HealthReport> {
+        Box::pin(shim::health(self.http(), instance))
     }
 
     /// Bumped whenever the target sees an instance appear, restart or go (the
@@ -110,5 +115,22 @@ pub trait Target: Send + Sync {
     /// at its next tick. `None`: the target only has the ticks.
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_errors_say_dockers_message_once() {
+        let source = bollard::errors::Error::DockerResponseServerError {
+            status_code: 403,
+            message: "error while removing network: network n has active endpoints".to_owned(),
+        };
+        let error = anyhow::Error::from(TargetError::docker("remove network n")(source));
+        let printed = format!("{error:#}");
+        assert_eq!(printed.matches("has active endpoints").count(), 1, "{printed}");
+        assert!(printed.starts_with("docker: remove network n: "), "{printed}");
     }
 }

@@ -4,9 +4,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use stand_shim_protocol::{Refusal, BINARY_PATH, RESTART_PATH, SHA_HEADER, STATUS_PATH, TOKEN_HEADER};
 
 use super::Instance;
+use crate::status::HealthReport;
 
 /// Upload plus the shim's grace period; a debug binary of ~50 MB over loopback takes
 /// well under a second.
@@ -15,30 +16,10 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `{sha256, pid, restarts}`: what a swap or a restart answers.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct ShimReply {
-    pub sha256: Option<String>,
-    pub pid: Option<i64>,
-    #[serde(default)]
-    pub restarts: u64,
-}
+pub type ShimReply = stand_shim_protocol::Swapped;
 
-/// `GET /v1/status` (the fields devd reads).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct ShimStatus {
-    pub sha256: Option<String>,
-    pub pid: Option<i64>,
-    #[serde(default)]
-    pub restarts: u64,
-    pub started_at: Option<String>,
-    pub last_rollback: Option<RollbackInfo>,
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct RollbackInfo {
-    pub rejected_sha256: String,
-    pub reason: String,
-}
+/// `GET /v1/status`.
+pub type ShimStatus = stand_shim_protocol::Status;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
@@ -67,47 +48,52 @@ fn request(http: &reqwest::Client, method: reqwest::Method, instance: &Instance,
     // `Authorization` (a target behind one overrides these methods or its client).
     let builder = http
         .request(method, &url)
-        .header("X-Stand-Token", &instance.shim_token)
+        .header(TOKEN_HEADER, &instance.shim_token)
         .bearer_auth(&instance.shim_token);
     (url, builder)
 }
 
-async fn answer<T: for<'de> Deserialize<'de>>(url: String, response: Result<reqwest::Response, reqwest::Error>) -> Result<T, ShimError> {
+async fn answer<T: for<'de> serde::Deserialize<'de>>(url: String, response: Result<reqwest::Response, reqwest::Error>) -> Result<T, ShimError> {
     let response = response.map_err(|source| ShimError::Unreachable { url: url.clone(), source })?;
     let status = response.status();
     if status.is_success() {
         return response.json().await.map_err(|source| ShimError::Unreachable { url, source });
     }
-    let text = response.text().await.unwrap_or_default();
-    let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    let code = body["error"]["code"].as_str().unwrap_or("").to_owned();
-    let message = body["error"]["message"].as_str().map_or(text, str::to_owned);
-    if status.as_u16() == 409 && code == "rolled_back" {
-        return Err(ShimError::RolledBack { reason: message });
+    let body = response.bytes().await.unwrap_or_default();
+    match Refusal::from_answer(status.as_u16(), &body) {
+        Refusal::RolledBack { reason } => Err(ShimError::RolledBack { reason }),
+        Refusal::Other { status, code, message } => Err(ShimError::Refused { url, status, code, message }),
     }
-    Err(ShimError::Refused { url, status: status.as_u16(), code, message })
 }
 
 pub async fn put_binary(http: &reqwest::Client, instance: &Instance, binary: &Path, sha256: &str) -> Result<ShimReply, ShimError> {
     let body = tokio::fs::read(binary)
         .await
         .map_err(|source| ShimError::Read { path: binary.display().to_string(), source })?;
-    let (url, builder) = request(http, reqwest::Method::PUT, instance, "/v1/binary");
-    let response = builder.header("X-Stand-Sha256", sha256).timeout(PUT_TIMEOUT).body(body).send().await;
+    let (url, builder) = request(http, reqwest::Method::PUT, instance, BINARY_PATH);
+    let response = builder.header(SHA_HEADER, sha256).timeout(PUT_TIMEOUT).body(body).send().await;
     answer(url, response).await
 }
 
 pub async fn restart(http: &reqwest::Client, instance: &Instance) -> Result<ShimReply, ShimError> {
-    let (url, builder) = request(http, reqwest::Method::POST, instance, "/v1/restart");
+    let (url, builder) = request(http, reqwest::Method::POST, instance, RESTART_PATH);
     answer(url, builder.timeout(PUT_TIMEOUT).send().await).await
 }
 
 pub async fn status(http: &reqwest::Client, instance: &Instance) -> Result<ShimStatus, ShimError> {
-    let (url, builder) = request(http, reqwest::Method::GET, instance, "/v1/status");
+    let (url, builder) = request(http, reqwest::Method::GET, instance, STATUS_PATH);
     answer(url, builder.timeout(STATUS_TIMEOUT).send().await).await
 }
 
-pub async fn healthy(http: &reqwest::Client, instance: &Instance) -> bool {
+pub async fn health(http: &reqwest::Client, instance: &Instance) -> HealthReport {
     let url = format!("{}/health", instance.service_url);
-    matches!(http.get(&url).timeout(HEALTH_TIMEOUT).send().await, Ok(r) if r.status().is_success())
+    let response = match http.get(&url).timeout(HEALTH_TIMEOUT).send().await {
+        Ok(response) => response,
+        Err(e) => return HealthReport::unreachable(format!("no answer from /health: {e}")),
+    };
+    let status = response.status().as_u16();
+    match response.bytes().await {
+        Ok(body) => HealthReport::from_answer(status, &body),
+        Err(e) => HealthReport::unreachable(format!("/health answer cut off: {e}")),
+    }
 }

@@ -191,15 +191,7 @@ bad!(
 );
 bad!(
     no_service_enabled,
-    Args(
-        None,
-        &[
-            "--set",
-            "services.service1.enabled=false",
-            "--set",
-            "services.service2.enabled=false"
-        ]
-    ),
+    File("services:\n  zz-fixture:\n    enabled: false\n    image: {repository: stand/zz-fixture, tag: dev}\n    port: 5003\n"),
     "services.<name>.enabled=true"
 );
 bad!(

@@ -5,6 +5,7 @@
 //! A service crate contributes only what is its own (name, default port, migrations,
 //! its `/api/<name>` description) and calls [`serve`].
 
+pub mod activation;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -61,7 +61,30 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(&format!("{base}/items"), get(list_items).post(create_item))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(request_spans())
         .with_state(state)
+}
+
+/// One `request{method, uri, version}` span per request, at info so that it is there
+/// under the default filter: what a handler logs (a failed query, a 5xx) carries the
+/// request it belongs to. Responses are logged at debug (devd polls `/health` every
+/// second or two); 5xx are logged by [`AppError`] itself, with what went wrong.
+fn request_spans() -> tower_http::trace::TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    tower_http::trace::DefaultMakeSpan,
+    tower_http::trace::DefaultOnRequest,
+    tower_http::trace::DefaultOnResponse,
+    (),
+    (),
+    (),
+> {
+    use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+    TraceLayer::new_for_http()
+        .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
+        .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG))
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(())
 }
 
 #[derive(Serialize)]
@@ -119,6 +142,16 @@ impl NewItem {
         if name.is_empty() {
             return Err(AppError::invalid("field `name` must not be empty"));
         }
+        // PostgreSQL's text cannot hold U+0000 (the insert would fail as a database
+        // error); the other control characters would be stored but make a name that
+        // prints badly (a newline, an escape sequence): a name is one line of text.
+        if let Some((at, c)) = name.chars().enumerate().find(|(_, c)| c.is_control()) {
+            return Err(AppError::invalid(format!(
+                "field `name` contains the control character U+{:04X} at character {}; names are one line of printable text",
+                u32::from(c),
+                at + 1
+            )));
+        }
         let chars = name.chars().count();
         if chars > MAX_NAME_CHARS {
             return Err(AppError::invalid(format!(
@@ -133,11 +166,7 @@ async fn create_item(
     State(state): State<Arc<AppState>>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<impl IntoResponse, AppError> {
-    let Json(value) = body.map_err(|rejection| AppError::BadRequest {
-        code: "invalid_json",
-        message: rejection.body_text(),
-        status: rejection.status(),
-    })?;
+    let Json(value) = body.map_err(rejection)?;
     if !value.is_object() {
         return Err(AppError::invalid(r#"the body must be a JSON object like {"name": "..."}"#));
     }
@@ -151,6 +180,18 @@ async fn create_item(
     let item = Item { id: row.get(0), name: row.get(1), created_at: row.get(2) };
     tracing::info!(id = item.id, "item stored");
     Ok((StatusCode::CREATED, Json(item)))
+}
+
+/// A body axum's `Json` refused: each kind of refusal keeps its status and gets a code
+/// of its own (413 and 415 are not malformed JSON).
+fn rejection(rejection: JsonRejection) -> AppError {
+    let status = rejection.status();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        _ => "invalid_json",
+    };
+    AppError::BadRequest { code, message: rejection.body_text(), status }
 }
 
 async fn list_items(State(state): State<Arc<AppState>>) -> Result<Json<Vec<Item>>, AppError> {
@@ -247,6 +288,10 @@ mod tests {
             ("POST", "/api/svc/items", Some("[]"), 422, "must be a JSON object"),
             ("POST", "/api/svc/items", Some(&long), 422, "at most 200"),
             ("POST", "/api/svc/items", Some(r#"{"name":"a","extra":1}"#), 422, "unknown field `extra`"),
+            ("POST", "/api/svc/items", Some(r#"{"name":"nul\u0000byte"}"#), 422, "field `name` contains the control character U+0000 at character 4"),
+            ("POST", "/api/svc/items", Some(r#"{"name":"two\nlines"}"#), 422, "U+000A"),
+            ("POST", "/api/svc/items", Some(r#"{"name":"esc\u001b[31m"}"#), 422, "U+001B"),
+            ("POST", "/api/svc/items", Some(r#"{"name":"c1\u0085c1"}"#), 422, "U+0085"),
             ("GET", "/api/nope", None, 404, "no route for GET /api/nope"),
             ("DELETE", "/api/svc/items", None, 405, "DELETE is not allowed"),
         ];
@@ -258,11 +303,49 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn missing_content_type_is_415() {
-        let request = Request::post("/api/svc/items").body(Body::from(r#"{"name":"a"}"#)).unwrap();
+    async fn answer(request: Request<Body>) -> (StatusCode, Value) {
         let response = app(state()).oneshot(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn missing_content_type_is_415_unsupported_media_type() {
+        let request = Request::post("/api/svc/items").body(Body::from(r#"{"name":"a"}"#)).unwrap();
+        let (status, body) = answer(request).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(body["error"]["code"], "unsupported_media_type", "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_413_payload_too_large() {
+        // axum's default body limit is 2 MB.
+        let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(3 * 1024 * 1024));
+        let request = Request::post("/api/svc/items")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(big))
+            .unwrap();
+        let (status, body) = answer(request).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    }
+
+    #[tokio::test]
+    async fn malformed_json_keeps_the_invalid_json_code() {
+        let request = Request::post("/api/svc/items")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{not json"))
+            .unwrap();
+        let (status, body) = answer(request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["code"], "invalid_json", "{body}");
+    }
+
+    #[test]
+    fn printable_text_with_spaces_and_non_ascii_is_accepted() {
+        let name = NewItem { name: "  Grüße, 世界 — tab-free  ".to_owned() }.validated().unwrap();
+        assert_eq!(name, "Grüße, 世界 — tab-free");
     }
 
     #[test]

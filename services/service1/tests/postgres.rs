@@ -100,6 +100,8 @@ async fn bad_input_is_rejected_and_nothing_is_written() {
         ("POST", "/api/service1/items", "{}".into(), 422, "missing field `name`"),
         ("POST", "/api/service1/items", r#"{"name":""}"#.into(), 422, "must not be empty"),
         ("POST", "/api/service1/items", long, 422, "at most 200"),
+        // PostgreSQL's text cannot hold NUL: refused as input, not a database error.
+        ("POST", "/api/service1/items", json!({ "name": "nul\u{0}byte" }).to_string(), 422, "field `name` contains the control character U+0000"),
         ("GET", "/api/service1/nothing-here", String::new(), 404, "no route"),
         ("PUT", "/api/service1/items", r#"{"name":"x"}"#.into(), 405, "not allowed"),
     ];
@@ -200,4 +202,38 @@ async fn sigterm_finishes_in_flight_requests() {
     let elapsed = sent.elapsed();
     assert!(status.success(), "{status:?}");
     assert!(elapsed < Duration::from_secs(5));
+}
+
+/// A query that fails inside the database is a 500 without internals, and its log
+/// lines (JSON, as in containers) carry the request's span: method and URI.
+#[tokio::test]
+async fn a_failed_query_is_logged_inside_the_request_span() {
+    let db = TestDb::create().await;
+    let http = reqwest::Client::new();
+    let svc = ServiceProcess::start(BIN, &[("DATABASE_URL", db.url.as_str()), ("LOG_FORMAT", "json")]).await;
+    wait_for("database", Duration::from_secs(10), || async {
+        get(&http, &svc.url("/health")).await.1["database_connected"].as_bool().filter(|c| *c)
+    })
+    .await;
+    db.client().await.batch_execute("DROP TABLE items").await.unwrap();
+    let (status, body) = post_item(&http, &svc, "into a table that is gone").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(body["error"]["code"], "database_error");
+    assert!(!body.to_string().contains("items"), "no internals in the answer: {body}");
+    let logs = wait_for("the error's log lines", Duration::from_secs(5), || {
+        let logs = svc.logs();
+        async move { logs.contains("request failed").then_some(logs) }
+    })
+    .await;
+    let errors: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["level"] == "ERROR")
+        .collect();
+    assert!(errors.len() >= 2, "the query's error and the 5xx: {logs}");
+    for line in &errors {
+        let span = line["spans"].as_array().and_then(|s| s.iter().find(|s| s["name"] == "request"));
+        let span = span.unwrap_or_else(|| panic!("an error logged outside a request span: {line}"));
+        assert_eq!((span["method"].as_str(), span["uri"].as_str()), (Some("POST"), Some("/api/service1/items")), "{line}");
+    }
 }

@@ -209,23 +209,30 @@ fn check(e: &Env, run: &Run) {
     }
     assert!(run.warnings.is_empty(), "{:?}", run.warnings);
 
-    // Workload resources: port forwards, links, labels, owned objects, order.
+    // Workload resources: port forwards, links, labels, owned objects, order. Link names
+    // say what they open; every link and forward uses one host spelling.
     let mut forwards = BTreeSet::new();
-    for s in &svcs {
+    for (s, db) in &services {
         let r = run.call_with("k8s_resource", "workload", s);
         let p = port(s);
         assert_eq!(
             get(r, "port_forwards"),
-            &json!([{"_type": "port_forward", "local_port": p, "container_port": p, "name": s}])
+            &json!([{"_type": "port_forward", "local_port": p, "container_port": p, "name": format!("{s} :{p}"), "host": "127.0.0.1"}])
         );
         assert!(forwards.insert(p), "port {p} forwarded twice");
-        assert_eq!(
-            get(r, "links"),
-            &json!([
-                {"_type": "link", "url": format!("http://localhost:{p}/health"), "name": format!("{s} health")},
-                {"_type": "link", "url": format!("http://127.0.0.1:7700/api/v1/services/{s}"), "name": "devd status"},
-            ])
-        );
+        let mut links = vec![json!({"_type": "link", "url": format!("http://127.0.0.1:{p}/health"), "name": format!("{s} health")})];
+        if e.live_sync {
+            links.push(json!({"_type": "link", "url": format!("http://127.0.0.1:7700/api/v1/services/{s}"), "name": format!("devd: {s}")}));
+        }
+        if db == "external" {
+            let host = format!("{s}-db.{}.example.internal:5432", e.name);
+            links.push(json!({
+                "_type": "link",
+                "url": format!("postgres://{s}@{host}/{s}"),
+                "name": format!("{s} database {host} (password: Secret {s}-db key password)"),
+            }));
+        }
+        assert_eq!(get(r, "links"), &json!(links), "{}: links of {s}", e.name);
         assert_eq!(get(r, "labels"), &strs(&[s]));
         assert_eq!(get(r, "resource_deps"), &strs(&["stand-config"]));
         let objects = get(r, "objects").as_array().expect("objects");
@@ -233,69 +240,49 @@ fn check(e: &Env, run: &Run) {
         assert!(!r.contains_key("new_name"));
     }
     let config = run.call_with("k8s_resource", "new_name", "stand-config");
-    assert_eq!(get(config, "labels"), &strs(&["stand"]));
+    assert_eq!(get(config, "labels"), &strs(&["0-stand"]));
     assert_eq!(get(config, "objects")[0], "stand:namespace");
 
-    // Databases: in-cluster Postgres as resources; external ones shown by host:port.
+    // Databases: in-cluster Postgres as resources; an external one is only the link above.
     for (s, db) in &services {
         let pg = format!("postgres-{s}");
         let as_resource = run.calls_of("k8s_resource").into_iter().any(|r| r.get("workload") == Some(&json!(pg)));
-        let info = run.calls_of("local_resource").into_iter().find(|r| r["name"] == format!("{s}-database"));
-        match db.as_str() {
-            "in-cluster" => {
-                assert!(as_resource, "{pg} is a resource");
-                let r = run.call_with("k8s_resource", "workload", &pg);
-                assert_eq!(get(r, "labels"), &strs(&[s]));
-                assert_eq!(get(r, "resource_deps"), &strs(&["stand-config"]));
-                assert!(get(r, "objects").as_array().expect("objects").contains(&json!(format!("{pg}:secret"))));
-                assert!(info.is_none());
-            }
-            "external" => {
-                assert!(!as_resource);
-                let host = format!("{s}-db.{}.example.internal:5432", e.name);
-                let info = info.expect("an external database resource");
-                let text = get(info, "cmd")[1].as_str().unwrap_or_default();
-                assert!(text.contains(&host) && text.contains(&format!("Secret {s}-db key password")), "{text}");
-                assert_eq!(get(info, "labels"), &strs(&[s]));
-                assert_eq!(get(info, "links")[0]["url"], format!("postgres://{s}@{host}/{s}"));
-            }
-            _ => {
-                assert!(!as_resource && info.is_none(), "{}: no database at all", e.name);
-            }
+        if db == "in-cluster" {
+            let r = run.call_with("k8s_resource", "workload", &pg);
+            assert_eq!(get(r, "labels"), &strs(&[s]));
+            assert_eq!(get(r, "resource_deps"), &strs(&["stand-config"]));
+            assert!(get(r, "objects").as_array().expect("objects").contains(&json!(format!("{pg}:secret"))));
+        } else {
+            assert!(!as_resource, "{}: no Postgres of {s} in the cluster", e.name);
         }
     }
 
-    // devd, served with a readiness probe on its API.
-    let devd = run.call_with("local_resource", "name", "devd");
-    assert_eq!(devd["serve_cmd"], format!("devd up --env {} --no-deploy", e.name));
-    assert_eq!(devd["serve_dir"], root.as_str());
-    assert_eq!(
-        devd["readiness_probe"]["http_get"],
-        json!({"_type": "http_get_action", "port": 7700, "host": "127.0.0.1", "scheme": "http", "path": "/api/v1/status"})
-    );
-    assert_eq!(devd["readiness_probe"]["_type"], "probe");
-    assert_eq!(get(devd, "labels"), &strs(&["stand"]));
-    assert_eq!(get(devd, "links")[0]["url"], "http://127.0.0.1:7700/api/v1/status");
-    assert!(!devd.contains_key("cmd"));
-
-    // Per-service readiness from devd's status API.
-    for s in &svcs {
-        let r = run.call_with("local_resource", "name", &format!("{s}-synced"));
+    // devd, where it live-syncs: served with the kubernetes target named, readiness on
+    // the stand's /api/v1/ready. Without live sync there is nothing for it to do.
+    let locals: Vec<String> = run.calls_of("local_resource").iter().map(|l| l["name"].as_str().unwrap_or_default().to_owned()).collect();
+    if e.live_sync {
+        assert_eq!(locals, ["devd"], "devd is the only local resource");
+        let devd = run.call_with("local_resource", "name", "devd");
+        assert_eq!(devd["serve_cmd"], format!("devd up --env {} --target kubernetes --no-deploy", e.name));
+        assert_eq!(devd["serve_dir"], root.as_str());
         assert_eq!(
-            r["readiness_probe"]["http_get"],
-            json!({"_type": "http_get_action", "port": 7700, "host": "127.0.0.1", "scheme": "http", "path": format!("/api/v1/services/{s}/ready")})
+            devd["readiness_probe"]["http_get"],
+            json!({"_type": "http_get_action", "port": 7700, "host": "127.0.0.1", "scheme": "http", "path": "/api/v1/ready"})
         );
-        assert!(r["serve_cmd"].as_str().is_some_and(|c| c.ends_with("exec tail -f /dev/null")));
-        assert_eq!(get(r, "resource_deps"), &strs(&["devd", s]));
-        assert_eq!(get(r, "labels"), &strs(&[s]));
+        assert_eq!(devd["readiness_probe"]["_type"], "probe");
+        assert_eq!(get(devd, "labels"), &strs(&["0-stand"]));
+        assert_eq!(get(devd, "links"), &json!([{"_type": "link", "url": "http://127.0.0.1:7700/api/v1/status", "name": "devd status"}]));
+        assert!(!devd.contains_key("cmd"));
+    } else {
+        assert!(locals.is_empty(), "{}: no local resources without live sync: {locals:?}", e.name);
     }
 
-    // Buttons: restart everywhere, rebuild where devd live-syncs; each a UIButton on the
-    // service's resource and a Cmd started by it that calls devd.
+    // Buttons where devd live-syncs (without it the pods have no shim): Restart and
+    // Rebuild on each service, each a UIButton on the service's resource and a Cmd
+    // started by it that calls devd.
     let mut want_buttons = BTreeSet::new();
-    for s in &svcs {
-        let actions: &[&str] = if e.live_sync { &["restart", "rebuild"] } else { &["restart"] };
-        for a in actions {
+    for s in svcs.iter().filter(|_| e.live_sync) {
+        for (a, text, icon) in [("restart", "Restart", "restart_alt"), ("rebuild", "Rebuild", "build")] {
             let name = format!("stand-{s}-{a}");
             want_buttons.insert(name.clone());
             let b = run.call_with("v1alpha1.ui_button", "name", &name);
@@ -303,6 +290,7 @@ fn check(e: &Env, run: &Run) {
                 b["location"],
                 json!({"_type": "v1alpha1.ui_component_location", "component_id": s, "component_type": "Resource"})
             );
+            assert_eq!((&b["text"], &b["icon_name"]), (&json!(text), &json!(icon)));
             assert_eq!(b["annotations"], json!({"tilt.dev/resource": s}));
             let c = run.call_with("v1alpha1.cmd", "name", &format!("btn-{name}"));
             assert_eq!(c["args"], json!(["devd", a, s]));
@@ -317,18 +305,45 @@ fn check(e: &Env, run: &Run) {
         .map(|b| b["name"].as_str().unwrap_or_default().to_owned())
         .collect();
     assert_eq!(buttons, want_buttons);
+    assert_eq!(run.calls_of("v1alpha1.cmd").len(), want_buttons.len());
+
+    // Across the whole UI: no two links with the same name, one host spelling.
+    let mut link_names = BTreeSet::new();
+    for r in run.calls_of("k8s_resource").into_iter().chain(run.calls_of("local_resource")) {
+        for l in r.get("links").and_then(Json::as_array).into_iter().flatten() {
+            let name = l["name"].as_str().unwrap_or_default().to_owned();
+            assert!(link_names.insert(name.clone()), "{}: two links named {name:?}", e.name);
+            assert!(!l["url"].as_str().unwrap_or_default().contains("localhost"), "{l}");
+        }
+    }
+
+    // The stand's group comes first in Tilt's UI (labels sorted with localeCompare,
+    // where a digit precedes every letter; service names start with a letter).
+    let mut labels: Vec<String> = run
+        .calls_of("k8s_resource")
+        .into_iter()
+        .chain(run.calls_of("local_resource"))
+        .flat_map(|r| r.get("labels").and_then(Json::as_array).cloned().unwrap_or_default())
+        .filter_map(|l| l.as_str().map(str::to_owned))
+        .collect();
+    labels.sort_by_key(|l| l.to_lowercase());
+    labels.dedup();
+    assert_eq!(labels.first().map(String::as_str), Some("0-stand"));
+    assert!(svcs.iter().all(|s| s.starts_with(|c: char| c.is_ascii_alphabetic())));
 
     // Every resource Tilt would show, and nothing in "uncategorized": each deployed object
     // is a workload, a Service (joins its workload), or claimed by a resource.
-    let mut want: BTreeSet<String> = ["devd", "stand-config"].iter().map(|s| (*s).to_owned()).collect();
+    // One row per service, one per in-cluster database, stand-config, and devd where it
+    // live-syncs: local has 6 rows, staging 3.
+    let mut want: BTreeSet<String> = BTreeSet::from(["stand-config".to_owned()]);
+    if e.live_sync {
+        want.insert("devd".to_owned());
+    }
     for (s, db) in &services {
         want.insert(s.clone());
-        want.insert(format!("{s}-synced"));
-        match db.as_str() {
-            "in-cluster" => want.insert(format!("postgres-{s}")),
-            "external" => want.insert(format!("{s}-database")),
-            _ => false,
-        };
+        if db == "in-cluster" {
+            want.insert(format!("postgres-{s}"));
+        }
     }
     assert_eq!(run.resources, want);
     let claimed: usize = run

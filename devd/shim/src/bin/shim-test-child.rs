@@ -2,13 +2,18 @@
 //! whose behaviour comes from a JSON trailer appended to its own executable
 //! (`\n#STAND-TEST-CHILD#{...}`), so tests make *different binaries* by appending
 //! different trailers to copies of it:
-//! - `text`: served to every HTTP request on 127.0.0.1:$PORT (when PORT is set);
+//! - `text`: served to every HTTP request on the listener passed by the shim (fd 3,
+//!   `LISTEN_FDS`/`LISTEN_PID`), else on 127.0.0.1:$PORT (when PORT is set); once it
+//!   accepts, it reports `READY=1` on `NOTIFY_SOCKET`;
+//! - `no_ready`: never report ready; `exit_after_ready_ms`: exit with code 4 that
+//!   long after reporting ready;
 //! - `exit_at_start`: write a fatal line to stderr and exit with this code at once;
 //! - `term_exit_code`: exit code on SIGTERM/SIGINT (default 0); `ignore_term`: ignore them;
 //! - `orphans`: `{count, linger_ms, pid_file}`: at start, leave `count` orphaned
 //!   grandchildren that exit after `linger_ms` (their pids go to `pid_file`).
 
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::FromRawFd;
 use std::net::{TcpListener, TcpStream};
 use std::process::{exit, Command};
 use std::time::Duration;
@@ -22,6 +27,8 @@ const MARKER: &[u8] = b"\n#STAND-TEST-CHILD#";
 #[serde(default, deny_unknown_fields)]
 struct Behaviour {
     text: String,
+    no_ready: bool,
+    exit_after_ready_ms: Option<u64>,
     exit_at_start: Option<i32>,
     term_exit_code: i32,
     ignore_term: bool,
@@ -75,21 +82,43 @@ fn main() {
             exit(72);
         }
     }
-    if let Ok(port) = std::env::var("PORT") {
-        let listener = match TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap_or(0))) {
-            Ok(l) => l,
-            Err(e) => {
+    let listener = match inherited_listener() {
+        Some(l) => Some(l),
+        None => std::env::var("PORT").ok().map(|port| {
+            TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap_or(0))).unwrap_or_else(|e| {
                 eprintln!("test-child[{pid}]: cannot bind 127.0.0.1:{port}: {e}");
                 exit(98);
-            }
-        };
+            })
+        }),
+    };
+    if let Some(listener) = listener {
+        // The socket's flags are shared with the shim's other children: nonblocking.
+        if listener.set_nonblocking(true).is_err() {
+            exit(73);
+        }
         let text = b.text.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let text = text.clone();
-                std::thread::spawn(move || answer(stream, &text, pid));
+        std::thread::spawn(move || loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let text = text.clone();
+                    std::thread::spawn(move || answer(stream, &text, pid));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         });
+        if !b.no_ready {
+            notify_ready();
+        }
+        if let Some(ms) = b.exit_after_ready_ms {
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(ms));
+                eprintln!("test-child[{pid}]: fatal: giving up after {ms} ms");
+                exit(4);
+            });
+        }
     }
     loop {
         let sig = stop.wait().unwrap_or(Signal::SIGTERM);
@@ -102,6 +131,37 @@ fn main() {
             b.term_exit_code
         );
         exit(b.term_exit_code);
+    }
+}
+
+/// fd 3 when `LISTEN_FDS` and `LISTEN_PID` say it was passed to this process.
+#[allow(unsafe_code)]
+fn inherited_listener() -> Option<TcpListener> {
+    let for_us = std::env::var("LISTEN_PID").ok()? == std::process::id().to_string();
+    let count: u32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+    if !for_us || count == 0 {
+        return None;
+    }
+    // SAFETY: by the socket-activation protocol checked above, fd 3 was opened for this
+    // process by its parent and nothing else here owns it; taken once, at start.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(3) };
+    Some(TcpListener::from(fd))
+}
+
+fn notify_ready() {
+    use std::os::linux::net::SocketAddrExt;
+    let Ok(name) = std::env::var("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Some(abstract_name) = name.strip_prefix('@') else {
+        return;
+    };
+    let sent = std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())
+        .and_then(|addr| {
+            std::os::unix::net::UnixDatagram::unbound()?.send_to_addr(b"READY=1", &addr)
+        });
+    if let Err(e) = sent {
+        eprintln!("test-child: cannot report ready: {e}");
     }
 }
 

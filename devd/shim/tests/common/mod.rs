@@ -100,9 +100,18 @@ impl Shim {
     }
 
     pub async fn start_with(behaviour: Value, opts: Options) -> Shim {
+        let shim = Shim::start_binary(&variant(behaviour.clone()), opts).await;
+        if let Some(text) = behaviour.get("text").and_then(Value::as_str) {
+            shim.wait_serving(text).await;
+        }
+        shim
+    }
+
+    /// Starts the shim on `bytes` as the service binary; waits for the endpoint only.
+    pub async fn start_binary(bytes: &[u8], opts: Options) -> Shim {
         let dir = tempfile::tempdir().expect("tempdir");
         let binary = dir.path().join("app");
-        write_exe(&binary, &variant(behaviour.clone()));
+        write_exe(&binary, bytes);
         let (api_port, svc_port) = (free_port(), free_port());
         let mut cmd = Command::new(shim_exe());
         cmd.arg("--")
@@ -137,9 +146,6 @@ impl Shim {
                 shim.try_status().await
             })
             .await;
-        }
-        if let Some(text) = behaviour.get("text").and_then(Value::as_str) {
-            shim.wait_serving(text).await;
         }
         shim
     }
@@ -176,6 +182,18 @@ impl Shim {
             .send()
             .await
             .expect("PUT /v1/binary");
+        let code = resp.status().as_u16();
+        (code, resp.json().await.expect("json body"))
+    }
+
+    pub async fn restart(&self) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(format!("{}/v1/restart", self.api))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("POST /v1/restart");
         let code = resp.status().as_u16();
         (code, resp.json().await.expect("json body"))
     }
