@@ -4,5 +4,5 @@
 # whichever runs first, the other finds every unit fresh (`cargo build -p devd` alone
 # unifies features differently and would compile ~60 s of crates again).
 build_workspace() {
-  cargo build --workspace --all-targets --locked "$@"
+  cargo build --workspace --all-targets --locked
 }
