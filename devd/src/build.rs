@@ -978,7 +978,8 @@ fn io_error(message: impl Into<String>) -> BuildError {
     BuildError::new(BuildErrorKind::Io, message.clone(), message)
 }
 
-fn millis(d: Duration) -> u64 {
+/// A duration in whole milliseconds (saturating), as events and the status carry them.
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

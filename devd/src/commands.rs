@@ -321,7 +321,7 @@ pub async fn logs(place: &Place, args: LogsArgs) -> anyhow::Result<()> {
         (None, None) => crate::target::choice::choose(&env, plan.target, None, false).await?.target,
     };
     let request = crate::logs::LogRequest { services: args.services, follow: args.follow, since: args.since, tail: args.tail };
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let colour = crate::progress::colour_on(&std::io::stdout());
     crate::logs::run(&plan, target, request, colour).await
 }
 

@@ -29,6 +29,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::build::millis;
 use crate::status::{HealthReport, InstanceStatus, StatusHub};
 use crate::target::{Instance, ShimError, Target, TargetError};
 
@@ -364,6 +365,3 @@ fn short(sha: &str) -> String {
     sha.chars().take(12).collect()
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}

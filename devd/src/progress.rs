@@ -254,9 +254,14 @@ pub fn plain_line(at: DateTime<Utc>, say: &Say) -> String {
     }
 }
 
-/// Whether colour may be used on stderr: a terminal, and no `NO_COLOR`.
+/// Whether colour may be used on `stream`: a terminal, and no `NO_COLOR`.
+pub fn colour_on(stream: &impl std::io::IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// [`colour_on`] stderr.
 pub fn colour_on_stderr() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    colour_on(&std::io::stderr())
 }
 
 /// Prints the hub's events as progress until aborted.

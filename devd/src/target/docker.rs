@@ -481,12 +481,13 @@ pub fn external_password(state_dir: &Path, service: &ServicePlan) -> Option<Stri
 pub enum EnsureProgress<'a> {
     /// A line of the image build (Docker's output, the shim's cargo).
     Line(&'a str),
-    /// A step done (`image_built`, `database_started`, `container_started`): what, in how long.
+    /// A step done (`image_built` or `image_kept`, `database_started`, `container_started`):
+    /// what, in how long.
     Done { step: &'static str, what: String, ms: u64 },
 }
 
 fn millis_since(start: std::time::Instant) -> u64 {
-    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    crate::build::millis(start.elapsed())
 }
 
 /// What `devd up --target docker` needs besides the target: images and containers per
