@@ -105,7 +105,11 @@ pub async fn up(place: &Place, args: UpArgs) -> anyhow::Result<()> {
         deploy: !args.no_deploy,
         progress: !args.quiet,
     };
+    let (env, quiet) = (config.env.clone(), args.quiet);
     daemon::run(config, shutdown_signal()).await?;
+    if target == Some(crate::config::Target::Docker) && !args.no_deploy && !quiet {
+        eprintln!("devd: stopped; the stand's containers keep running (`devd down --env {env}` removes them, `--volumes` their data too)");
+    }
     Ok(())
 }
 

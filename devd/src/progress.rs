@@ -60,6 +60,15 @@ struct ServiceState {
     built_at: Option<DateTime<Utc>>,
 }
 
+/// A service's instances when an event comes: how many are healthy, of how many, and
+/// the URLs they serve on from this host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Instances {
+    pub healthy: usize,
+    pub total: usize,
+    pub urls: Vec<String>,
+}
+
 /// Events in, [`Say`]s out. `delivers`: the stand's target receives every build, so a
 /// rebuild's line waits for the delivery.
 pub struct Progress {
@@ -100,8 +109,9 @@ impl Progress {
         Self { delivers, services: BTreeMap::new(), announced: BTreeSet::new(), last_count: BTreeMap::new() }
     }
 
-    /// What `event` tells; `healthy` is (healthy, total) instances of its service now.
-    pub fn on_event(&mut self, event: &Event, healthy: Option<(usize, usize)>) -> Vec<Say> {
+    /// What `event` tells; `now`: its service's instances as they are now.
+    pub fn on_event(&mut self, event: &Event, now: Option<&Instances>) -> Vec<Say> {
+        let healthy = now.map(|n| (n.healthy, n.total));
         let d = &event.detail;
         let Some(name) = event.service.clone() else {
             return self.on_stand_event(event);
@@ -184,7 +194,11 @@ impl Progress {
                 state.served = true;
                 let since = ms_between(state.built_at, event.at).map_or_else(String::new, |ms| format!(" in {}", duration(ms)));
                 let kind = if was_served { Kind::Summary } else { Kind::Stage };
-                one(format!("synced, {health}{since}"), kind)
+                // The first time: where to reach it (the docker target publishes on
+                // ports of its choosing).
+                let urls = now.map(|n| n.urls.as_slice()).unwrap_or_default();
+                let on = if was_served || urls.is_empty() { String::new() } else { format!(", serving on {}", urls.join(", ")) };
+                one(format!("synced, {health}{since}{on}"), kind)
             }
             "sync_failed" => {
                 state.rebuilt_ms = None;
@@ -272,10 +286,12 @@ pub fn spawn(hub: StatusHub, delivers: bool) -> JoinHandle<()> {
         let mut progress = Progress::new(delivers);
         let mut out: Box<dyn Sink> = if tty { Box::new(Bars::new(&hub)) } else { Box::new(Plain) };
         let mut handle = |event: &Event, out: &mut Box<dyn Sink>| {
-            let healthy = event.service.as_deref().and_then(|s| hub.service(s)).map(|s| {
-                (s.instances.iter().filter(|i| i.healthy).count(), s.instances.len())
+            let now = event.service.as_deref().and_then(|s| hub.service(s)).map(|s| Instances {
+                healthy: s.instances.iter().filter(|i| i.healthy).count(),
+                total: s.instances.len(),
+                urls: s.instances.iter().filter_map(|i| i.url.clone()).collect(),
             });
-            for say in progress.on_event(event, healthy) {
+            for say in progress.on_event(event, now.as_ref()) {
                 out.say(event.at, &say);
             }
         };
@@ -413,14 +429,15 @@ mod tests {
         let container = event(8, 39, "container_started", Some("s1"), json!({"name": "stand-local-s1", "duration_ms": 300}));
         assert_eq!(texts(p.on_event(&container, None)), ["s1|container stand-local-s1 started in 300 ms"]);
         let synced = event(9, 40, "synced", Some("s1"), json!({"instances": 1, "edit_to_serving_ms": null}));
-        assert_eq!(texts(p.on_event(&synced, Some((1, 1)))), ["s1|synced, 1/1 healthy in 5.0 s"]);
+        let now = Instances { healthy: 1, total: 1, urls: vec!["http://127.0.0.1:32770".to_owned()] };
+        assert_eq!(texts(p.on_event(&synced, Some(&now))), ["s1|synced, 1/1 healthy in 5.0 s, serving on http://127.0.0.1:32770"]);
 
         // A rebuild: one line when it serves.
         let edit = json!({"build": 2, "cause": ["services/s1/src/lib.rs"], "services": ["s1"]});
         assert_eq!(texts(p.on_event(&event(10, 60, "build_started", Some("s1"), edit), None)), ["s1|building (services/s1/src/lib.rs changed)"]);
         assert!(p.on_event(&event(11, 60, "build_finished", Some("s1"), json!({"duration_ms": 412})), None).is_empty());
         let synced = event(12, 61, "synced", Some("s1"), json!({"instances": 1, "edit_to_serving_ms": 538}));
-        let line = p.on_event(&synced, Some((1, 1)));
+        let line = p.on_event(&synced, Some(&now));
         assert_eq!(texts(line.clone()), ["s1|rebuilt in 412 ms, serving in 538 ms"]);
         assert_eq!(line[0].kind, Kind::Summary);
     }

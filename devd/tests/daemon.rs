@@ -660,6 +660,38 @@ fn target_choice_runs_docker_when_no_cluster_answers_and_says_so() {
     assert!(said[0].contains("docker target") && said[0].contains("--target kubernetes") && said[0].contains("--target docker"), "{out}");
 }
 
+/// With no kubeconfig anywhere (a fresh machine), the one line names that reason, not
+/// kube's chain of wrapped errors.
+#[test]
+fn target_choice_without_a_kubeconfig_says_so_briefly() {
+    let fx = stand();
+    for svc in ["svc1", "svc2"] {
+        edit(&fx, &format!("services/{svc}/src/main.rs"), "fn main() {", "fn main() { let = ;");
+    }
+    let home = fx.path("home");
+    std::fs::create_dir_all(&home).unwrap();
+    // cargo and rustup keep their homes; only the kubeconfig's default place is empty.
+    let real_home = std::env::var("HOME").unwrap_or_default();
+    let keep = |var: &str, default: &str| std::env::var(var).unwrap_or_else(|_| format!("{real_home}/{default}"));
+    let env = [
+        ("HOME", home.display().to_string()),
+        ("KUBECONFIG", String::new()),
+        ("CARGO_HOME", keep("CARGO_HOME", ".cargo")),
+        ("RUSTUP_HOME", keep("RUSTUP_HOME", ".rustup")),
+    ];
+    let (mut child, log) = up_without_target(&fx, &env);
+    let target = daemon_target(&fx, &log);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = Command::new(DEVD).args(["down", "--env", "local"]).current_dir(&fx.root).output();
+    let out = log.lock().unwrap().clone();
+    assert_eq!(target, "docker", "{out}");
+    let line = out.lines().find(|l| l.contains("no Kubernetes cluster answers")).unwrap_or_else(|| panic!("{out}"));
+    let reason = format!("(no kubeconfig at {}/.kube/config and KUBECONFIG is not set)", home.display());
+    assert!(line.contains(&reason), "names the reason: {line}");
+    assert!(!line.contains("in-cluster") && !line.contains("os error"), "not kube's error chain: {line}");
+}
+
 #[test]
 fn target_choice_with_neither_says_what_to_install_and_target_still_wins() {
     let fx = stand();

@@ -1029,6 +1029,8 @@ fn devd_logs_follows_the_service_across_edits_and_new_containers() {
     };
     up(&mut stand);
     stand.wait_synced("the first deploy", FIRST_DEADLINE);
+    let published = docker(&["port", &stand.container(), "5001/tcp"]);
+    let first_address = String::from_utf8_lossy(&published.stdout).lines().next().unwrap_or_default().trim().to_owned();
     let image = docker(&["inspect", "-f", "{{.Config.Image}}", &stand.container()]);
     let base = docker(&["image", "inspect", "-f", "{{.Id}}", BASE_IMAGE]);
     let history = docker(&["history", "-q", "--no-trunc", String::from_utf8_lossy(&image.stdout).trim()]);
@@ -1071,4 +1073,20 @@ fn devd_logs_follows_the_service_across_edits_and_new_containers() {
     let short: String = new_id.chars().take(12).collect();
     assert!(lines[1].starts_with(&format!("service1/{short} ")), "the new container's line names it: {lines:?}");
     drop(logs);
+
+    // devd's own lines said where the service serves: the first synced line names the
+    // address the container got published on.
+    let log = std::fs::read_to_string(stand.path("devd.log")).expect("devd.log");
+    let first_synced = log.lines().find(|l| l.contains("service1: synced, 1/1 healthy")).unwrap_or_else(|| panic!("{log}"));
+    assert!(first_address.starts_with("127.0.0.1:"), "published on loopback: {first_address}");
+    assert!(first_synced.ends_with(&format!("serving on http://{first_address}")), "{first_synced} names {first_address}");
+
+    // Stopped by a signal, devd says the containers stay and how to remove them.
+    let pid = stand.devd.as_ref().expect("devd").id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let child = stand.devd.as_mut().expect("devd");
+    let status = poll_until(Duration::from_secs(10), || child.try_wait().expect("wait")).expect("devd stops on SIGTERM");
+    assert!(status.success(), "{}", stand.log());
+    assert!(stand.log().contains("the stand's containers keep running (`devd down --env"), "{}", stand.log());
+    assert!(docker(&["inspect", &new_id]).status.success(), "the container stays");
 }

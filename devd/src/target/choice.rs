@@ -36,9 +36,12 @@ pub struct NoTarget {
 /// Whether the kubeconfig's (or the in-cluster) API server answers: its URL, or why not.
 /// Any HTTP answer counts (an authorization error is the cluster's to report later).
 pub async fn cluster_answers() -> Result<String, String> {
+    if let Some(why) = no_config_at_all() {
+        return Err(why);
+    }
     let config = match tokio::time::timeout(PROBE_DEADLINE, kube::Config::infer()).await {
         Ok(Ok(config)) => config,
-        Ok(Err(e)) => return Err(format!("no usable kubeconfig or in-cluster config: {e}")),
+        Ok(Err(e)) => return Err(format!("the kubeconfig is not usable: {}", innermost(&e))),
         Err(_) => return Err(format!("reading the kubeconfig took more than {} s", PROBE_DEADLINE.as_secs())),
     };
     let server = config.cluster_url.to_string();
@@ -51,6 +54,26 @@ pub async fn cluster_answers() -> Result<String, String> {
         Ok(Err(e)) => Err(format!("{server} does not answer: {e}")),
         Err(_) => Err(format!("{server} did not answer within {} s", PROBE_DEADLINE.as_secs())),
     }
+}
+
+/// Why there is no cluster to ask, when nothing points at one: no `KUBECONFIG`, no
+/// `~/.kube/config`, and not inside a pod. kube's own error chain says the same in
+/// ~300 characters; the user needs the one reason.
+fn no_config_at_all() -> Option<String> {
+    if std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty()) || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return None;
+    }
+    let default = std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".kube").join("config"))?;
+    (!default.exists()).then(|| format!("no kubeconfig at {} and KUBECONFIG is not set", default.display()))
+}
+
+/// The last error of `e`'s source chain: the cause, without its wrappers.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
 }
 
 /// Whether the Docker engine (`DOCKER_HOST`, else the local socket) answers a ping.
