@@ -70,7 +70,6 @@ fn make_stand(root: &Path, name: &str) -> Result<(), String> {
     let toml = format!(
         r#"[stand]
 name = "{name}"
-namespace = "{name}"
 chart = "chart"
 release = "{name}"
 default_env = "bench"

@@ -11,7 +11,7 @@ use devd::config::{ConfigError, Stand};
 ///         15 [env.local], 16 services, 17 values.
 const BASE: &str = r#"[stand]
 name = "s"
-namespace = "s"
+# every environment deploys into a namespace of its own: s-<env>
 chart = "helm/app"
 release = "s"
 default_env = "local"
@@ -130,7 +130,7 @@ fn syntax_bad_value() {
 #[test]
 fn syntax_duplicate_key() {
     let r = check(
-        &edit("namespace = \"s\"", "name = \"t\""),
+        &edit("# every environment deploys into a namespace of its own: s-<env>", "name = \"t\""),
         Kind::Syntax,
         3,
         1,
@@ -439,14 +439,54 @@ fn service_name_too_long() {
 }
 
 #[test]
-fn namespace_not_dns() {
-    check(
-        &edit("namespace = \"s\"", "namespace = \"My_NS\""),
+fn stand_namespace_is_retired() {
+    let r = check(
+        &edit("# every environment deploys into a namespace of its own: s-<env>", "namespace = \"My_NS\""),
         Kind::Invalid,
         3,
         13,
         "stand.namespace",
     );
+    assert!(r.contains("retired") && r.contains("[env.<name>]"), "{r}");
+}
+
+#[test]
+fn env_namespace_not_dns() {
+    check(&append("namespace = \"My_NS\"\n"), Kind::Invalid, 18, 13, "env.local.namespace");
+}
+
+#[test]
+fn two_environments_in_one_namespace() {
+    let r = check(
+        &append("namespace = \"shared\"\n\n[env.other]\nservices = [\"web\"]\nnamespace = \"shared\"\n"),
+        Kind::Invalid,
+        22,
+        13,
+        "env.other.namespace",
+    );
+    assert!(r.contains("namespace `shared` is env `local`'s too"), "{r}");
+    // The default namespace counts too: `s-local` named by another environment.
+    let r = check(
+        &append("\n[env.other]\nservices = [\"web\"]\nnamespace = \"s-local\"\n"),
+        Kind::Invalid,
+        21,
+        13,
+        "env.other.namespace",
+    );
+    assert!(r.contains("namespace `s-local` is env `local`'s too"), "{r}");
+}
+
+#[test]
+fn a_default_namespace_too_long_names_the_environment() {
+    let env = "e".repeat(53);
+    let text = edit("name = \"s\"", &format!("name = \"{}\"", "s".repeat(20))).replace("[env.local]", &format!("[env.{env}]")).replace("default_env = \"local\"", &format!("default_env = \"{env}\""));
+    let r = check(&text, Kind::Invalid, 15, 6, &format!("env.{env}.namespace"));
+    assert!(r.contains("is not a DNS-1123 label") && r.contains("namespace = "), "{r}");
+}
+
+#[test]
+fn an_empty_context_pattern() {
+    check(&append("contexts = [\"kind-*\", \"\"]\n"), Kind::Invalid, 18, 23, "env.local.contexts[1]");
 }
 
 #[test]

@@ -17,7 +17,6 @@ const BUILD_DEADLINE: Duration = Duration::from_secs(180);
 const STAND_TOML: &str = r#"
 [stand]
 name = "fx"
-namespace = "fx"
 chart = "chart"
 release = "fx"
 default_env = "local"

@@ -113,7 +113,6 @@ impl Stand {
             r#"
 [stand]
 name = "{name}"
-namespace = "{name}"
 chart = "chart"
 release = "{name}"
 default_env = "{env}"
@@ -776,7 +775,6 @@ fn image_fixture() -> (fixtures::Fixture, String) {
             r#"
 [stand]
 name = "{name}"
-namespace = "{name}"
 chart = "chart"
 release = "{name}"
 default_env = "local"

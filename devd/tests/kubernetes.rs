@@ -656,7 +656,6 @@ async fn serve(fake: Fake, listener: tokio::net::TcpListener) {
 const NO_CLUSTER_STAND: &str = r#"
 [stand]
 name = "stand"
-namespace = "stand"
 chart = "chart"
 release = "stand"
 default_env = "local"
@@ -678,6 +677,7 @@ services = ["svc1", "svc2"]
 target = "kubernetes"
 values = ["chart/values-local.yaml"]
 live_sync = true
+namespace = "stand"
 "#;
 
 fn http_get(url: &str) -> (u16, Value) {
@@ -702,8 +702,8 @@ fn without_a_cluster_devd_says_so_once_and_recovers_when_it_answers() {
     let kubeconfig = fx.write(
         "kubeconfig",
         &format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: stand-test\nclusters:\n- name: scripted\n  cluster:\n    server: {server}\n\
-             users:\n- name: dev\n  user:\n    token: dev-token\ncontexts:\n- name: stand-test\n  context:\n    cluster: scripted\n    user: dev\n    namespace: stand\n"
+            "apiVersion: v1\nkind: Config\ncurrent-context: kind-scripted\nclusters:\n- name: scripted\n  cluster:\n    server: {server}\n\
+             users:\n- name: dev\n  user:\n    token: dev-token\ncontexts:\n- name: kind-scripted\n  context:\n    cluster: scripted\n    user: dev\n    namespace: stand\n"
         ),
     );
     let log_path = fx.path("devd.log");
@@ -745,7 +745,7 @@ fn without_a_cluster_devd_says_so_once_and_recovers_when_it_answers() {
     .unwrap_or_else(|| panic!("no unreachable readiness:\n{}", log()));
     assert_eq!(code, 503, "{body}");
     let reason = body["reason"].as_str().expect("reason");
-    for part in [server.as_str(), "context stand-test", "Connection refused", "start the cluster", "devd up --target docker"] {
+    for part in [server.as_str(), "context kind-scripted", "Connection refused", "start the cluster", "devd up --target docker"] {
         assert!(reason.contains(part), "{part:?} not in the reason {reason:?}");
     }
     let (code, one) = http_get(&format!("{url}/api/v1/services/svc1/ready"));
@@ -795,7 +795,7 @@ fn without_a_cluster_devd_says_so_once_and_recovers_when_it_answers() {
     eprintln!("devd's output:\n{text}");
     assert_eq!(lines_with("cannot reach the API server"), 1, "{text}");
     let reach_line = text.lines().find(|l| l.contains("cannot reach the API server")).expect("the line");
-    assert!(reach_line.starts_with("devd: kubernetes: cannot reach the API server") && reach_line.contains("context stand-test"), "{reach_line}");
+    assert!(reach_line.starts_with("devd: kubernetes: cannot reach the API server") && reach_line.contains("context kind-scripted"), "{reach_line}");
     assert_eq!(lines_with("kube_client"), 0, "{text}");
     assert_eq!(lines_with("kube_runtime"), 0, "{text}");
     assert_eq!(lines_with("cannot list instances"), 0, "{text}");

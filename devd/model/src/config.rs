@@ -29,6 +29,53 @@ pub const DEFAULT_IMAGE_TAG: &str = "dev";
 /// Key inside the database password Secret, when not given.
 pub const DEFAULT_SECRET_KEY: &str = "password";
 
+/// The kube contexts of clusters that run on the developer's machine, as Tilt
+/// recognises them (its `allow_k8s_contexts` lets these through without being asked):
+/// the default `contexts` of an environment with live sync.
+pub const LOCAL_CONTEXTS: &[&str] = &[
+    "kind-*",
+    "k3d-*",
+    "minikube",
+    "docker-desktop",
+    "docker-for-desktop",
+    "rancher-desktop",
+    "orbstack",
+    "colima",
+    "colima-*",
+    "microk8s",
+    "crc-*",
+];
+
+/// Whether kube context `context` matches glob `pattern`: `*` any run of characters,
+/// `?` one character, everything else itself (case-sensitive, as context names are).
+pub fn context_matches(pattern: &str, context: &str) -> bool {
+    let (p, c): (Vec<char>, Vec<char>) = (pattern.chars().collect(), context.chars().collect());
+    // Iterative glob match with one backtrack point (the last `*`): linear in practice.
+    let (mut pi, mut ci) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ci < c.len() {
+        if pi < p.len() && (p[pi] == '?' || (p[pi] != '*' && p[pi] == c[ci])) {
+            pi += 1;
+            ci += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ci));
+            pi += 1;
+        } else if let Some((sp, sc)) = star {
+            pi = sp + 1;
+            ci = sc + 1;
+            star = Some((sp, sc + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&x| x == '*')
+}
+
+/// Whether `context` matches any of `patterns`.
+pub fn context_allowed(patterns: &[String], context: &str) -> bool {
+    patterns.iter().any(|p| context_matches(p, context))
+}
+
 // ---------------------------------------------------------------------------------------
 // The model
 // ---------------------------------------------------------------------------------------
@@ -59,7 +106,9 @@ struct Source {
 #[serde(deny_unknown_fields)]
 pub struct StandSection {
     pub name: Spanned<String>,
-    pub namespace: Spanned<String>,
+    /// Retired: each environment deploys into a namespace of its own
+    /// ([`Env::namespace`]). Kept in the model only to say so at its line.
+    pub namespace: Option<Spanned<toml::Value>>,
     pub chart: Spanned<String>,
     pub release: Spanned<String>,
     pub default_env: Spanned<String>,
@@ -96,6 +145,12 @@ pub struct Env {
     pub image_tag: Option<Spanned<String>>,
     pub replicas: Option<Spanned<u32>>,
     pub build_target: Option<Spanned<String>>,
+    /// The Kubernetes namespace the environment deploys into; default
+    /// `<stand.name>-<env>` ([`Stand::namespace_of`]). No two environments share one.
+    pub namespace: Option<Spanned<String>>,
+    /// The kube contexts the environment may deploy to, as glob patterns (`*`, `?`);
+    /// default [`LOCAL_CONTEXTS`] with live sync, none without ([`Stand::contexts_of`]).
+    pub contexts: Option<Spanned<Vec<Spanned<String>>>>,
     pub database: Option<Spanned<DatabaseSettings>>,
     #[serde(default)]
     pub overrides: BTreeMap<Spanned<String>, Override>,
@@ -442,6 +497,26 @@ impl Stand {
             .map_or(DEFAULT_API_PORT, |p| *p.get_ref())
     }
 
+    /// The namespace environment `env_name` deploys into: its own `namespace`, else
+    /// `<stand.name>-<env>`. One per environment, so that a switch never updates
+    /// another environment's objects in place (docs/CONTRACTS.md, "Switching").
+    pub fn namespace_of(&self, env_name: &str, env: &Env) -> String {
+        env.namespace.as_ref().map_or_else(
+            || format!("{}-{env_name}", self.section().name.get_ref()),
+            |ns| ns.get_ref().clone(),
+        )
+    }
+
+    /// The kube context patterns environment `env` may deploy to: its own `contexts`,
+    /// else the local clusters' ([`LOCAL_CONTEXTS`]) with live sync, none without.
+    pub fn contexts_of(env: &Env) -> Vec<String> {
+        match &env.contexts {
+            Some(list) => list.get_ref().iter().map(|p| p.get_ref().clone()).collect(),
+            None if env.live_sync => LOCAL_CONTEXTS.iter().map(|&p| p.to_owned()).collect(),
+            None => Vec::new(),
+        }
+    }
+
     /// The database settings that apply to `service` in `env`: the service's override
     /// over the environment's, field by field. `None` when the service is not known.
     pub fn database_for<'a>(&self, env: &'a Env, service: &str) -> Option<Merged<'a>> {
@@ -464,7 +539,12 @@ impl Stand {
     fn check_stand(&self, issues: &mut Vec<Issue>) {
         let s = self.section();
         label_issue(&s.name, "stand.name", 63, issues);
-        label_issue(&s.namespace, "stand.namespace", 63, issues);
+        if let Some(ns) = &s.namespace {
+            issues.push(
+                Issue::new(ns.span(), "stand.namespace", "retired: each environment deploys into a namespace of its own, `<stand.name>-<env>` by default")
+                    .expected("no [stand] namespace; `namespace = \"...\"` in an [env.<name>] table to choose one"),
+            );
+        }
         label_issue(&s.release, "stand.release", 53, issues);
         relative_path_issue(&s.chart, "stand.chart", issues);
         if let Some(port) = &s.api_port {
@@ -589,6 +669,21 @@ impl Stand {
             );
         }
         let known = self.service_names();
+        // No two environments share a namespace: a switch between them would update
+        // one environment's objects into the other's in place.
+        let mut namespaces: BTreeMap<String, &str> = BTreeMap::new();
+        for (env_name, env) in envs {
+            let ns = self.namespace_of(env_name.get_ref(), env);
+            if let Some(first) = namespaces.get(&ns) {
+                let span = env.namespace.as_ref().map_or_else(|| env_name.span(), Spanned::span);
+                issues.push(
+                    Issue::new(span, format!("env.{}.namespace", key_part(env_name.get_ref())), format!("namespace `{ns}` is env `{first}`'s too"))
+                        .expected("a namespace of this environment's own"),
+                );
+            } else {
+                namespaces.insert(ns, env_name.get_ref());
+            }
+        }
         for (env_name, env) in envs {
             let e = env_name.get_ref();
             let prefix = format!("env.{}", key_part(e));
@@ -648,6 +743,23 @@ impl Stand {
                         )
                         .expected("a rustc target triple such as \"x86_64-unknown-linux-musl\""),
                     );
+                }
+            }
+            match &env.namespace {
+                Some(ns) => label_issue(ns, &format!("{prefix}.namespace"), 63, issues),
+                None => {
+                    let ns = self.namespace_of(e, env);
+                    if !is_dns_label(&ns, 63) {
+                        issues.push(
+                            Issue::new(env_name.span(), format!("{prefix}.namespace"), format!("the default namespace `{ns}` (<stand.name>-<env>) is not a DNS-1123 label"))
+                                .expected("namespace = \"...\" in this table: at most 63 characters of a-z, 0-9 and '-'"),
+                        );
+                    }
+                }
+            }
+            if let Some(contexts) = &env.contexts {
+                for (i, c) in contexts.get_ref().iter().enumerate() {
+                    nonempty_issue(c, &format!("{prefix}.contexts[{i}]"), "a kube context name or glob pattern, such as \"kind-*\"", issues);
                 }
             }
             // The environment-wide database table, checked against its own mode.
@@ -1511,11 +1623,12 @@ fn plain_type(expected: &str) -> String {
 /// What a key takes, for messages about missing keys and wrong types.
 fn hint(key: &str) -> Option<&'static str> {
     Some(match key {
-        "stand" => "a [stand] table with name, namespace, chart, release and default_env",
+        "stand" => "a [stand] table with name, chart, release and default_env",
         "services" => "a list of service names, such as [\"service1\", \"service2\"]",
         "env" => "[env.<name>] tables",
         "name" => "a name (string)",
         "namespace" => "a Kubernetes namespace (DNS-1123 label)",
+        "contexts" => "a list of kube context names or glob patterns, such as [\"kind-*\", \"minikube\"]",
         "chart" => "the Helm chart's directory, such as \"helm/app\"",
         "release" => "a Helm release name (DNS-1123 label)",
         "default_env" => "the name of an [env.<name>] table, such as \"local\"",
@@ -1557,6 +1670,39 @@ mod tests {
         assert!(!is_dns_label("a.b", 63));
         assert!(is_dns_label(&"a".repeat(63), 63));
         assert!(!is_dns_label(&"a".repeat(64), 63));
+    }
+
+    #[test]
+    fn context_globs() {
+        for (pattern, context, ok) in [
+            ("kind-*", "kind-kind", true),
+            ("kind-*", "kind-", true),
+            ("kind-*", "kind", false),
+            ("kind-*", "xkind-a", false),
+            ("minikube", "minikube", true),
+            ("minikube", "minikube2", false),
+            ("*", "", true),
+            ("*", "gke_proj_europe-west1_prod", true),
+            ("prod-?", "prod-1", true),
+            ("prod-?", "prod-12", false),
+            ("*-prod-*", "eu-prod-1", true),
+            ("*-prod-*", "eu-prod", false),
+            ("a*b*c", "aXXbYYc", true),
+            ("a*b*c", "aXXbYY", false),
+            ("a**", "a", true),
+            ("", "", true),
+            ("", "x", false),
+            ("Kind-*", "kind-x", false),
+        ] {
+            assert_eq!(context_matches(pattern, context), ok, "{pattern:?} vs {context:?}");
+        }
+        let local: Vec<String> = LOCAL_CONTEXTS.iter().map(|&p| p.to_owned()).collect();
+        for context in ["kind-stand", "k3d-dev", "minikube", "docker-desktop", "rancher-desktop", "orbstack", "colima", "colima-work"] {
+            assert!(context_allowed(&local, context), "{context}");
+        }
+        for context in ["prod-eu", "gke_acme_europe-west1_prod", "arn:aws:eks:eu-west-1:1:cluster/prod", "kind", ""] {
+            assert!(!context_allowed(&local, context), "{context}");
+        }
     }
 
     #[test]

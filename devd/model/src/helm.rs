@@ -54,10 +54,11 @@ mod tests {
             let plan = plan::resolve(&stand, &env, "x86_64-unknown-linux-gnu").expect("resolves");
             let args = upgrade_args(&plan);
             let head: Vec<&str> = args.iter().take(7).map(String::as_str).collect();
+            let namespace = format!("stand-{env}");
             assert_eq!(
                 head,
-                ["upgrade", "--install", "stand", "helm/app", "--namespace", "stand", "--create-namespace"],
-                "{env}"
+                ["upgrade", "--install", "stand", "helm/app", "--namespace", namespace.as_str(), "--create-namespace"],
+                "{env}: each environment in a namespace of its own"
             );
             let rest = &args[7..];
             let files: Vec<&str> = rest
@@ -83,7 +84,7 @@ mod tests {
         let plan = plan::resolve(&stand, "local", "x86_64-unknown-linux-gnu").expect("resolves");
         assert_eq!(
             upgrade_args(&plan).join(" "),
-            "upgrade --install stand helm/app --namespace stand --create-namespace -f helm/app/values-local.yaml"
+            "upgrade --install stand helm/app --namespace stand-local --create-namespace -f helm/app/values-local.yaml"
         );
     }
 }

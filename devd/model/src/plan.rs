@@ -24,7 +24,10 @@ pub struct Plan {
     pub target: Target,
     /// `[stand] name`.
     pub stand: String,
+    /// The environment's own namespace (`<stand>-<env>` unless it names one).
     pub namespace: String,
+    /// The kube contexts (glob patterns) the environment may deploy to; empty: none.
+    pub contexts: Vec<String>,
     pub release: String,
     /// The chart's directory, relative to the stand's root.
     pub chart: String,
@@ -173,7 +176,8 @@ pub fn resolve(stand: &Stand, env: &str, host_triple: &str) -> Result<Plan, Plan
         description: e.description.clone(),
         target: e.target,
         stand: section.name.get_ref().clone(),
-        namespace: section.namespace.get_ref().clone(),
+        namespace: stand.namespace_of(env, e),
+        contexts: Stand::contexts_of(e),
         release: section.release.get_ref().clone(),
         chart: section.chart.get_ref().clone(),
         values: std::iter::once(crate::values::file_for(section.chart.get_ref(), env))
@@ -286,7 +290,6 @@ mod tests {
     const BASE: &str = r#"
 [stand]
 name = "s"
-namespace = "s"
 chart = "helm/app"
 release = "s"
 default_env = "a"
@@ -377,6 +380,24 @@ RUST_LOG = \"debug\"
         assert_eq!(p.build.target_triple, "aarch64-unknown-linux-musl");
         let values = crate::values::values(&s, "a").expect("values");
         assert_eq!(values["services"]["api"]["env"]["RUST_LOG"], "debug", "the helm table reaches the values");
+    }
+
+    #[test]
+    fn each_environment_has_its_namespace_and_contexts() {
+        let s = stand(&format!(
+            "{BASE}\n[env.a]\nservices = [\"web\"]\nlive_sync = true\n\n\
+             [env.b]\nservices = [\"web\"]\nnamespace = \"bee\"\ncontexts = [\"kind-b\", \"b-*\"]\n\n\
+             [env.c]\nservices = [\"web\"]\n"
+        ));
+        let a = resolve(&s, "a", TRIPLE).expect("a");
+        assert_eq!(a.namespace, "s-a", "<stand.name>-<env> by default");
+        assert_eq!(a.contexts, crate::config::LOCAL_CONTEXTS, "live sync: local clusters only");
+        let b = resolve(&s, "b", TRIPLE).expect("b");
+        assert_eq!(b.namespace, "bee");
+        assert_eq!(b.contexts, ["kind-b", "b-*"], "its own list, as given");
+        let c = resolve(&s, "c", TRIPLE).expect("c");
+        assert_eq!(c.namespace, "s-c");
+        assert!(c.contexts.is_empty(), "no live sync and no list: no context");
     }
 
     #[test]

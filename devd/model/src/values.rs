@@ -428,7 +428,6 @@ mod tests {
     const STAND: &str = r#"
 [stand]
 name = "s"
-namespace = "s"
 chart = "helm/app"
 release = "s"
 default_env = "a"
