@@ -45,6 +45,8 @@ pub enum Command {
     Env(EnvCommand),
     /// Resolve an environment into the plan devd and Tilt act on.
     Plan(PlanArgs),
+    /// Whether an environment may deploy to a kube context (default: the current one).
+    Context(crate::commands::ContextArgs),
     /// Run the stand: build, watch, rebuild what a change touches, serve the status API.
     Up(crate::commands::UpArgs),
     /// Build services once, in one cargo invocation, and print the artifacts.
@@ -104,6 +106,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Env(EnvCommand::List(flag)) => env_list(&place, flag.json),
         Command::Plan(args) => plan_cmd(&place, args.env.as_deref(), args.json),
+        Command::Context(args) => crate::commands::context(&place, args),
         Command::Up(args) => crate::commands::up(&place, args).await,
         Command::Build(args) => crate::commands::build(&place, args).await,
         Command::Status(args) => crate::commands::status(&place, args).await,

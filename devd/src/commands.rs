@@ -85,8 +85,11 @@ pub async fn up(place: &Place, args: UpArgs) -> anyhow::Result<()> {
     if let Some(holder) = StateDir::new(&root).running() {
         return Err(crate::statedir::StateError::Running { root, holder }.into());
     }
-    let env_target = plan::resolve(&stand, &env, "")?.target;
-    let choice = crate::target::choice::choose(&env, env_target, parse_target(args.target.as_deref()), args.no_deploy).await?;
+    let env_plan = plan::resolve(&stand, &env, "")?;
+    let forced = parse_target(args.target.as_deref());
+    // Before the probe below: not one request to a cluster the environment may not use.
+    guard_context(&env_plan, forced)?;
+    let choice = crate::target::choice::choose(&env, env_plan.target, forced, args.no_deploy).await?;
     if let Some(note) = &choice.note {
         eprintln!("{note}");
     }
@@ -111,6 +114,84 @@ pub async fn up(place: &Place, args: UpArgs) -> anyhow::Result<()> {
         eprintln!("devd: stopped; the stand's containers keep running (`devd down --env {env}` removes them, `--volumes` their data too)");
     }
     Ok(())
+}
+
+/// An environment that runs on kubernetes (its own target, or `forced`) deploys and
+/// syncs only where its `contexts` allow: the kubeconfig's current context is checked
+/// before any request (exit 2 naming the context, the environment and its list).
+pub fn guard_context(plan: &crate::plan::Plan, forced: Option<crate::config::Target>) -> anyhow::Result<()> {
+    if forced.unwrap_or(plan.target) != crate::config::Target::Kubernetes {
+        return Ok(());
+    }
+    let Some(context) = crate::target::choice::current_context() else {
+        return Ok(());
+    };
+    plan.allows_context(&context).map_err(|refused| {
+        Usage(format!(
+            "{refused}. Nothing was sent to it. Switch to an allowed context (`kubectl config use-context <name>`), \
+             add this one to the environment's contexts if it is meant for it, or run here without a cluster: \
+             `devd up --env {} --target docker`",
+            plan.env
+        ))
+        .into()
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct ContextArgs {
+    /// The environment (default: `[stand] default_env`).
+    #[arg(long, short, value_name = "ENV")]
+    pub env: Option<String>,
+    /// The kube context to judge (default: the kubeconfig's current context).
+    pub context: Option<String>,
+    /// Print the verdict as JSON and exit 0 either way (what the Tilt extension reads).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `devd context --json` prints.
+#[derive(Debug, serde::Serialize)]
+pub struct ContextVerdict {
+    pub env: String,
+    /// `null` when no kubeconfig names a current context.
+    pub context: Option<String>,
+    pub allowed: bool,
+    /// The environment's patterns (stand.toml `contexts`, or the default).
+    pub contexts: Vec<String>,
+    /// Why not, when not allowed.
+    pub reason: Option<String>,
+}
+
+/// The verdict on `context` (`None`: no current context) for environment `env`.
+pub fn context_verdict(stand: &crate::config::Stand, env: &str, context: Option<String>) -> anyhow::Result<ContextVerdict> {
+    let plan = plan::resolve(stand, env, "")?;
+    let (allowed, reason) = match &context {
+        None => (false, Some("no kubeconfig names a current context (KUBECONFIG, ~/.kube/config)".to_owned())),
+        Some(c) => match plan.allows_context(c) {
+            Ok(()) => (true, None),
+            Err(refused) => (false, Some(refused.to_string())),
+        },
+    };
+    Ok(ContextVerdict { env: env.to_owned(), context, allowed, contexts: plan.contexts, reason })
+}
+
+/// `devd context`: whether an environment may deploy to a kube context, by the same
+/// rule `devd up` applies (the Tilt extension asks this, Tilt's own allow list being
+/// exact names). Refused: exit 2, unless `--json` (the verdict is the answer).
+pub fn context(place: &Place, args: ContextArgs) -> anyhow::Result<()> {
+    let (stand, env) = env_or_default(place, args.env)?;
+    let verdict = context_verdict(&stand, &env, args.context.or_else(crate::target::choice::current_context))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&verdict).context("serialize")?);
+        return Ok(());
+    }
+    match (&verdict.context, verdict.allowed) {
+        (Some(c), true) => {
+            println!("env `{env}` may deploy to kube context `{c}` ({})", verdict.contexts.join(", "));
+            Ok(())
+        }
+        _ => Err(Usage(verdict.reason.unwrap_or_default()).into()),
+    }
 }
 
 /// `devd up` on the kubernetes target: the values files regenerated from stand.toml,

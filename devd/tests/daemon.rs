@@ -582,8 +582,8 @@ fn kubeconfig(fx: &Fixture, port: u16) -> std::path::PathBuf {
         "kubeconfig",
         &format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{port}\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: fx\n\
-             current-context: fake\nusers:\n- name: fake\n  user:\n    token: not-a-secret\n"
+             contexts:\n- name: kind-fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: fx\n\
+             current-context: kind-fake\nusers:\n- name: fake\n  user:\n    token: not-a-secret\n"
         ),
     )
 }

@@ -869,3 +869,64 @@ async fn an_artifact_the_instance_already_runs_is_not_delivered() {
     assert_eq!(puts_to(&fake, a).len(), 1, "the same hash is not sent twice");
     drop(syncer);
 }
+
+/// A kubeconfig whose current context is `context`, its server at `server`.
+fn kubeconfig_text(context: &str, server: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: {context}\nclusters:\n- name: c\n  cluster:\n    server: {server}\n\
+         users:\n- name: dev\n  user:\n    token: dev-token\ncontexts:\n- name: {context}\n  context:\n    cluster: c\n    user: dev\n"
+    )
+}
+
+/// `devd up --env local` (live sync: local clusters only) with the current context
+/// `prod-eu` exits 2 naming the context, the environment and its allowed list, and not a
+/// single connection reaches that context's server; `devd context` gives the same
+/// verdict, and `--target docker` is not the cluster's business.
+#[test]
+fn a_context_the_environment_does_not_allow_gets_no_request() {
+    let fx = fixtures::workspace();
+    fx.write("stand.toml", &NO_CLUSTER_STAND.replace("namespace = \"stand\"\n", ""));
+    fx.write("chart/values-local.yaml", "services: {}\n");
+    // The "production" API server: a loopback listener that counts connections.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let server = format!("https://{}", listener.local_addr().expect("addr"));
+    let kubeconfig = fx.write("kubeconfig", &kubeconfig_text("prod-eu", &server));
+    let devd = |args: &[&str]| {
+        std::process::Command::new(DEVD)
+            .args(args)
+            .current_dir(&fx.root)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("CARGO_TARGET_DIR", fx.path("target"))
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run devd")
+    };
+    for up in [
+        &["up", "--env", "local", "--port", "0"][..],
+        &["up", "--env", "local", "--target", "kubernetes", "--no-deploy", "--port", "0"][..],
+    ] {
+        let out = devd(up);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{up:?}: {stderr}");
+        for part in ["env `local` may not deploy to kube context `prod-eu`", "kind-*, k3d-*, minikube", "[env.local] contexts", "Nothing was sent", "--target docker"] {
+            assert!(stderr.contains(part), "{up:?}: {part:?} not in {stderr}");
+        }
+    }
+    let out = devd(&["context", "--env", "local", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let verdict: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!((verdict["context"].as_str(), verdict["allowed"].as_bool()), (Some("prod-eu"), Some(false)), "{verdict}");
+    assert!(verdict["reason"].as_str().is_some_and(|r| r.contains("kind-*")), "{verdict}");
+    let out = devd(&["context", "--env", "local", "--json", "kind-stand"]);
+    let verdict: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!((verdict["allowed"].as_bool(), verdict["reason"].as_str()), (Some(true), None), "{verdict}");
+    assert_eq!(devd(&["context", "--env", "local"]).status.code(), Some(2), "refused without --json: exit 2");
+
+    let mut connections = 0;
+    while listener.accept().is_ok() {
+        connections += 1;
+    }
+    assert_eq!(connections, 0, "no request may reach a context the environment does not allow");
+}

@@ -114,6 +114,30 @@ pub enum PlanError {
     },
 }
 
+/// Why an environment may not deploy to a kube context.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContextRefused {
+    #[error("env `{env}` may not deploy to kube context `{context}`: its contexts are {} (stand.toml, [env.{env}] contexts)", patterns.join(", "))]
+    NotListed { env: String, context: String, patterns: Vec<String> },
+    #[error("env `{env}` may not deploy to kube context `{context}`: it names no context it may deploy to (stand.toml: contexts = [\"<your cluster's context>\"] in [env.{env}])")]
+    NoneListed { env: String, context: String },
+}
+
+impl Plan {
+    /// Whether this environment may deploy to kube context `context`.
+    pub fn allows_context(&self, context: &str) -> Result<(), ContextRefused> {
+        if crate::config::context_allowed(&self.contexts, context) {
+            return Ok(());
+        }
+        let (env, context) = (self.env.clone(), context.to_owned());
+        Err(if self.contexts.is_empty() {
+            ContextRefused::NoneListed { env, context }
+        } else {
+            ContextRefused::NotListed { env, context, patterns: self.contexts.clone() }
+        })
+    }
+}
+
 /// Resolve environment `env` of `stand`. `host_triple` is the triple to build for when the
 /// environment names no `build_target` (the host's, from [`host_triple_from_rustc`]).
 pub fn resolve(stand: &Stand, env: &str, host_triple: &str) -> Result<Plan, PlanError> {
@@ -398,6 +422,22 @@ RUST_LOG = \"debug\"
         let c = resolve(&s, "c", TRIPLE).expect("c");
         assert_eq!(c.namespace, "s-c");
         assert!(c.contexts.is_empty(), "no live sync and no list: no context");
+    }
+
+    #[test]
+    fn a_context_outside_the_list_is_refused_with_the_list() {
+        let s = stand(&format!(
+            "{BASE}\n[env.a]\nservices = [\"web\"]\nlive_sync = true\n\n[env.c]\nservices = [\"web\"]\n"
+        ));
+        let a = resolve(&s, "a", TRIPLE).expect("a");
+        assert_eq!(a.allows_context("kind-stand"), Ok(()));
+        let refused = a.allows_context("prod-eu").expect_err("prod-eu is not a local cluster");
+        let text = refused.to_string();
+        assert!(text.starts_with("env `a` may not deploy to kube context `prod-eu`: its contexts are kind-*, k3d-*, minikube"), "{text}");
+        let c = resolve(&s, "c", TRIPLE).expect("c");
+        let refused = c.allows_context("kind-stand").expect_err("c names none");
+        assert!(matches!(refused, ContextRefused::NoneListed { .. }), "{refused}");
+        assert!(refused.to_string().contains("contexts = [\"<your cluster's context>\"] in [env.c]"), "{refused}");
     }
 
     #[test]

@@ -56,6 +56,21 @@ pub async fn cluster_answers() -> Result<String, String> {
     }
 }
 
+/// The kube context devd would talk to, read from the kubeconfig alone (no request):
+/// its `current-context`; `in-cluster` inside a pod that has no kubeconfig; `None`
+/// when nothing points at a cluster (or the kubeconfig names no current context, which
+/// kube refuses to connect with anyway).
+pub fn current_context() -> Option<String> {
+    match kube::config::Kubeconfig::read() {
+        Ok(config) => config.current_context.filter(|c| !c.is_empty()),
+        Err(_) if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => Some(IN_CLUSTER.to_owned()),
+        Err(_) => None,
+    }
+}
+
+/// The context name of the in-cluster configuration (a pod's service account).
+pub const IN_CLUSTER: &str = "in-cluster";
+
 /// Why there is no cluster to ask, when nothing points at one: no `KUBECONFIG`, no
 /// `~/.kube/config`, and not inside a pod. kube's own error chain says the same in
 /// ~300 characters; the user needs the one reason.

@@ -666,7 +666,6 @@ mod tests {
             r#"
 [stand]
 name = "s"
-namespace = "s"
 chart = "c"
 release = "s"
 default_env = "in"

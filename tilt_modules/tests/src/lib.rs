@@ -225,6 +225,10 @@ struct Inner {
     api: BTreeMap<String, Signature>,
     flags: Vec<FlagDef>,
     parsed: bool,
+    /// What `k8s_context()` answers.
+    context: String,
+    /// What `allow_k8s_contexts` was given.
+    allowed_contexts: Vec<String>,
     run: Run,
 }
 
@@ -233,8 +237,10 @@ struct State {
     inner: RefCell<Inner>,
 }
 
-/// Evaluate `<root>/Tiltfile` as `tilt up -- <args>` would.
-pub fn run_tiltfile(root: &Path, args: &[&str]) -> anyhow::Result<Run> {
+/// Evaluate `<root>/Tiltfile` as `tilt up -- <args>` would, with kube context `context`
+/// current. Like Tilt, the evaluation fails when the context is neither a local
+/// cluster's (Tilt's own list) nor given to `allow_k8s_contexts`.
+pub fn run_tiltfile(root: &Path, args: &[&str], context: &str) -> anyhow::Result<Run> {
     let root = root
         .canonicalize()
         .with_context(|| format!("no directory {}", root.display()))?;
@@ -243,6 +249,7 @@ pub fn run_tiltfile(root: &Path, args: &[&str]) -> anyhow::Result<Run> {
             root: root.clone(),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             api: tilt_api(),
+            context: context.to_owned(),
             ..Inner::default()
         }),
     };
@@ -258,6 +265,9 @@ pub fn run_tiltfile(root: &Path, args: &[&str]) -> anyhow::Result<Run> {
         .eval_file(&root.join("Tiltfile"))
         .map_err(|e| anyhow!("{e}"))?;
     let mut inner = state.inner.into_inner();
+    if !inner.run.objects.is_empty() && !tilt_deems_local(context) && !inner.allowed_contexts.iter().any(|c| c == context) {
+        bail!("Stop! {context} might be production. If you're sure you want to deploy there, add:\n\tallow_k8s_contexts('{context}')\nto your Tiltfile.");
+    }
     assemble(&mut inner.run)?;
     Ok(inner.run)
 }
@@ -587,6 +597,7 @@ fn call<'v>(
             }
         }
         "watch_file" => none,
+        "k8s_context" => heap.alloc(inner.context.clone()),
         "fail" => bail!("{}", text("msg")?.unwrap_or_default()),
         "warn" => {
             let msg = text("msg")?.unwrap_or_default();
@@ -671,8 +682,17 @@ fn call<'v>(
             }
             heap.alloc(TiltObject { kind: name.to_owned(), fields: args })
         }
+        "allow_k8s_contexts" => {
+            let allowed: Vec<String> = match args.get("contexts") {
+                Some(Json::String(c)) => vec![c.clone()],
+                Some(Json::Array(a)) => a.iter().filter_map(Json::as_str).map(str::to_owned).collect(),
+                _ => bail!("allow_k8s_contexts: contexts must be a string or a list of strings"),
+            };
+            inner.allowed_contexts.extend(allowed);
+            none
+        }
         "custom_build" | "docker_build" | "k8s_kind" | "update_settings" | "ci_settings"
-        | "version_settings" | "watch_settings" | "allow_k8s_contexts" | "default_registry"
+        | "version_settings" | "watch_settings" | "default_registry"
         | "docker_prune_settings" | "analytics_settings" | "secret_settings" | "enable_feature"
         | "disable_snapshots" | "set_team" => none,
         "http_get_action" | "exec_action" | "tcp_socket_action" | "port_forward" | "link" => {
@@ -824,6 +844,13 @@ fn run_local(argv: &[String], dir: &Path) -> anyhow::Result<String> {
                 let triple = if needs_host { devd::cli::host_triple() } else { String::new() };
                 serde_json::to_value(devd::plan::resolve(&stand, &env, &triple)?)?
             }
+            // The kube context comes from the evaluation (`k8s_context()`), never from
+            // this machine's kubeconfig.
+            DevdCommand::Context(args) if args.json => {
+                let env = args.env.unwrap_or_else(|| stand.section().default_env.get_ref().clone());
+                let context = args.context.ok_or_else(|| anyhow!("the stand-in runs `devd context` with an explicit context only"))?;
+                serde_json::to_value(devd::commands::context_verdict(&stand, &env, Some(context))?)?
+            }
             DevdCommand::Env(EnvCommand::List(flag)) if flag.json => {
                 serde_json::to_value(devd::cli::env_summaries(&stand)?)?
             }
@@ -834,7 +861,7 @@ fn run_local(argv: &[String], dir: &Path) -> anyhow::Result<String> {
                 devd::values::check_files(&stand, &place.root).map_err(|e| anyhow!("{e}"))?;
                 return Ok(String::new());
             }
-            _ => bail!("the stand-in local() runs `devd plan --json`, `devd env list --json` and `devd generate` only"),
+            _ => bail!("the stand-in local() runs `devd plan --json`, `devd env list --json`, `devd context --json <context>` and `devd generate` only"),
         };
         Ok(format!("{}\n", serde_json::to_string_pretty(&value)?))
     })();
@@ -990,4 +1017,13 @@ fn image_repository(r: &str) -> String {
         Some((repo, tag)) if !tag.contains('/') => repo.to_owned(),
         _ => r.to_owned(),
     }
+}
+
+/// Whether Tilt itself treats kube context `context` as a local cluster's, deploying to
+/// it without `allow_k8s_contexts` (Tilt's internal/k8s/env.go: the product is read off
+/// the context's name).
+fn tilt_deems_local(context: &str) -> bool {
+    const EXACT: &[&str] = &["minikube", "docker-desktop", "docker-for-desktop", "microk8s", "rancher-desktop", "orbstack", "colima", "kind"];
+    const PREFIXES: &[&str] = &["kind-", "k3d-", "colima-", "crc-", "krucible-"];
+    EXACT.contains(&context) || PREFIXES.iter().any(|p| context.starts_with(p))
 }

@@ -17,7 +17,7 @@ fn eval(files: &[(&str, &str)], args: &[&str]) -> Result<Run, String> {
         std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
         std::fs::write(&path, text.replace("REPO", &repo().display().to_string())).expect("write");
     }
-    run_tiltfile(dir.path(), args).map_err(|e| format!("{e:#}"))
+    run_tiltfile(dir.path(), args, "kind-stand").map_err(|e| format!("{e:#}"))
 }
 
 fn fails_with(files: &[(&str, &str)], needle: &str) {

@@ -24,17 +24,19 @@ struct Env {
     db: &'static str,
     live_sync: bool,
     tag: &'static str,
+    /// A kube context the environment may deploy to (stand.toml `contexts`).
+    context: &'static str,
 }
 
 const ENVS: &[Env] = &[
-    Env { name: "local", services: &["service1", "service2"], db: "in-cluster", live_sync: true, tag: "dev" },
-    Env { name: "dev", services: &["service1", "service2"], db: "in-cluster", live_sync: true, tag: "dev" },
-    Env { name: "service1-only", services: &["service1"], db: "in-cluster", live_sync: true, tag: "dev" },
-    Env { name: "service2-only", services: &["service2"], db: "in-cluster", live_sync: true, tag: "dev" },
-    Env { name: "test", services: &["service1", "service2"], db: "in-cluster", live_sync: true, tag: "dev" },
-    Env { name: "minimal", services: &["service1", "service2"], db: "none", live_sync: true, tag: "dev" },
-    Env { name: "staging", services: &["service1", "service2"], db: "external", live_sync: false, tag: "0.1.0" },
-    Env { name: "prod", services: &["service1", "service2"], db: "external", live_sync: false, tag: "0.1.0" },
+    Env { name: "local", services: &["service1", "service2"], db: "in-cluster", live_sync: true, tag: "dev", context: "kind-stand" },
+    Env { name: "dev", services: &["service1", "service2"], db: "in-cluster", live_sync: true, tag: "dev", context: "kind-stand" },
+    Env { name: "service1-only", services: &["service1"], db: "in-cluster", live_sync: true, tag: "dev", context: "kind-stand" },
+    Env { name: "service2-only", services: &["service2"], db: "in-cluster", live_sync: true, tag: "dev", context: "kind-stand" },
+    Env { name: "test", services: &["service1", "service2"], db: "in-cluster", live_sync: true, tag: "dev", context: "kind-stand" },
+    Env { name: "minimal", services: &["service1", "service2"], db: "none", live_sync: true, tag: "dev", context: "kind-stand" },
+    Env { name: "staging", services: &["service1", "service2"], db: "external", live_sync: false, tag: "0.1.0", context: "staging-eu" },
+    Env { name: "prod", services: &["service1", "service2"], db: "external", live_sync: false, tag: "0.1.0", context: "prod" },
 ];
 
 fn port(svc: &str) -> u64 {
@@ -75,15 +77,35 @@ fn env(name: &str) -> &'static Env {
     ENVS.iter().find(|e| e.name == name).expect("a known environment")
 }
 
+/// The environment `tilt up -- <args>` runs (its `--env`, else local, the default).
+fn env_of(args: &[&str]) -> &'static Env {
+    let name = args
+        .iter()
+        .position(|a| *a == "--env")
+        .and_then(|i| args.get(i + 1).copied())
+        .or_else(|| args.iter().find_map(|a| a.strip_prefix("--env=")))
+        .unwrap_or("local");
+    ENVS.iter().find(|e| e.name == name).unwrap_or(&ENVS[0])
+}
+
+/// `tilt up -- <args>` with a kube context the environment allows.
 fn run(args: &[&str]) -> Run {
-    match run_tiltfile(&repo(), args) {
+    run_in(args, env_of(args).context)
+}
+
+fn run_in(args: &[&str], context: &str) -> Run {
+    match run_tiltfile(&repo(), args, context) {
         Ok(run) => run,
         Err(e) => panic!("tilt up -- {}: the Tiltfile failed:\n{e:#}", args.join(" ")),
     }
 }
 
 fn fails(args: &[&str]) -> String {
-    match run_tiltfile(&repo(), args) {
+    fails_in(args, env_of(args).context)
+}
+
+fn fails_in(args: &[&str], context: &str) -> String {
+    match run_tiltfile(&repo(), args, context) {
         Ok(_) => panic!("tilt up -- {}: expected the Tiltfile to fail", args.join(" ")),
         Err(e) => format!("{e:#}"),
     }
@@ -143,7 +165,8 @@ fn check(e: &Env, run: &Run) {
         [
             &json!(["devd", "env", "list", "--json"]),
             &json!(["devd", "generate"]),
-            &json!(["devd", "plan", "--env", e.name, "--json"])
+            &json!(["devd", "plan", "--env", e.name, "--json"]),
+            &json!(["devd", "context", "--env", e.name, "--json", e.context])
         ]
     );
     for l in &locals {
@@ -166,14 +189,24 @@ fn check(e: &Env, run: &Run) {
     let h = helm[0];
     assert_eq!(rel(get(h, "pathToChartDir")), "helm/app");
     assert_eq!(h["name"], "stand");
-    assert_eq!(h["namespace"], "stand");
+    let namespace = format!("stand-{}", e.name);
+    assert_eq!(h["namespace"], namespace.as_str(), "each environment in a namespace of its own");
+
+    // The kube context: asked once, judged by devd, given to allow_k8s_contexts.
+    assert_eq!(run.calls_of("k8s_context").len(), 1);
+    let allowed: Vec<&Json> = run.calls_of("allow_k8s_contexts").iter().map(|a| get(a, "contexts")).collect();
+    assert_eq!(allowed, [&json!(e.context)], "{}", e.name);
     assert_eq!(rels(get(h, "values")), [format!("helm/app/values-{}.yaml", e.name)]);
     assert!(h.get("set").is_none_or(Json::is_null), "no --set: the values file says it all: {h:?}");
 
     // The objects Tilt deploys: the namespace, then the chart (without its test pods).
     assert_eq!(run.calls_of("k8s_yaml").len(), 2);
-    assert_eq!(run.objects[0], json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "stand"}}));
-    assert_eq!(kinds_named(run, "Namespace"), set_of(&["stand".to_owned()]));
+    assert_eq!(
+        run.objects[0],
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "annotations": {"tilt.dev/down-policy": "keep"}}}),
+        "kept when a switch drops it (Tilt's garbage collection), with the databases' volumes in it"
+    );
+    assert_eq!(kinds_named(run, "Namespace"), set_of(&[namespace.clone()]));
     assert_eq!(kinds_named(run, "Deployment"), set_of(&svcs));
     assert!(kinds_named(run, "Pod").is_empty(), "helm test pods must not be deployed");
     let postgres: Vec<String> =
@@ -241,7 +274,7 @@ fn check(e: &Env, run: &Run) {
     }
     let config = run.call_with("k8s_resource", "new_name", "stand-config");
     assert_eq!(get(config, "labels"), &strs(&["0-stand"]));
-    assert_eq!(get(config, "objects")[0], "stand:namespace");
+    assert_eq!(get(config, "objects")[0], format!("{namespace}:namespace").as_str());
 
     // Databases: in-cluster Postgres as resources; an external one is only the link above.
     for (s, db) in &services {
@@ -410,6 +443,20 @@ fn an_unknown_env_fails_listing_the_valid_ones() {
         msg.contains(r#"stand: unknown environment "nope"; valid environments (stand.toml): dev, local, minimal, prod, service1-only, service2-only, staging, test"#),
         "{msg}"
     );
+}
+
+#[test]
+fn a_context_the_environment_does_not_allow_fails_before_anything_is_deployed() {
+    // local (live sync): local clusters only; a production-looking context is refused
+    // by the extension itself, naming the environment and its list.
+    let msg = fails_in(&["--env=local"], "prod-eu");
+    assert!(msg.contains("stand: env `local` may not deploy to kube context `prod-eu`: its contexts are kind-*, k3d-*"), "{msg}");
+    // staging names its own: a local cluster is not one of them...
+    let msg = fails_in(&["--env=staging"], "kind-stand");
+    assert!(msg.contains("env `staging` may not deploy to kube context `kind-stand`: its contexts are staging, staging-*"), "{msg}");
+    // ...and a context Tilt would refuse on its own goes through once stand.toml allows it.
+    let r = run_in(&["--env=prod"], "prod-eu");
+    assert_eq!(r.calls_of("allow_k8s_contexts").len(), 1);
 }
 
 #[test]
