@@ -101,6 +101,27 @@ Call with (dict "root" $ "name" <svc> "svc" <service values>).
 {{- end -}}
 
 {{/*
+A memory quantity as the schema allows it (<n>Ki, <n>Mi, <n>Gi) in KiB.
+*/}}
+{{- define "stand.kibibytes" -}}
+{{- $q := toString . -}}
+{{- if hasSuffix "Gi" $q -}}{{ mul (trimSuffix "Gi" $q | int64) 1048576 }}
+{{- else if hasSuffix "Mi" $q -}}{{ mul (trimSuffix "Mi" $q | int64) 1024 }}
+{{- else -}}{{ trimSuffix "Ki" $q | int64 }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A CPU quantity as the schema allows it (<n>m, or cores such as 1 or 0.5) in millicores.
+*/}}
+{{- define "stand.millicores" -}}
+{{- $q := toString . -}}
+{{- if hasSuffix "m" $q -}}{{ trimSuffix "m" $q | int64 }}
+{{- else -}}{{ round (mulf (float64 $q) 1000) 0 | int64 }}
+{{- end -}}
+{{- end -}}
+
+{{/*
 Cross-field rules that values.schema.json cannot express. Each message names the
 key and spells out the fix; all problems are reported at once.
 */}}
@@ -131,6 +152,15 @@ key and spells out the fix; all problems are reported at once.
 {{- if has $k $reserved -}}
 {{- $errors = append $errors (printf "%s.env.%s is set by the chart itself (from port, database and devSync): remove it from %s.env and use the dedicated value instead" $key $k $key) -}}
 {{- end -}}
+{{- end -}}
+{{- $res := $svc.resources | default dict -}}
+{{- $req := $res.requests | default dict -}}
+{{- $lim := $res.limits | default dict -}}
+{{- if and $req.memory $lim.memory (gt (include "stand.kibibytes" $req.memory | int64) (include "stand.kibibytes" $lim.memory | int64)) -}}
+{{- $errors = append $errors (printf "%s.resources.requests.memory (%s) is above %s.resources.limits.memory (%s): the API server refuses a request above its limit; lower the request or raise the limit" $key (toString $req.memory) $key (toString $lim.memory)) -}}
+{{- end -}}
+{{- if and $req.cpu $lim.cpu (gt (include "stand.millicores" $req.cpu | int64) (include "stand.millicores" $lim.cpu | int64)) -}}
+{{- $errors = append $errors (printf "%s.resources.requests.cpu (%s) is above %s.resources.limits.cpu (%s): the API server refuses a request above its limit; lower the request or raise the limit" $key (toString $req.cpu) $key (toString $lim.cpu)) -}}
 {{- end -}}
 {{- if and $.Values.devSync.enabled (eq (int $svc.port) (int $.Values.devSync.port)) -}}
 {{- $errors = append $errors (printf "%s.port is %d, the same as devSync.port: the shim and the service need distinct ports, change one of them" $key (int $svc.port)) -}}

@@ -206,3 +206,53 @@ bad!(
     "/services/zz-fixture",
     "port"
 );
+
+// Quantities that are valid syntax but meaningless, and requests above their limits.
+bad!(
+    zero_memory_request,
+    Args(Some("dev"), &["--set", "services.service1.resources.requests.memory=0Mi"]),
+    "/services/service1/resources/requests/memory"
+);
+bad!(
+    zero_cpu_request,
+    Args(Some("dev"), &["--set-string", "services.service1.resources.requests.cpu=0"]),
+    "/services/service1/resources/requests/cpu"
+);
+bad!(
+    zero_cpu_limit_as_a_number,
+    Args(Some("dev"), &["--set", "services.service1.resources.limits.cpu=0"]),
+    "/services/service1/resources/limits/cpu"
+);
+bad!(
+    memory_request_above_its_limit,
+    Args(Some("dev"), &["--set", "services.service1.resources.requests.memory=512Mi", "--set", "services.service1.resources.limits.memory=256Mi"]),
+    "services.service1.resources.requests.memory (512Mi) is above services.service1.resources.limits.memory (256Mi)"
+);
+bad!(
+    memory_request_above_its_limit_across_units,
+    Args(Some("dev"), &["--set", "services.service2.resources.requests.memory=2Gi", "--set", "services.service2.resources.limits.memory=1536Mi"]),
+    "services.service2.resources.requests.memory (2Gi) is above services.service2.resources.limits.memory (1536Mi)"
+);
+bad!(
+    cpu_request_above_its_limit,
+    Args(Some("dev"), &["--set-string", "services.service1.resources.requests.cpu=1500m", "--set-string", "services.service1.resources.limits.cpu=1"]),
+    "services.service1.resources.requests.cpu (1500m) is above services.service1.resources.limits.cpu (1)"
+);
+// Absent nested blocks are named, never a nil pointer in a template.
+bad!(tests_null, Args(Some("dev"), &["--set", "tests=null"]), "missing property 'tests'");
+bad!(tests_image_null, Args(Some("dev"), &["--set", "tests.image=null"]), "at '/tests': missing property 'image'");
+
+#[test]
+fn requests_at_or_below_their_limits_render() {
+    for sets in [
+        &["--set", "services.service1.resources.requests.memory=1Gi", "--set", "services.service1.resources.limits.memory=1024Mi"][..],
+        &["--set-string", "services.service1.resources.requests.cpu=500m", "--set", "services.service1.resources.limits.cpu=0.5"][..],
+        &["--set-string", "services.service1.resources.requests.cpu=0.25", "--set-string", "services.service1.resources.limits.cpu=1"][..],
+    ] {
+        let mut args = env_args("dev");
+        args.extend(sets.iter().map(|s| (*s).to_owned()));
+        if let Err(e) = helm_template(&args) {
+            panic!("{sets:?} must render:\n{e}");
+        }
+    }
+}
