@@ -256,3 +256,9 @@ fn requests_at_or_below_their_limits_render() {
         }
     }
 }
+// A per-service map's error names the service, the map and the key.
+bad!(
+    env_var_name_not_a_name,
+    Args(Some("dev"), &["--set-string", "services.service1.env.1BAD=x"]),
+    "at '/services/service1/env': additional properties '1BAD' not allowed"
+);
