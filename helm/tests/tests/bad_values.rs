@@ -262,3 +262,69 @@ bad!(
     Args(Some("dev"), &["--set-string", "services.service1.env.1BAD=x"]),
     "at '/services/service1/env': additional properties '1BAD' not allowed"
 );
+
+/// Every table (object-valued key) of an environment's values set to null, one at a
+/// time: helm either renders (the block is optional) or fails with a message that names
+/// the key, never a nil pointer inside a template.
+#[test]
+fn every_block_set_to_null_is_named_never_a_nil_pointer() {
+    fn tables(v: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        if let serde_json::Value::Object(map) = v {
+            if !path.is_empty() {
+                out.push(path.to_owned());
+            }
+            for (k, child) in map {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                tables(child, &p, out);
+            }
+        }
+    }
+    let mut cases: Vec<(&str, String)> = Vec::new();
+    for env in ["dev", "prod", "local"] {
+        let mut merged = serde_json::Value::Null;
+        for file in [chart_tests::chart_dir().join("values.yaml"), chart_tests::values_file(env)] {
+            let text = std::fs::read_to_string(&file).expect("values file");
+            let v: serde_json::Value = serde_yaml::from_str(&text).expect("YAML");
+            merge(&mut merged, v);
+        }
+        let mut paths = Vec::new();
+        tables(&merged, "", &mut paths);
+        cases.extend(paths.into_iter().map(|p| (env, p)));
+    }
+    assert!(cases.len() > 40, "{cases:?}");
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let chunks: Vec<Vec<(&str, String)>> = cases.chunks(cases.len().div_ceil(4)).map(<[(&str, String)]>::to_vec).collect();
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                s.spawn(move || {
+                    let mut bad = Vec::new();
+                    for (env, path) in chunk {
+                        let mut args = env_args(env);
+                        args.extend(["--set".to_owned(), format!("{path}=null")]);
+                        if let Err(err) = helm_template(&args) {
+                            let last = path.rsplit('.').next().unwrap_or(&path);
+                            if err.contains("nil pointer") || err.contains("panic") || !err.contains(last) {
+                                bad.push(format!("{env}: {path}=null: {}", err.trim()));
+                            }
+                        }
+                    }
+                    bad
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("thread")).collect()
+    });
+    assert!(failures.is_empty(), "{} of {} blocks:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    match (into, from) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
