@@ -118,7 +118,7 @@ bad!(
 bad!(
     service_name_not_dns_label,
     File("services:\n  Zz_Fixture:\n    enabled: true\n    image: {repository: stand/zz-fixture, tag: dev}\n    port: 5003\n"),
-    "Zz_Fixture",
+    "at '/services': additional properties 'Zz_Fixture' not allowed",
     "does not match pattern"
 );
 bad!(
