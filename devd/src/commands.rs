@@ -34,6 +34,13 @@ pub struct UpArgs {
     /// (Tilt deploys; the stand Tilt extension passes this).
     #[arg(long)]
     pub no_deploy: bool,
+    /// Make this the one environment of the stand here: first remove the stand's other
+    /// environments from the current cluster (kubernetes: `helm uninstall` in each one's
+    /// namespace, for those whose contexts allow this cluster; docker: their
+    /// containers). Their databases' data stays (`devd down --env E --volumes` removes
+    /// it). Under Tilt, Tilt removes what a switch drops itself.
+    #[arg(long, conflicts_with = "no_deploy")]
+    pub switch: bool,
 }
 
 /// `--target docker|kubernetes` (clap has checked the value).
@@ -88,12 +95,15 @@ pub async fn up(place: &Place, args: UpArgs) -> anyhow::Result<()> {
     let env_plan = plan::resolve(&stand, &env, "")?;
     let forced = parse_target(args.target.as_deref());
     // Before the probe below: not one request to a cluster the environment may not use.
-    guard_context(&env_plan, forced)?;
+    guard_context("up", &env_plan, forced)?;
     let choice = crate::target::choice::choose(&env, env_plan.target, forced, args.no_deploy).await?;
     if let Some(note) = &choice.note {
         eprintln!("{note}");
     }
     let target = Some(choice.target);
+    if args.switch {
+        switch_away(place, &stand, &env, choice.target).await?;
+    }
     if !args.no_deploy {
         deploy(place, &stand, &env, target).await?;
     }
@@ -119,7 +129,7 @@ pub async fn up(place: &Place, args: UpArgs) -> anyhow::Result<()> {
 /// An environment that runs on kubernetes (its own target, or `forced`) deploys and
 /// syncs only where its `contexts` allow: the kubeconfig's current context is checked
 /// before any request (exit 2 naming the context, the environment and its list).
-pub fn guard_context(plan: &crate::plan::Plan, forced: Option<crate::config::Target>) -> anyhow::Result<()> {
+pub fn guard_context(command: &str, plan: &crate::plan::Plan, forced: Option<crate::config::Target>) -> anyhow::Result<()> {
     if forced.unwrap_or(plan.target) != crate::config::Target::Kubernetes {
         return Ok(());
     }
@@ -130,7 +140,7 @@ pub fn guard_context(plan: &crate::plan::Plan, forced: Option<crate::config::Tar
         Usage(format!(
             "{refused}. Nothing was sent to it. Switch to an allowed context (`kubectl config use-context <name>`), \
              add this one to the environment's contexts if it is meant for it, or run here without a cluster: \
-             `devd up --env {} --target docker`",
+             `devd {command} --env {} --target docker`",
             plan.env
         ))
         .into()
@@ -415,29 +425,83 @@ pub struct DownArgs {
     /// The environment (default: `[stand] default_env`).
     #[arg(long, short, value_name = "ENV")]
     pub env: Option<String>,
-    /// Also remove the databases' volumes.
+    /// Also remove the databases' volumes (kubernetes: their PersistentVolumeClaims).
     #[arg(long)]
     pub volumes: bool,
+    /// Where the stand runs (default: as `devd up` chooses: the environment's target,
+    /// docker when its cluster does not answer).
+    #[arg(long, value_parser = ["docker", "kubernetes"])]
+    pub target: Option<String>,
 }
 
 /// How long `devd down` waits for a running devd of the environment to stop.
 const STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// `devd down`: removes what the docker target created for the environment. A devd
-/// running that environment on this root is stopped first (SIGTERM, then its lock is
-/// awaited): it would bring back what is removed.
+/// `devd down`: removes what `devd up` deployed for the environment. A devd running
+/// that environment on this root is stopped first (SIGTERM, then its lock is awaited):
+/// it would bring back what is removed. docker: the containers and the network (with
+/// `--volumes` the databases' volumes). kubernetes: the release (`helm uninstall` in
+/// the environment's namespace; with `--volumes` the databases' claims), after the
+/// kube context is checked as `devd up` checks it.
 pub async fn down(place: &Place, args: DownArgs) -> anyhow::Result<()> {
     let (stand, env) = env_or_default(place, args.env)?;
     let plan = plan::resolve(&stand, &env, "")?;
+    let forced = parse_target(args.target.as_deref());
+    guard_context("down", &plan, forced)?;
+    let target = crate::target::choice::choose(&env, plan.target, forced, false).await?.target;
     let root = place.root.canonicalize().unwrap_or_else(|_| place.root.clone());
     stop_daemon(&StateDir::new(&root), &env).await?;
-    let target = crate::target::docker::DockerTarget::connect(&plan.stand, &plan.env, "").await?;
-    let removed = target.down(args.volumes).await?;
-    if removed.is_empty() {
-        println!("nothing to remove for {}-{}", plan.stand, plan.env);
+    let lines = match target {
+        crate::config::Target::Kubernetes => {
+            let removed = crate::undeploy::remove(&place.root, &plan, args.volumes).await?;
+            crate::undeploy::describe(&plan, &removed)
+        }
+        crate::config::Target::Docker => docker_down(&plan, args.volumes).await?,
+    };
+    for line in lines {
+        println!("{line}");
     }
-    for what in removed {
-        println!("removed {what}");
+    Ok(())
+}
+
+async fn docker_down(plan: &crate::plan::Plan, volumes: bool) -> anyhow::Result<Vec<String>> {
+    let target = crate::target::docker::DockerTarget::connect(&plan.stand, &plan.env, "").await?;
+    let removed = target.down(volumes).await?;
+    if removed.is_empty() {
+        return Ok(vec![format!("nothing to remove for {}-{}", plan.stand, plan.env)]);
+    }
+    Ok(removed.into_iter().map(|what| format!("removed {what}")).collect())
+}
+
+/// `devd up --switch`: the stand's other environments that can be where `env` goes
+/// are removed first, their data kept (see [`crate::undeploy`]).
+async fn switch_away(place: &Place, stand: &crate::config::Stand, env: &str, target: crate::config::Target) -> anyhow::Result<()> {
+    let plans = stand.env_names().iter().map(|e| plan::resolve(stand, e, "")).collect::<Result<Vec<_>, _>>()?;
+    let replaced: Vec<&crate::plan::Plan> = match target {
+        crate::config::Target::Kubernetes => {
+            // guard_context has let this context through for `env`.
+            let context = crate::target::choice::current_context().unwrap_or_default();
+            crate::undeploy::replaced_by(&plans, env, &context)
+        }
+        crate::config::Target::Docker => plans.iter().filter(|p| p.env != env).collect(),
+    };
+    for other in replaced {
+        let lines = match target {
+            crate::config::Target::Kubernetes => {
+                let removed = crate::undeploy::remove(&place.root, other, false).await?;
+                if !removed.installed {
+                    continue; // not on this cluster: nothing to say
+                }
+                crate::undeploy::describe(other, &removed)
+            }
+            crate::config::Target::Docker => {
+                let target = crate::target::docker::DockerTarget::connect(&other.stand, &other.env, "").await?;
+                target.down(false).await?.into_iter().map(|what| format!("removed {what}")).collect()
+            }
+        };
+        for line in lines {
+            eprintln!("devd: switch to {env}: {line}");
+        }
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
-//! `devd up` deploys the stand with the helm CLI: `helm upgrade --install`.
+//! `devd up` deploys the stand with the helm CLI: `helm upgrade --install`; `devd
+//! down` (and `devd up --switch`, for the environments it replaces) removes it with
+//! `helm uninstall`.
 //!
-//! [`upgrade_args`] is a pure function of the plan (tested for every environment);
-//! [`upgrade`] runs it. Without Tilt this is how the chart gets to the cluster; with
+//! [`upgrade_args`] and [`uninstall_args`] are pure functions of the plan (tested for
+//! every environment); [`upgrade`] and [`uninstall`] run them. Without Tilt this is how the chart gets to the cluster; with
 //! Tilt, Tilt deploys and `devd up --no-deploy` only syncs.
 //!
 //! No `--wait`: devd watches the pods itself and syncs each one as it starts, so
@@ -11,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-pub use stand_model::helm::upgrade_args;
+pub use stand_model::helm::{uninstall_args, upgrade_args};
 use stand_model::plan::Plan;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +28,7 @@ pub enum HelmError {
     Failed { command: String, status: String, stderr: String },
 }
 
-/// What a finished `helm upgrade --install` printed.
+/// What a finished helm command printed.
 #[derive(Debug, Clone)]
 pub struct HelmOutput {
     pub command: String,
@@ -35,14 +37,25 @@ pub struct HelmOutput {
 
 /// Runs `helm` (`program`, e.g. `helm` from PATH) with [`upgrade_args`] in `root`.
 pub async fn upgrade(program: &Path, root: &Path, plan: &Plan) -> Result<HelmOutput, HelmError> {
-    let args = upgrade_args(plan);
+    tracing::info!(release = %plan.release, namespace = %plan.namespace, "deploying with helm");
+    run(program, root, &upgrade_args(plan)).await
+}
+
+/// Runs `helm` with [`uninstall_args`] in `root`: the release is gone afterwards (or
+/// was not there), its PersistentVolumeClaims stay.
+pub async fn uninstall(program: &Path, root: &Path, plan: &Plan) -> Result<HelmOutput, HelmError> {
+    tracing::info!(release = %plan.release, namespace = %plan.namespace, "removing the release with helm");
+    run(program, root, &uninstall_args(plan)).await
+}
+
+async fn run(program: &Path, root: &Path, args: &[String]) -> Result<HelmOutput, HelmError> {
     let command = std::iter::once(program.display().to_string())
         .chain(args.iter().cloned())
         .collect::<Vec<_>>()
         .join(" ");
-    tracing::info!(%command, "deploying with helm");
+    tracing::debug!(%command, "running helm");
     let output = tokio::process::Command::new(program)
-        .args(&args)
+        .args(args)
         .current_dir(root)
         .stdin(Stdio::null())
         .kill_on_drop(true)

@@ -24,4 +24,5 @@ pub mod replay;
 pub mod status;
 pub mod statedir;
 pub mod target;
+pub mod undeploy;
 pub mod watch;

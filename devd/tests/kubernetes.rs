@@ -880,8 +880,9 @@ fn kubeconfig_text(context: &str, server: &str) -> String {
 
 /// `devd up --env local` (live sync: local clusters only) with the current context
 /// `prod-eu` exits 2 naming the context, the environment and its allowed list, and not a
-/// single connection reaches that context's server; `devd context` gives the same
-/// verdict, and `--target docker` is not the cluster's business.
+/// single connection reaches that context's server; `devd down` is refused the same way;
+/// `devd context` gives the same verdict, and `--target docker` is not the cluster's
+/// business.
 #[test]
 fn a_context_the_environment_does_not_allow_gets_no_request() {
     let fx = fixtures::workspace();
@@ -906,6 +907,8 @@ fn a_context_the_environment_does_not_allow_gets_no_request() {
     for up in [
         &["up", "--env", "local", "--port", "0"][..],
         &["up", "--env", "local", "--target", "kubernetes", "--no-deploy", "--port", "0"][..],
+        &["down", "--env", "local"][..],
+        &["down", "--env", "local", "--volumes", "--target", "kubernetes"][..],
     ] {
         let out = devd(up);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -26,6 +26,17 @@ pub fn upgrade_args(plan: &Plan) -> Vec<String> {
     args
 }
 
+/// The arguments of `helm` that remove the plan's release from its namespace:
+/// `uninstall <release> --namespace <ns> --ignore-not-found` (`devd down`, and
+/// `devd up --switch` for the environments it replaces). Helm deletes what the release
+/// rendered; the PersistentVolumeClaims of the databases' `volumeClaimTemplates` are
+/// not part of it and stay, and so does the namespace.
+pub fn uninstall_args(plan: &Plan) -> Vec<String> {
+    ["uninstall", &plan.release, "--namespace", &plan.namespace, "--ignore-not-found"]
+        .map(str::to_owned)
+        .to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
@@ -86,5 +97,21 @@ mod tests {
             upgrade_args(&plan).join(" "),
             "upgrade --install stand helm/app --namespace stand-local --create-namespace -f helm/app/values-local.yaml"
         );
+    }
+
+    #[test]
+    fn uninstall_argv_names_the_release_in_each_environments_namespace() {
+        let stand = match config::load(&root().join("stand.toml")) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        for env in stand.env_names() {
+            let plan = plan::resolve(&stand, &env, "x86_64-unknown-linux-gnu").expect("resolves");
+            assert_eq!(
+                uninstall_args(&plan).join(" "),
+                format!("uninstall stand --namespace stand-{env} --ignore-not-found"),
+                "{env}"
+            );
+        }
     }
 }
