@@ -279,19 +279,22 @@ fn add_member(manifest: &str, member: &str) -> anyhow::Result<String> {
     Ok(doc.to_string())
 }
 
-/// Cargo.lock gains the new workspace member (no download: it depends on crates the
-/// lock already has), so that `--locked` builds keep working.
+/// Cargo.lock gains the new workspace member, so that `--locked` builds keep working.
+/// `cargo update --workspace --offline` resolves from the index alone: the new crate
+/// depends on crates the lock already has, and nothing else moves. (`cargo metadata
+/// --offline` would also write the lock, but it needs the sources of every locked
+/// package for every platform, which a machine that only built for itself lacks.)
 fn update_lock(root: &Path) -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = std::process::Command::new(&cargo)
-        .args(["metadata", "--format-version=1", "--offline"])
+        .args(["update", "--workspace", "--offline", "--quiet"])
         .current_dir(root)
         .stdin(std::process::Stdio::null())
         .output()
         .with_context(|| format!("cannot run {}", cargo.to_string_lossy()))?;
     if !out.status.success() {
         anyhow::bail!(
-            "`cargo metadata --offline` could not update Cargo.lock: {}",
+            "`cargo update --workspace --offline` could not update Cargo.lock: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
