@@ -390,4 +390,35 @@ mod tests {
             "an element's type, not the list's hint"
         );
     }
+
+    /// The five kinds of serde error stand.toml's diagnostics rephrase, produced by the
+    /// toml and serde in Cargo.lock (not written by hand): if an upgrade changes their
+    /// words, this fails naming the kind, instead of the diagnostics silently falling
+    /// back to serde's raw text. (The key path never depends on these words: it comes
+    /// from toml's spans.)
+    #[test]
+    fn serdes_own_messages_are_the_ones_rephrased() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Probe {
+            port: u16,
+            target: Target,
+        }
+        for (kind, doc, want) in [
+            ("unknown field", "port = 1\ntarget = \"docker\"\nbogus = 1\n", "unknown key `bogus`"),
+            ("missing field", "target = \"docker\"\n", "required key is missing"),
+            ("unknown variant", "port = 1\ntarget = \"k8s\"\n", "unknown value \"k8s\""),
+            ("invalid type", "port = \"x\"\ntarget = \"docker\"\n", "wrong type: found string \"x\""),
+            ("invalid value", "port = 70000\ntarget = \"docker\"\n", "integer `70000` is out of range"),
+        ] {
+            let raw = match toml::from_str::<Probe>(doc) {
+                Ok(p) => panic!("{kind}: {doc:?} parsed as {p:?}"),
+                Err(e) => e.message().trim().to_owned(),
+            };
+            let (_, message, expected) = rephrase("probe", &raw);
+            assert_eq!(message, want, "{kind}: serde/toml now say {raw:?}; update rephrase()");
+            assert!(expected.is_some(), "{kind}: no `expected` from {raw:?}");
+        }
+    }
 }
