@@ -439,24 +439,7 @@ pub async fn run(recipes: &[Recipe], on_start: &mut dyn FnMut(u32, String)) -> R
 /// `text` without ANSI escape sequences (cargo asks rustc for colored renderings and
 /// strips them itself; so must a replay).
 fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    // Each character is taken once.
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ parameters final-byte (0x40..=0x7e).
-            if chars.next() == Some('[') {
-                for c in chars.by_ref() {
-                    if ('\u{40}'..='\u{7e}').contains(&c) {
-                        break;
-                    }
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    strip_ansi_escapes::strip_str(text)
 }
 
 /// Topological order of `set` given `dependents` (package → packages depending on

@@ -21,12 +21,22 @@ pub enum StateError {
     NotRunning { root: PathBuf, path: PathBuf },
     #[error("{path} is not valid: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("the operating system gave no random bytes")]
+    Random(#[source] getrandom::Error),
     #[error(
         "a devd is already running for {root} ({holder}); one devd per stand root: stop it first (Ctrl-C where it runs, or `kill {pid}`)",
         holder = holder.describe(),
         pid = holder.pid
     )]
     Running { root: PathBuf, holder: Holder },
+}
+
+/// `bytes` random bytes from the operating system, hex-encoded: devd's API token, the
+/// shim token, generated database passwords.
+pub fn random_hex(bytes: usize) -> Result<String, getrandom::Error> {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer)?;
+    Ok(hex::encode(buffer))
 }
 
 /// The devd that holds a root's daemon lock, as it wrote itself into the lock file.
@@ -155,12 +165,7 @@ impl StateDir {
 
     /// A fresh random token, written to `.stand/token` with mode 0600.
     pub fn new_token(&self) -> Result<String, StateError> {
-        let mut bytes = [0u8; 32];
-        let urandom = Path::new("/dev/urandom");
-        fs::File::open(urandom)
-            .and_then(|mut f| f.read_exact(&mut bytes))
-            .map_err(|source| StateError::Read { path: urandom.to_owned(), source })?;
-        let token = hex::encode(bytes);
+        let token = random_hex(32).map_err(StateError::Random)?;
         self.write_private(&self.token_path(), token.as_bytes(), 0o600)?;
         Ok(token)
     }

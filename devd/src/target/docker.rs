@@ -441,7 +441,7 @@ fn canonical(value: serde_json::Value) -> serde_json::Value {
 /// A secret devd generates once and keeps in its state dir (0600): the shim token, a
 /// database password. Kept across runs, so that reused containers and volumes match.
 pub fn kept_secret(state_dir: &Path, name: &str) -> std::io::Result<String> {
-    use std::io::{Read as _, Write as _};
+    use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let dir = state_dir.join("secrets");
     let path: PathBuf = dir.join(name);
@@ -451,9 +451,7 @@ pub fn kept_secret(state_dir: &Path, name: &str) -> std::io::Result<String> {
         }
     }
     std::fs::create_dir_all(&dir)?;
-    let mut bytes = [0u8; 24];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    let secret = hex::encode(bytes);
+    let secret = crate::statedir::random_hex(24)?;
     let tmp = dir.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
