@@ -47,7 +47,7 @@ fn render(plan: &Value, as_devd_deploys: bool) -> Vec<Value> {
     assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     let mut objects = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
         let mut value = Value::deserialize(doc).expect("YAML");
         if value.is_null() || value["kind"] == "Pod" {
             continue; // empty documents; helm test hooks

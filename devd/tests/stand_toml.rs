@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use devd::config::{self, DbMode, SslMode, Stand, Target};
 use devd::plan::{self, Plan};
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 /// The environments CONTRACTS.md promises.
 const ENVIRONMENTS: [&str; 8] = [
@@ -181,7 +181,7 @@ fn generated_values_files_are_up_to_date() {
 
 fn yaml(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Helm's merge of values files: maps merge key by key, anything else is replaced.

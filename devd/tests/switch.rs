@@ -233,7 +233,7 @@ fn install(fake: &Fake, root: &std::path::Path, env: &str) -> Vec<String> {
     let manifest = String::from_utf8(out.stdout).expect("utf-8");
     let mut paths = Vec::new();
     let mut kept = String::new();
-    for document in serde_yaml::Deserializer::from_str(&manifest) {
+    for document in serde_yaml_ng::Deserializer::from_str(&manifest) {
         let value: Value = serde::Deserialize::deserialize(document).expect("yaml");
         if value.is_null() || value["metadata"]["annotations"]["helm.sh/hook"].is_string() {
             continue;
@@ -251,7 +251,7 @@ fn install(fake: &Fake, root: &std::path::Path, env: &str) -> Vec<String> {
         }
         paths.push(fake.put(object));
         kept.push_str("---\n");
-        kept.push_str(&serde_yaml::to_string(&value).expect("yaml"));
+        kept.push_str(&serde_yaml_ng::to_string(&value).expect("yaml"));
     }
     let release = json!({
         "name": "stand", "namespace": namespace, "version": 1,

@@ -144,11 +144,11 @@ pub fn env_args(env: &str) -> Vec<String> {
 /// from that file, with every other setting left at the chart's default.
 pub fn default_args() -> Vec<String> {
     let local = fs::read_to_string(values_file("local")).expect("values-local.yaml");
-    let values: serde_yaml::Value = serde_yaml::from_str(&local).expect("values-local.yaml is YAML");
+    let values: serde_yaml_ng::Value = serde_yaml_ng::from_str(&local).expect("values-local.yaml is YAML");
     let services = values.get("services").expect("values-local.yaml has services").clone();
-    let mut only = serde_yaml::Mapping::new();
+    let mut only = serde_yaml_ng::Mapping::new();
     only.insert("services".into(), services);
-    let text = serde_yaml::to_string(&only).expect("YAML");
+    let text = serde_yaml_ng::to_string(&only).expect("YAML");
     let path = temp_file("default-services", &text);
     vec!["-f".to_owned(), path.display().to_string()]
 }
@@ -196,8 +196,8 @@ pub struct Rendered {
 impl Rendered {
     pub fn parse(yaml: &str) -> Rendered {
         let mut objects = Vec::new();
-        for doc in serde_yaml::Deserializer::from_str(yaml) {
-            let value = serde_yaml::Value::deserialize(doc).expect("helm output is valid YAML");
+        for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+            let value = serde_yaml_ng::Value::deserialize(doc).expect("helm output is valid YAML");
             let json: Value = serde_json::to_value(&value).expect("manifest converts to JSON");
             if !json.is_null() {
                 objects.push(json);

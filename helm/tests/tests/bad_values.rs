@@ -284,7 +284,7 @@ fn every_block_set_to_null_is_named_never_a_nil_pointer() {
         let mut merged = serde_json::Value::Null;
         for file in [chart_tests::chart_dir().join("values.yaml"), chart_tests::values_file(env)] {
             let text = std::fs::read_to_string(&file).expect("values file");
-            let v: serde_json::Value = serde_yaml::from_str(&text).expect("YAML");
+            let v: serde_json::Value = serde_yaml_ng::from_str(&text).expect("YAML");
             merge(&mut merged, v);
         }
         let mut paths = Vec::new();
