@@ -89,9 +89,8 @@ pub fn app(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// One `request{method, uri}` span around each request (the Host check included), so
-/// that what is logged while serving it (a refused Host, a 5xx) names the request.
-fn request_spans() -> tower_http::trace::TraceLayer<
+/// The TraceLayer of [`request_spans`]: a span per request, no other callbacks.
+type RequestSpans = tower_http::trace::TraceLayer<
     tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
     fn(&Request) -> tracing::Span,
     (),
@@ -99,7 +98,11 @@ fn request_spans() -> tower_http::trace::TraceLayer<
     (),
     (),
     (),
-> {
+>;
+
+/// One `request{method, uri}` span around each request (the Host check included), so
+/// that what is logged while serving it (a refused Host, a 5xx) names the request.
+fn request_spans() -> RequestSpans {
     fn span(request: &Request) -> tracing::Span {
         // At warn, devd's default filter: a span below the filter is off, and the
         // warnings and errors inside it would not carry it.

@@ -89,7 +89,7 @@ pub fn rustc_recorder() -> Option<PathBuf> {
 /// not with `DEVD_RUSTC_REPLAY=0`, nor under a workspace wrapper of the user's (a
 /// replay would run rustc without it).
 fn records() -> bool {
-    !std::env::var_os("DEVD_RUSTC_REPLAY").is_some_and(|v| v == "0") && foreign_wrapper().is_none()
+    std::env::var_os("DEVD_RUSTC_REPLAY").is_none_or(|v| v != "0") && foreign_wrapper().is_none()
 }
 
 /// A `RUSTC_WORKSPACE_WRAPPER` in devd's environment (not one of devd's own links).

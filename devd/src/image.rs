@@ -104,7 +104,7 @@ pub struct Built {
 /// Removes an image that a tag no longer names, unless a container still uses it (then
 /// it stays; Docker refuses). Keeps every rebuild from leaving a dangling image behind.
 pub async fn remove_if_unused(docker: &Docker, id: &str) {
-    let options = bollard::query_parameters::RemoveImageOptions { force: false, noprune: false, ..Default::default() };
+    let options = bollard::query_parameters::RemoveImageOptions { force: false, noprune: false };
     match docker.remove_image(id, Some(options), None).await {
         Ok(_) => tracing::debug!(image = id, "removed the previous image"),
         Err(e) => tracing::debug!(image = id, error = %e, "previous image kept"),

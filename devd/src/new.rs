@@ -65,7 +65,7 @@ pub fn run(place: &Place, args: NewArgs) -> anyhow::Result<Added> {
     }
     let used = used_ports(&stand);
     let port = match args.port {
-        Some(p) if p == 0 => return Err(Usage("port 0 is not a port; give one in 1..=65535".to_owned()).into()),
+        Some(0) => return Err(Usage("port 0 is not a port; give one in 1..=65535".to_owned()).into()),
         Some(p) => {
             if let Some(owner) = used.iter().find(|(q, _)| *q == p).map(|(_, o)| o) {
                 return Err(Usage(format!("port {p} is already used by {owner}; choose another with --port")).into());
@@ -307,6 +307,7 @@ fn crate_files(name: &str, lib: &str, port: u16, database: bool) -> Vec<(&'stati
 name = "{name}"
 description = "stand application service {name} (axum + tokio-postgres)"
 edition.workspace = true
+rust-version.workspace = true
 version.workspace = true
 license.workspace = true
 publish.workspace = true

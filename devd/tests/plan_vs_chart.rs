@@ -3,6 +3,7 @@
 //! files) is identical to a plain `helm template -f <chart>/values-<env>.yaml` (what a
 //! CI/CD pipeline runs without devd), and its objects are the plan's services, images,
 //! replicas, ports and databases.
+#![allow(clippy::unwrap_used)] // test code: a panic here is the failure report
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

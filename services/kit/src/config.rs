@@ -78,7 +78,7 @@ impl ServiceConfig {
             }
             let user = get("DB_USER").ok_or(ConfigError::Missing { key: "DB_USER", because: "DB_HOST" })?;
             config.user(&user);
-            config.dbname(&get("DB_NAME").unwrap_or(user));
+            config.dbname(get("DB_NAME").unwrap_or(user));
             if let Some(password) = lookup("DB_PASSWORD") {
                 config.password(password);
             }

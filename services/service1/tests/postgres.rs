@@ -1,5 +1,6 @@
 //! service1 against a real PostgreSQL 15: each test has a fresh database of its own
 //! (or a private cluster where the test stops the server).
+#![allow(clippy::unwrap_used)] // test code: a panic here is the failure report
 
 use std::time::{Duration, Instant};
 

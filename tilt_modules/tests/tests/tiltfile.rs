@@ -206,7 +206,7 @@ fn check(e: &Env, run: &Run) {
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "annotations": {"tilt.dev/down-policy": "keep"}}}),
         "kept when a switch drops it (Tilt's garbage collection), with the databases' volumes in it"
     );
-    assert_eq!(kinds_named(run, "Namespace"), set_of(&[namespace.clone()]));
+    assert_eq!(kinds_named(run, "Namespace"), set_of(std::slice::from_ref(&namespace)));
     assert_eq!(kinds_named(run, "Deployment"), set_of(&svcs));
     assert!(kinds_named(run, "Pod").is_empty(), "helm test pods must not be deployed");
     let postgres: Vec<String> =
