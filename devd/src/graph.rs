@@ -15,7 +15,6 @@ use std::path::{Component, Path, PathBuf};
 
 use cargo_metadata::{CargoOpt, DependencyKind, Metadata, MetadataCommand, TargetKind};
 
-use crate::replay::{dependency_order, ReplayScope};
 
 /// A cargo package name, as written in its `Cargo.toml`.
 pub type PackageName = String;
@@ -373,6 +372,45 @@ fn lexically_normal(path: &Path) -> PathBuf {
     out
 }
 
+/// What a source-only change needs recompiled, decided from the workspace graph:
+/// the workspace libraries in dependency order, then the binaries (package, bin).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayScope {
+    pub libs: Vec<PackageName>,
+    pub bins: Vec<(PackageName, String)>,
+}
+
+/// Topological order of `set` given `dependents` (package → packages depending on
+/// it): every package after all of its dependencies within the set. Ties in name order.
+pub fn dependency_order(
+    set: &std::collections::BTreeSet<PackageName>,
+    dependents: &BTreeMap<PackageName, std::collections::BTreeSet<PackageName>>,
+) -> Vec<PackageName> {
+    let mut pending: BTreeMap<&PackageName, usize> = set.iter().map(|p| (p, 0)).collect();
+    for p in set {
+        for d in dependents.get(p).into_iter().flatten().filter(|d| set.contains(*d)) {
+            if let Some(n) = pending.get_mut(d) {
+                *n += 1;
+            }
+        }
+    }
+    let mut ready: VecDeque<&PackageName> = pending.iter().filter(|(_, n)| **n == 0).map(|(p, _)| *p).collect();
+    let mut order = Vec::with_capacity(set.len());
+    // Each package becomes ready once: at most `set.len()` rounds.
+    while let Some(p) = ready.pop_front() {
+        order.push(p.clone());
+        for d in dependents.get(p).into_iter().flatten().filter(|d| set.contains(*d)) {
+            if let Some(n) = pending.get_mut(d) {
+                *n -= 1;
+                if *n == 0 {
+                    ready.push_back(d);
+                }
+            }
+        }
+    }
+    order
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,5 +419,19 @@ mod tests {
     fn lexical_normalisation() {
         assert_eq!(lexically_normal(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
         assert_eq!(lexically_normal(Path::new("/a/b/")), PathBuf::from("/a/b"));
+    }
+
+    #[test]
+    fn dependency_order_puts_dependencies_first() {
+        let dependents: BTreeMap<String, BTreeSet<String>> = [
+            ("base".to_string(), BTreeSet::from(["kit".to_string(), "svc2".to_string()])),
+            ("kit".to_string(), BTreeSet::from(["svc1".to_string(), "svc2".to_string()])),
+        ]
+        .into_iter()
+        .collect();
+        let set: BTreeSet<String> = ["svc2", "svc1", "kit", "base"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(dependency_order(&set, &dependents), vec!["base", "kit", "svc1", "svc2"]);
+        let part: BTreeSet<String> = ["svc2", "kit"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(dependency_order(&part, &dependents), vec!["kit", "svc2"]);
     }
 }

@@ -49,14 +49,14 @@
 //!
 //! `DEVD_RUSTC_REPLAY=0` in devd's environment turns all of this off.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::graph::PackageName;
+use crate::graph::{PackageName, ReplayScope};
 
 /// Set (to the record directory) only in the environment of devd's own cargo builds.
 pub const RECORD_DIR_ENV: &str = "__STAND_RUSTC_RECORD_DIR";
@@ -335,14 +335,6 @@ fn consistent(recipes: &[Recipe]) -> Result<(), String> {
     Ok(())
 }
 
-/// What a source-only change needs recompiled, decided from the workspace graph:
-/// the workspace libraries in dependency order, then the binaries (package, bin).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReplayScope {
-    pub libs: Vec<PackageName>,
-    pub bins: Vec<(PackageName, String)>,
-}
-
 /// A finished replay: the executables (package, bin) → path, and the warnings. It
 /// holds cargo's lock on the target dir until dropped: keep it until the executables
 /// are moved into the store, so that no cargo relinks them in between.
@@ -442,41 +434,9 @@ fn strip_ansi(text: &str) -> String {
     strip_ansi_escapes::strip_str(text)
 }
 
-/// Topological order of `set` given `dependents` (package → packages depending on
-/// it): every package after all of its dependencies within the set. Ties in name order.
-pub fn dependency_order(
-    set: &std::collections::BTreeSet<PackageName>,
-    dependents: &BTreeMap<PackageName, std::collections::BTreeSet<PackageName>>,
-) -> Vec<PackageName> {
-    let mut pending: BTreeMap<&PackageName, usize> = set.iter().map(|p| (p, 0)).collect();
-    for p in set {
-        for d in dependents.get(p).into_iter().flatten().filter(|d| set.contains(*d)) {
-            if let Some(n) = pending.get_mut(d) {
-                *n += 1;
-            }
-        }
-    }
-    let mut ready: VecDeque<&PackageName> = pending.iter().filter(|(_, n)| **n == 0).map(|(p, _)| *p).collect();
-    let mut order = Vec::with_capacity(set.len());
-    // Each package becomes ready once: at most `set.len()` rounds.
-    while let Some(p) = ready.pop_front() {
-        order.push(p.clone());
-        for d in dependents.get(p).into_iter().flatten().filter(|d| set.contains(*d)) {
-            if let Some(n) = pending.get_mut(d) {
-                *n -= 1;
-                if *n == 0 {
-                    ready.push_back(d);
-                }
-            }
-        }
-    }
-    order
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeSet;
 
     fn record(args: &[&str], env: &[(&str, &str)]) -> Record {
         Record {
@@ -578,19 +538,5 @@ mod tests {
         assert_eq!(strip_ansi("plain → text"), "plain → text");
         let lib = recipe("fx-shared", Unit::Lib, &["-C", "extra-filename=-abc123", "--out-dir", "/t/debug/deps"]);
         assert_eq!(lib.fingerprint_dir(), Some(PathBuf::from("/t/debug/.fingerprint/fx-shared-abc123")));
-    }
-
-    #[test]
-    fn dependency_order_puts_dependencies_first() {
-        let dependents: BTreeMap<String, BTreeSet<String>> = [
-            ("base".to_string(), BTreeSet::from(["kit".to_string(), "svc2".to_string()])),
-            ("kit".to_string(), BTreeSet::from(["svc1".to_string(), "svc2".to_string()])),
-        ]
-        .into_iter()
-        .collect();
-        let set: BTreeSet<String> = ["svc2", "svc1", "kit", "base"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(dependency_order(&set, &dependents), vec!["base", "kit", "svc1", "svc2"]);
-        let part: BTreeSet<String> = ["svc2", "kit"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(dependency_order(&part, &dependents), vec!["kit", "svc2"]);
     }
 }
