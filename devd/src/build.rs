@@ -33,7 +33,20 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use crate::graph::PackageName;
-use crate::replay::{self, Recipes, ReplayScope};
+use crate::graph::ReplayScope;
+use crate::replay::{self, Recipes};
+
+mod cargo;
+mod store;
+mod toolchain;
+#[cfg(test)]
+mod tests;
+
+pub use cargo::package_name_from_id;
+use cargo::{cargo_errors, describe, pick_executable, read_stderr, selection, ProcessGroupGuard};
+use store::store_artifact;
+pub use toolchain::{choose_toolchain, Toolchain, ToolchainFacts};
+use toolchain::{command_succeeds, host_triple, installed_targets};
 
 /// How many lines of cargo's stderr a result keeps.
 const STDERR_TAIL_LINES: usize = 200;
@@ -260,69 +273,6 @@ pub enum BuildProgress {
     Stderr(String),
     /// cargo's progress bar: `done` of `total` units (crates, build scripts, binaries).
     Units { done: u32, total: u32 },
-}
-
-/// How cargo is invoked for the configured target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Toolchain {
-    /// `cargo build` (for the host, or `--target <t>` with an installed target).
-    Cargo { target: Option<String> },
-    /// `cargo zigbuild --target <t>`: zig links for a foreign architecture.
-    Zigbuild { target: String },
-}
-
-/// What the machine offers, as [`choose_toolchain`] needs it.
-#[derive(Debug, Clone, Default)]
-pub struct ToolchainFacts {
-    pub host: String,
-    /// Targets whose standard library is installed (`rustup target list --installed`).
-    pub installed_targets: BTreeSet<String>,
-    /// `cargo-zigbuild` and `zig` are both available.
-    pub zigbuild: bool,
-    /// A linker is configured for the target (`CARGO_TARGET_<TRIPLE>_LINKER`).
-    pub linker_configured: bool,
-}
-
-/// Picks how to build for `target` (`None` = host):
-/// - the host triple: plain `cargo build` (no `--target`, so the cache is shared with
-///   the developer's own `cargo build`);
-/// - another triple needs its standard library installed (`rustup target add <t>`),
-///   zigbuild or not (cargo-zigbuild provides a linker, not the standard library);
-/// - with the library installed: `cargo build --target <t>` when the architecture
-///   is the host's (e.g. musl) or a linker is configured, `cargo zigbuild` when a
-///   foreign architecture needs a linker and zigbuild is there, else `cargo build
-///   --target <t>` anyway (a missing linker then shows as a link error with the hint).
-pub fn choose_toolchain(target: Option<&str>, facts: &ToolchainFacts) -> Result<Toolchain, BuildError> {
-    let Some(target) = target.filter(|t| *t != facts.host) else {
-        return Ok(Toolchain::Cargo { target: None });
-    };
-    let same_arch = arch(target) == arch(&facts.host);
-    if !facts.installed_targets.contains(target) {
-        let mut hint = format!(
-            "the standard library for {target} is not installed: run `rustup target add {target}`"
-        );
-        if !same_arch && !facts.zigbuild && !facts.linker_configured {
-            hint.push_str(&format!(
-                "\nto link for {target} from {host}, also install cargo-zigbuild and zig: \
-                 `cargo install cargo-zigbuild` and `pip install ziglang` (or zig from your package manager)",
-                host = facts.host
-            ));
-        }
-        return Err(BuildError::new(
-            BuildErrorKind::Toolchain,
-            format!("cannot build for {target}: target not installed"),
-            hint,
-        ));
-    }
-    if same_arch || facts.linker_configured || !facts.zigbuild {
-        Ok(Toolchain::Cargo { target: Some(target.to_string()) })
-    } else {
-        Ok(Toolchain::Zigbuild { target: target.to_string() })
-    }
-}
-
-fn arch(triple: &str) -> &str {
-    triple.split('-').next().unwrap_or(triple)
 }
 
 /// Builds service binaries for one workspace. Builds are meant to run one at a time
@@ -690,22 +640,6 @@ impl Builder {
     }
 }
 
-/// cargo's selection arguments for a request: `-p` per package, then `--bin` per
-/// target when every target names its binary, else `--bins`. They decide how cargo
-/// unifies features, so recipes are kept and replayed per selection (joined by spaces).
-fn selection(request: &BuildRequest) -> Vec<String> {
-    let packages: BTreeSet<&str> = request.targets.iter().map(|t| t.package.as_str()).collect();
-    let mut args: Vec<String> = packages.into_iter().flat_map(|p| ["-p".to_string(), p.to_string()]).collect();
-    if request.targets.iter().all(|t| t.bin.is_some()) {
-        for bin in request.targets.iter().filter_map(|t| t.bin.as_deref()) {
-            args.extend(["--bin".to_string(), bin.to_string()]);
-        }
-    } else {
-        args.push("--bins".to_string());
-    }
-    args
-}
-
 /// Clears the recipes when dropped armed: a cargo build that failed, was cancelled or
 /// recorded nothing leaves the command lines of the units it ran unknown.
 struct ForgetRecipes<'a> {
@@ -739,240 +673,6 @@ impl Drop for RecordDir {
     }
 }
 
-fn pick_executable(
-    wanted: &BuildTarget,
-    executables: &BTreeMap<(String, String), (PathBuf, bool)>,
-) -> Result<(String, (PathBuf, bool)), BuildError> {
-    let of_package: Vec<(&String, &(PathBuf, bool))> = executables
-        .iter()
-        .filter(|((package, _), _)| *package == wanted.package)
-        .map(|((_, bin), exe)| (bin, exe))
-        .collect();
-    let chosen = match &wanted.bin {
-        Some(bin) => of_package.iter().find(|(b, _)| *b == bin),
-        None if of_package.len() == 1 => of_package.first(),
-        None => of_package.iter().find(|(b, _)| **b == wanted.package),
-    };
-    match chosen {
-        Some((bin, exe)) => Ok(((*bin).clone(), (*exe).clone())),
-        None => {
-            let found: Vec<&str> = of_package.iter().map(|(b, _)| b.as_str()).collect();
-            Err(BuildError::new(
-                BuildErrorKind::Cargo,
-                format!("build of {} produced no matching executable", wanted.package),
-                format!(
-                    "wanted binary {} of package {}; cargo reported: [{}]",
-                    wanted.bin.as_deref().unwrap_or("(the only one)"),
-                    wanted.package,
-                    found.join(", ")
-                ),
-            ))
-        }
-    }
-}
-
-/// The package name in a package id: `path+file:///p/svc1#0.1.0` (name = last path
-/// segment), `path+file:///p/crates/shared#fx-shared@0.1.0`,
-/// `registry+https://...#serde@1.0.0`, or the old `name 0.1.0 (source)` form.
-pub fn package_name_from_id(id: &str) -> String {
-    if let Some((url, fragment)) = id.rsplit_once('#') {
-        if let Some((name, _version)) = fragment.split_once('@') {
-            return name.to_string();
-        }
-        let path = url.split('?').next().unwrap_or(url);
-        return path.rsplit('/').next().unwrap_or(path).to_string();
-    }
-    id.split_whitespace().next().unwrap_or(id).to_string()
-}
-
-/// Copies `exe` into `dir/<sha256>`, hashing on the way; returns (path, sha256, size).
-/// `take`: `exe` is this build's own output that nothing else needs (a replayed rustc
-/// wrote it; cargo rebuilds a missing output when asked): it is moved instead, when
-/// `dir` is on the same file system, and hashed in place (a 16 MB copy and its fsync
-/// cost ~50 ms here). The store is a cache: every build stores its binaries anew.
-fn store_artifact(exe: &Path, dir: &Path, take: bool) -> std::io::Result<(PathBuf, String, u64)> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".incoming-{}-{}",
-        std::process::id(),
-        Utc::now().timestamp_nanos_opt().unwrap_or_default()
-    ));
-    let result = (|| {
-        let (sha256, size) = if take && std::fs::rename(exe, &tmp).is_ok() {
-            let mut hasher = Sha256::new();
-            let size = std::io::copy(&mut std::fs::File::open(&tmp)?, &mut hasher)?;
-            (hex::encode(hasher.finalize()), size)
-        } else {
-            copy_hashed(exe, &tmp)?
-        };
-        let path = dir.join(&sha256);
-        std::fs::rename(&tmp, &path)?;
-        Ok((path, sha256, size))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Copies `from` to `to` (same permissions, synced), hashing on the way.
-fn copy_hashed(from: &Path, to: &Path) -> std::io::Result<(String, u64)> {
-    let mut source = std::fs::File::open(from)?;
-    let mut out = std::fs::File::create(to)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    // Ends at end of file.
-    loop {
-        let n = source.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
-        size += n as u64;
-    }
-    out.set_permissions(source.metadata()?.permissions())?;
-    out.sync_all()?;
-    Ok((hex::encode(hasher.finalize()), size))
-}
-
-async fn read_stderr(
-    stderr: tokio::process::ChildStderr,
-    progress: Option<mpsc::UnboundedSender<BuildProgress>>,
-) -> Vec<String> {
-    let mut tail = VecDeque::with_capacity(STDERR_TAIL_LINES);
-    let mut reader = BufReader::new(stderr);
-    let mut raw = Vec::new();
-    while reader.read_until(b'\n', &mut raw).await.is_ok_and(|n| n > 0) {
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        raw.clear();
-        // cargo's progress bar ends in `\r` (the next message overwrites it).
-        for segment in text.split(['\r', '\n']) {
-            let line = segment.trim_end();
-            if line.is_empty() {
-                continue;
-            }
-            if let Some((done, total)) = progress_units(line) {
-                if let Some(tx) = &progress {
-                    let _ = tx.send(BuildProgress::Units { done, total });
-                }
-                continue;
-            }
-            if let Some(tx) = &progress {
-                let _ = tx.send(BuildProgress::Stderr(line.to_owned()));
-            }
-            if tail.len() == STDERR_TAIL_LINES {
-                tail.pop_front();
-            }
-            tail.push_back(line.to_owned());
-        }
-    }
-    tail.into()
-}
-
-/// `    Building [====>     ] 37/180: serde, tokio` → (37, 180).
-fn progress_units(line: &str) -> Option<(u32, u32)> {
-    let rest = line.trim_start().strip_prefix("Building [")?;
-    let (_, counts) = rest.split_once("] ")?;
-    let counts = counts.split(':').next()?;
-    let (done, total) = counts.trim().split_once('/')?;
-    Some((done.parse().ok()?, total.parse().ok()?))
-}
-
-/// cargo's own error lines from stderr (from the first `error` on), or the whole tail.
-fn cargo_errors(stderr_tail: &[String]) -> String {
-    match stderr_tail.iter().position(|l| l.starts_with("error")) {
-        Some(first) => stderr_tail[first..].join("\n"),
-        None => stderr_tail.join("\n"),
-    }
-}
-
-/// Kills cargo's whole process group when the build is dropped before it ended.
-struct ProcessGroupGuard(Option<u32>);
-
-impl Drop for ProcessGroupGuard {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0.and_then(|p| i32::try_from(p).ok()) {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pgid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
-
-async fn host_triple() -> Result<String, BuildError> {
-    let out = Command::new("rustc")
-        .arg("-vV")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| BuildError::new(BuildErrorKind::Toolchain, "cannot run rustc", e.to_string()))?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("host: "))
-        .map(|h| h.trim().to_string())
-        .ok_or_else(|| {
-            BuildError::new(
-                BuildErrorKind::Toolchain,
-                "cannot tell the host triple",
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        })
-}
-
-/// `rustup target list --installed`; without rustup, the targets in rustc's sysroot.
-async fn installed_targets() -> BTreeSet<String> {
-    let rustup = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .stdin(Stdio::null())
-        .output()
-        .await;
-    if let Ok(out) = rustup {
-        if out.status.success() {
-            return String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(|l| l.trim().to_string())
-                .filter(|l| !l.is_empty())
-                .collect();
-        }
-    }
-    let Ok(out) = Command::new("rustc").args(["--print", "sysroot"]).output().await else {
-        return BTreeSet::new();
-    };
-    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    std::fs::read_dir(sysroot.join("lib/rustlib"))
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| e.path().join("lib").is_dir())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-async fn command_succeeds(program: &str, args: &[&str]) -> bool {
-    let run = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .status();
-    matches!(tokio::time::timeout(Duration::from_secs(10), run).await, Ok(Ok(s)) if s.success())
-}
-
-fn describe(cmd: &Command) -> String {
-    let std = cmd.as_std();
-    std::iter::once(std.get_program())
-        .chain(std.get_args())
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn io_error(message: impl Into<String>) -> BuildError {
     let message = message.into();
     BuildError::new(BuildErrorKind::Io, message.clone(), message)
@@ -981,75 +681,4 @@ fn io_error(message: impl Into<String>) -> BuildError {
 /// A duration in whole milliseconds (saturating), as events and the status carry them.
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn facts(installed: &[&str], zigbuild: bool) -> ToolchainFacts {
-        ToolchainFacts {
-            host: "x86_64-unknown-linux-gnu".into(),
-            installed_targets: installed.iter().map(|s| s.to_string()).collect(),
-            zigbuild,
-            linker_configured: false,
-        }
-    }
-
-    #[test]
-    fn cargo_progress_bar_gives_the_unit_count() {
-        assert_eq!(progress_units("    Building [=======>        ] 37/180: serde, tokio(build)"), Some((37, 180)));
-        assert_eq!(progress_units("    Building [                             ] 0/7: fx-core"), Some((0, 7)));
-        assert_eq!(progress_units("   Compiling fx-core v0.1.0 (/tmp/ws/crates/core)"), None);
-        assert_eq!(progress_units("error[E0425]: cannot find value `x` in this scope"), None);
-    }
-
-    #[test]
-    fn toolchain_choice() {
-        let host = Toolchain::Cargo { target: None };
-        assert_eq!(choose_toolchain(None, &facts(&[], false)).ok(), Some(host.clone()));
-        assert_eq!(
-            choose_toolchain(Some("x86_64-unknown-linux-gnu"), &facts(&[], false)).ok(),
-            Some(host)
-        );
-        let musl = "x86_64-unknown-linux-musl";
-        assert_eq!(
-            choose_toolchain(Some(musl), &facts(&[musl], true)).ok(),
-            Some(Toolchain::Cargo { target: Some(musl.into()) })
-        );
-        let arm = "aarch64-unknown-linux-gnu";
-        assert_eq!(
-            choose_toolchain(Some(arm), &facts(&[arm], true)).ok(),
-            Some(Toolchain::Zigbuild { target: arm.into() })
-        );
-        assert_eq!(
-            choose_toolchain(Some(arm), &facts(&[arm], false)).ok(),
-            Some(Toolchain::Cargo { target: Some(arm.into()) })
-        );
-    }
-
-    #[test]
-    fn missing_target_says_what_to_install() {
-        let arm = "aarch64-unknown-linux-musl";
-        let err = choose_toolchain(Some(arm), &facts(&[], false)).expect_err("not installed");
-        assert_eq!(err.kind, BuildErrorKind::Toolchain);
-        assert!(err.rendered.contains("`rustup target add aarch64-unknown-linux-musl`"), "{}", err.rendered);
-        assert!(err.rendered.contains("`cargo install cargo-zigbuild`"), "{}", err.rendered);
-        // Same architecture: the standard library is all that is missing.
-        let err = choose_toolchain(Some("x86_64-unknown-linux-musl"), &facts(&[], false))
-            .expect_err("not installed");
-        assert!(err.rendered.contains("rustup target add x86_64-unknown-linux-musl"));
-        assert!(!err.rendered.contains("zigbuild"), "{}", err.rendered);
-    }
-
-    #[test]
-    fn package_names_from_ids() {
-        assert_eq!(package_name_from_id("path+file:///w/services/svc1#0.1.0"), "svc1");
-        assert_eq!(package_name_from_id("path+file:///w/crates/shared#fx-shared@0.1.0"), "fx-shared");
-        assert_eq!(
-            package_name_from_id("registry+https://github.com/rust-lang/crates.io-index#serde@1.0.228"),
-            "serde"
-        );
-        assert_eq!(package_name_from_id("svc1 0.1.0 (path+file:///w/services/svc1)"), "svc1");
-    }
 }
