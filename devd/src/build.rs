@@ -44,6 +44,7 @@ mod tests;
 
 pub use cargo::package_name_from_id;
 use cargo::{cargo_errors, describe, pick_executable, read_stderr, selection, ProcessGroupGuard};
+pub use store::sha256_of_file;
 use store::store_artifact;
 pub use toolchain::{choose_toolchain, Toolchain, ToolchainFacts};
 use toolchain::{command_succeeds, host_triple, installed_targets};

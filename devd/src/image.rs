@@ -303,10 +303,7 @@ pub async fn build(docker: &Docker, spec: &ImageSpec, mut progress: impl FnMut(&
 
 /// sha256 of a file, hex.
 pub fn file_sha256(path: &Path) -> Result<String, ImageError> {
-    let mut hasher = Sha256::new();
-    let mut file = std::fs::File::open(path).map_err(|source| ImageError::Read { path: path.to_owned(), source })?;
-    std::io::copy(&mut file, &mut hasher).map_err(|source| ImageError::Read { path: path.to_owned(), source })?;
-    Ok(hex::encode(hasher.finalize()))
+    crate::build::sha256_of_file(path).map(|(sha256, _)| sha256).map_err(|source| ImageError::Read { path: path.to_owned(), source })
 }
 
 /// The workspace that holds the shim's sources: devd's own (where devd was built from),

@@ -17,9 +17,7 @@ pub(super) fn store_artifact(exe: &Path, dir: &Path, take: bool) -> std::io::Res
     ));
     let result = (|| {
         let (sha256, size) = if take && std::fs::rename(exe, &tmp).is_ok() {
-            let mut hasher = Sha256::new();
-            let size = std::io::copy(&mut std::fs::File::open(&tmp)?, &mut hasher)?;
-            (hex::encode(hasher.finalize()), size)
+            sha256_of_file(&tmp)?
         } else {
             copy_hashed(exe, &tmp)?
         };
@@ -31,6 +29,14 @@ pub(super) fn store_artifact(exe: &Path, dir: &Path, take: bool) -> std::io::Res
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// sha256 (hex) and size of a file: how devd names every binary it stores, ships or
+/// finds in an image.
+pub fn sha256_of_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let size = std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok((hex::encode(hasher.finalize()), size))
 }
 
 /// Copies `from` to `to` (same permissions, synced), hashing on the way.
