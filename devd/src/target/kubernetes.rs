@@ -64,7 +64,8 @@ use tokio::sync::{mpsc, watch, Mutex};
 
 use stand_shim_protocol::{code, Refusal, BINARY_PATH, RESTART_PATH, STATUS_PATH};
 
-use crate::status::{HealthReport, StatusHub, TargetHealth, TargetState};
+use crate::status::event::TargetReach;
+use crate::status::{EventBody, HealthReport, StatusHub, TargetHealth, TargetState};
 use crate::target::{Instance, ShimError, ShimReply, ShimStatus, Target, TargetError};
 
 /// The chart's label for a pod's service.
@@ -896,8 +897,8 @@ impl Reachability {
         let mut rx = self.subscribe();
         loop {
             let health = self.health();
-            let detail = serde_json::json!({ "state": health.state, "reason": health.reason });
-            hub.update("target_state", None, detail, |s| s.target_state = Some(health));
+            let body = EventBody::TargetState(TargetReach { reason: health.reason.clone(), state: health.state });
+            hub.update(body, None, |s| s.target_state = Some(health));
             if rx.changed().await.is_err() {
                 return;
             }
