@@ -515,6 +515,20 @@ mod tests {
     }
 
     #[test]
+    fn the_contract_names_every_kind() {
+        let contracts = include_str!("../../../docs/CONTRACTS.md");
+        let start = contracts.find("- Events (the SSE stream").expect("an Events paragraph");
+        let events = &contracts[start..];
+        let events = &events[..events[1..].find("\n- ").map_or(events.len(), |end| end + 1)];
+        let missing: Vec<&str> = EventBody::KINDS
+            .iter()
+            .copied()
+            .filter(|kind| !events.contains(&format!("`{kind} {{")) && !events.contains(&format!("`{kind}`")))
+            .collect();
+        assert!(missing.is_empty(), "docs/CONTRACTS.md (Events) does not describe {missing:?}");
+    }
+
+    #[test]
     fn a_body_alone_is_kind_and_detail() {
         let body = EventBody::Instances(Instances { instances: 2 });
         assert_eq!(serde_json::to_string(&body).expect("serializes"), r#"{"kind":"instances","detail":{"instances":2}}"#);
