@@ -34,6 +34,19 @@ pub enum Kind {
     Summary,
 }
 
+/// What a [`Say`] does to a service's line on a terminal, besides showing its text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A build started: a new round of stages, the line says `building`.
+    BuildStarted,
+    /// cargo's count of the build's units: the line says `building: 37/180 crates`.
+    Crates { done: u32, total: u32 },
+    /// The service serves the build: the line stops spinning.
+    Serving,
+    /// A stage like any other.
+    Other,
+}
+
 /// One thing to tell the user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Say {
@@ -41,6 +54,7 @@ pub struct Say {
     pub services: Vec<String>,
     pub text: String,
     pub kind: Kind,
+    pub line: Line,
 }
 
 /// Plain output prints cargo's count at most this often.
@@ -106,7 +120,8 @@ impl Progress {
         let Some(name) = event.service.clone() else {
             return self.on_stand_event(event);
         };
-        let one = |text: String, kind: Kind| vec![Say { services: vec![name.clone()], text, kind }];
+        let say = |text: String, kind: Kind, line: Line| vec![Say { services: vec![name.clone()], text, kind, line }];
+        let one = |text: String, kind: Kind| say(text, kind, Line::Other);
         let delivers = self.delivers;
         let state = self.services.entry(name.clone()).or_default();
         match &event.body {
@@ -126,7 +141,7 @@ impl Progress {
                     [_] => format!("building{why}"),
                     _ => format!("building {}{why}", services.join(", ")),
                 };
-                vec![Say { text, services, kind: Kind::Stage }]
+                vec![Say { text, services, kind: Kind::Stage, line: Line::BuildStarted }]
             }
             EventBody::BuildFinished(finished) => {
                 let ms = finished.duration_ms;
@@ -174,7 +189,7 @@ impl Progress {
                     let serving = synced.edit_to_serving_ms.or_else(|| ms_between(state.build_started, event.at));
                     let serving = serving.map_or_else(String::new, |ms| format!(", serving in {}", duration(ms)));
                     let unhealthy = if state.healthy { String::new() } else { format!(" ({health})") };
-                    return one(format!("rebuilt in {}{serving}{unhealthy}", duration(build_ms)), Kind::Summary);
+                    return say(format!("rebuilt in {}{serving}{unhealthy}", duration(build_ms)), Kind::Summary, Line::Serving);
                 }
                 let was_served = state.served;
                 state.served = true;
@@ -184,7 +199,7 @@ impl Progress {
                 // ports of its choosing).
                 let urls = now.map(|n| n.urls.as_slice()).unwrap_or_default();
                 let on = if was_served || urls.is_empty() { String::new() } else { format!(", serving on {}", urls.join(", ")) };
-                one(format!("synced, {health}{since}{on}"), kind)
+                say(format!("synced, {health}{since}{on}"), kind, Line::Serving)
             }
             EventBody::SyncFailed(failed) => {
                 state.rebuilt_ms = None;
@@ -218,7 +233,7 @@ impl Progress {
     }
 
     fn on_stand_event(&mut self, event: &Event) -> Vec<Say> {
-        let stand = |text: String| vec![Say { services: Vec::new(), text, kind: Kind::Summary }];
+        let stand = |text: String| vec![Say { services: Vec::new(), text, kind: Kind::Summary, line: Line::Other }];
         match &event.body {
             EventBody::BuildProgress(progress) => {
                 let (build, done, total) = (progress.build, progress.done, progress.total);
@@ -235,7 +250,8 @@ impl Progress {
                         self.last_count.insert(build, t);
                     }
                 }
-                vec![Say { services, text, kind: if due { Kind::Stage } else { Kind::Count } }]
+                let kind = if due { Kind::Stage } else { Kind::Count };
+                vec![Say { services, text, kind, line: Line::Crates { done, total } }]
             }
             EventBody::ConfigError(failed) => {
                 stand(format!("stand.toml is invalid, running on the last good plan: {}", first_line(&failed.error)))
@@ -358,32 +374,37 @@ impl Sink for Bars {
         if say.kind == Kind::Summary || say.services.is_empty() {
             let _ = self.multi.println(plain_line(at, say));
         }
-        // `building a, b: 37/180 crates` → `building: 37/180 crates` on each line.
-        let building = say.text.starts_with("building");
-        let text = match say.text.split_once(": ") {
-            Some((_, count)) if building => format!("building: {count}"),
-            _ if building => "building".to_owned(),
-            _ => say.text.clone(),
-        };
-        let settled = say.kind == Kind::Summary || text.starts_with("synced") || text.starts_with("healthy");
+        let settled = say.kind == Kind::Summary || say.line == Line::Serving;
         let style = self.style(!settled);
         for name in &say.services {
             let Some(bar) = self.bars.get(name) else { continue };
             let done = self.done.entry(name.clone()).or_default();
-            if building && !text.contains(':') {
-                done.clear(); // a new build: a new round of stages
-            }
-            let message = match say.kind {
-                Kind::Summary => text.clone(),
-                Kind::Stage if !building => {
-                    done.push(text.clone());
-                    done.join(" · ")
-                }
-                _ => done.iter().cloned().chain([text.clone()]).collect::<Vec<_>>().join(" · "),
-            };
             bar.set_style(style.clone());
-            bar.set_message(message);
+            bar.set_message(bar_message(done, say));
         }
+    }
+}
+
+/// A service's terminal line after `say`, given the stages `done` so far in this round
+/// (kept up to date): `built in 35.2 s · image ... built in 3.2 s · syncing ...`. A build's
+/// lines say `building` and `building: 37/180 crates` on each of its services' lines.
+fn bar_message(done: &mut Vec<String>, say: &Say) -> String {
+    let text = match say.line {
+        Line::BuildStarted => {
+            done.clear(); // a new build: a new round of stages
+            "building".to_owned()
+        }
+        Line::Crates { done: units, total } => format!("building: {units}/{total} crates"),
+        Line::Serving | Line::Other => say.text.clone(),
+    };
+    let building = matches!(say.line, Line::BuildStarted | Line::Crates { .. });
+    match say.kind {
+        Kind::Summary => text,
+        Kind::Stage if !building => {
+            done.push(text);
+            done.join(" · ")
+        }
+        _ => done.iter().cloned().chain([text]).collect::<Vec<_>>().join(" · "),
     }
 }
 
@@ -474,6 +495,40 @@ mod tests {
         });
         let failed = p.on_event(&event(3, 9, Some("s1"), failed), None);
         assert_eq!(texts(failed), ["s1|build failed after 700 ms: cargo build failed (`devd status` shows the errors)"]);
+    }
+
+    #[test]
+    fn a_services_terminal_line_collects_the_rounds_stages() {
+        let mut p = Progress::new(true);
+        let mut done = Vec::new();
+        let mut line = |event: Event, now: Option<&Instances>| {
+            let says = p.on_event(&event, now);
+            says.iter().filter(|s| s.services.iter().any(|n| n == "s1")).map(|s| bar_message(&mut done, s)).collect::<Vec<_>>()
+        };
+        let units = |done| EventBody::BuildProgress(BuildProgress { build: 1, done, services: vec!["s1".to_owned(), "s2".to_owned()], total: 180 });
+        assert_eq!(line(event(1, 0, Some("s1"), started(1, &[], &["s1", "s2"])), None), ["building"]);
+        assert_eq!(line(event(2, 1, None, units(37)), None), ["building: 37/180 crates"]);
+        assert_eq!(line(event(3, 35, Some("s1"), finished(35_200)), None), ["built in 35.2 s"]);
+        let image = EventBody::ImageBuilt(step("stand/s1:dev", 3200));
+        assert_eq!(line(event(4, 38, Some("s1"), image), None), ["built in 35.2 s · image stand/s1:dev built in 3.2 s"]);
+        let now = Instances { healthy: 1, total: 1, urls: Vec::new() };
+        let served = line(event(5, 40, Some("s1"), synced(None)), Some(&now));
+        assert_eq!(served, ["built in 35.2 s · image stand/s1:dev built in 3.2 s · synced, 1/1 healthy in 5.0 s"]);
+        // The next build starts a new round.
+        assert_eq!(line(event(6, 60, Some("s1"), started(2, &["a.rs"], &["s1"])), None), ["building"]);
+        assert_eq!(line(event(7, 61, Some("s1"), finished(412)), None), Vec::<String>::new());
+        assert_eq!(line(event(8, 62, Some("s1"), synced(Some(538))), Some(&now)), ["rebuilt in 412 ms, serving in 538 ms"]);
+    }
+
+    #[test]
+    fn serving_lines_settle_the_terminal_line() {
+        let mut p = Progress::new(true);
+        let now = Instances { healthy: 1, total: 1, urls: Vec::new() };
+        let _ = p.on_event(&event(1, 0, Some("s1"), finished(900)), None);
+        let synced = p.on_event(&event(2, 1, Some("s1"), synced(None)), Some(&now));
+        assert_eq!((synced[0].kind, synced[0].line), (Kind::Stage, Line::Serving));
+        let started = p.on_event(&event(3, 2, Some("s1"), started(2, &[], &["s1"])), None);
+        assert_eq!(started[0].line, Line::BuildStarted);
     }
 
     #[test]
