@@ -231,7 +231,7 @@ fn indent(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{ArtifactStatus, BuildState, HealthReport, InstanceStatus};
+    use crate::status::{ArtifactStatus, BuildState, EventBody, HealthReport, InstanceStatus};
 
     /// A devd on loopback whose event stream sends `frames` (the `data:` JSON of each)
     /// and ends; returns a client connected to it.
@@ -260,7 +260,8 @@ mod tests {
     #[tokio::test]
     async fn follow_skips_an_event_it_does_not_know_but_counts_its_sequence() {
         let known = |seq: u64| {
-            format!(r#"{{"seq":{seq},"at":"2026-12-03T06:00:00Z","kind":"instances","service":"svc1","detail":{{"instances":1}}}}"#)
+            let body = EventBody::Instances(crate::status::event::Instances { instances: 1 });
+            serde_json::to_string(&Event { seq, at: Utc::now(), service: Some("svc1".into()), body }).expect("json")
         };
         let unknown = r#"{"seq":2,"at":"2026-12-03T06:00:00Z","kind":"from_a_newer_devd","service":null,"detail":{}}"#;
         let (client, _dir) = streaming(&[&known(1), unknown, &known(3)]).await;
