@@ -327,7 +327,7 @@ async fn events(
 fn to_sse(event: &Event) -> SseEvent {
     SseEvent::default()
         .id(event.seq.to_string())
-        .event(event.kind.clone())
+        .event(event.kind())
         .data(serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned()))
 }
 

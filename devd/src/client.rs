@@ -84,16 +84,33 @@ impl Client {
                 if data.is_empty() {
                     continue; // keep-alive comment
                 }
-                if let Ok(event) = serde_json::from_str::<Event>(&data) {
-                    last = event.seq;
-                    if !on_event(event) {
-                        return Ok(last);
+                match serde_json::from_str::<Event>(&data) {
+                    Ok(event) => {
+                        last = event.seq;
+                        if !on_event(event) {
+                            return Ok(last);
+                        }
                     }
+                    // A kind or a payload this devd does not know (another version's
+                    // daemon): skipped, but not asked for again after a reconnect.
+                    Err(error) => match serde_json::from_str::<Sequenced>(&data) {
+                        Ok(other) => {
+                            tracing::debug!(seq = other.seq, %error, "an event of another devd version, skipped");
+                            last = other.seq;
+                        }
+                        Err(_) => tracing::debug!(%error, "not an event, skipped"),
+                    },
                 }
             }
         }
         Ok(last)
     }
+}
+
+/// Any event's sequence number, whatever its kind.
+#[derive(serde::Deserialize)]
+struct Sequenced {
+    seq: u64,
 }
 
 fn ago(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
@@ -214,7 +231,52 @@ fn indent(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{ArtifactStatus, BuildState, HealthReport, InstanceStatus};
+    use crate::status::{ArtifactStatus, BuildState, EventBody, HealthReport, InstanceStatus};
+
+    /// A devd on loopback whose event stream sends `frames` (the `data:` JSON of each)
+    /// and ends; returns a client connected to it.
+    async fn streaming(frames: &[&str]) -> (Client, tempfile::TempDir) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let mut body = String::new();
+        for (n, data) in frames.iter().enumerate() {
+            body.push_str(&format!("id: {}\nevent: x\ndata: {data}\n\n", n + 1));
+        }
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut request = [0u8; 1024];
+            let _ = socket.read(&mut request).await;
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n", body.len());
+            socket.write_all(format!("{head}{body}").as_bytes()).await.expect("answer");
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::new(dir.path());
+        std::fs::create_dir_all(state.path()).expect("state dir");
+        state.write_info(&DaemonInfo { pid: 1, url, env: "local".into(), started_at: Utc::now() }).expect("info");
+        (Client::connect(state).expect("connect"), dir)
+    }
+
+    #[tokio::test]
+    async fn follow_skips_an_event_it_does_not_know_but_counts_its_sequence() {
+        let known = |seq: u64| {
+            let body = EventBody::Instances(crate::status::event::Instances { instances: 1 });
+            serde_json::to_string(&Event { seq, at: Utc::now(), service: Some("svc1".into()), body }).expect("json")
+        };
+        let unknown = r#"{"seq":2,"at":"2026-12-03T06:00:00Z","kind":"from_a_newer_devd","service":null,"detail":{}}"#;
+        let (client, _dir) = streaming(&[&known(1), unknown, &known(3)]).await;
+        let mut seen = Vec::new();
+        let last = client.follow(0, |e| {
+            seen.push(e.seq);
+            true
+        });
+        assert_eq!(last.await.expect("follows"), 3);
+        assert_eq!(seen, [1, 3]);
+
+        // Only events it does not know: nothing told, but the stream moved on.
+        let (client, _dir) = streaming(&[unknown]).await;
+        assert_eq!(client.follow(1, |_| panic!("nothing to tell")).await.expect("follows"), 2);
+    }
 
     #[test]
     fn table_shows_build_artifact_instances_and_errors() {

@@ -322,7 +322,7 @@ pub async fn status(place: &Place, args: StatusArgs) -> anyhow::Result<()> {
                 })
                 .await;
             match followed {
-                Ok(last) if seen => after = last,
+                Ok(last) if seen || last > after => after = last,
                 Ok(_) => {
                     let _ = events_tx.send(Err("devd closed the event stream (it is shutting down)".to_owned()));
                     return;

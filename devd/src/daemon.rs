@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -24,7 +23,8 @@ use crate::deliver::{self, Desired, SyncHandle};
 use crate::graph::{GraphError, WorkspaceGraph};
 use crate::plan::{self, Plan, PlanError};
 use crate::statedir::{DaemonInfo, StateDir, StateError};
-use crate::status::{ArtifactStatus, BuildState, ServiceStatus, StandStatus, StatusHub};
+use crate::status::event::{self, Deployed, Failure};
+use crate::status::{ArtifactStatus, BuildState, EventBody, ServiceStatus, StandStatus, StatusHub};
 use crate::target::docker::{DockerStand, EnsureProgress};
 use crate::target::kubernetes::{self, KubeStand};
 use crate::target::{Target, TargetError};
@@ -271,8 +271,8 @@ impl Loop {
                 _ = keep_up.tick(), if self.docker.is_some() => {
                     if let Some(docker) = &self.docker {
                         for (service, component) in docker.keep_up().await {
-                            let detail = json!({ "target": "docker", "component": component });
-                            self.hub.update_service(&service, "container_revived", detail, |_| {});
+                            let body = EventBody::ContainerRevived(event::ContainerRevived { component, target: config::Target::Docker });
+                            self.hub.update_service(&service, body, |_| {});
                         }
                     }
                 }
@@ -301,8 +301,8 @@ impl Loop {
             Action::Restart { service } => match self.syncers.get(&service) {
                 Some(syncer) => syncer.restart(),
                 None => {
-                    let message = "no running instances to restart (no target or not deployed yet)";
-                    self.hub.update_service(&service, "restart_failed", json!({ "error": message }), |_| {});
+                    let error = "no running instances to restart (no target or not deployed yet)".to_owned();
+                    self.hub.update_service(&service, EventBody::RestartFailed(event::RestartFailed { error, instance: None }), |_| {});
                 }
             },
         }
@@ -320,18 +320,18 @@ impl Loop {
             let name = service.name.clone();
             let mut progress = move |step: EnsureProgress<'_>| match step {
                 EnsureProgress::Line(line) => {
-                    hub.update_service(&name, "image_progress", json!({ "line": line }), |_| {});
+                    hub.update_service(&name, EventBody::ImageProgress(event::ImageProgress { line: line.to_owned() }), |_| {});
                 }
-                EnsureProgress::Done { step, what, ms } => {
-                    hub.update_service(&name, step, json!({ "target": "docker", "name": what, "duration_ms": ms }), |_| {});
+                EnsureProgress::Done(body) => {
+                    hub.update_service(&name, body, |_| {});
                 }
             };
             if let Err(message) = docker.ensure(service, artifact, &mut progress).await {
                 tracing::warn!(service = %service.name, %message, "docker target: cannot start the service");
-                self.hub.update_service(&service.name, "deploy_failed", json!({ "error": message }), |_| {});
+                self.hub.update_service(&service.name, EventBody::DeployFailed(Failure { error: message }), |_| {});
                 return;
             }
-            self.hub.update_service(&service.name, "deployed", json!({ "target": "docker" }), |_| {});
+            self.hub.update_service(&service.name, EventBody::Deployed(Deployed { target: config::Target::Docker }), |_| {});
         }
         let syncer = self.syncers.entry(service.name.clone()).or_insert_with(|| {
             deliver::spawn(service.name.clone(), target, self.hub.clone(), RECONCILE_INTERVAL)
@@ -377,7 +377,8 @@ impl Loop {
             Err(error) => {
                 let message = error.to_string();
                 tracing::warn!(%message, "stand.toml is invalid; keeping the last good plan");
-                self.hub.update("config_error", None, json!({ "error": message }), |s| s.config_error = Some(message.clone()));
+                let body = EventBody::ConfigError(Failure { error: message.clone() });
+                self.hub.update(body, None, |s| s.config_error = Some(message));
                 BTreeSet::new()
             }
             Ok((_stand, plan)) => {
@@ -386,7 +387,8 @@ impl Loop {
                     plan.services.iter().map(|s| s.name.clone()).filter(|n| !old.contains(n)).collect();
                 let changed = plan != self.plan;
                 let services = plan.services.clone();
-                self.hub.update("config_reloaded", None, json!({ "changed": changed, "added": added }), |s| {
+                let body = EventBody::ConfigReloaded(event::ConfigReloaded { added: added.clone(), changed });
+                self.hub.update(body, None, |s| {
                     s.config_error = None;
                     s.target = plan.target.to_string();
                     let mut next: Vec<ServiceStatus> = Vec::new();
@@ -416,20 +418,21 @@ impl Loop {
                 match docker.remove(&gone.name).await {
                     Ok(removed) => {
                         tracing::info!(service = %gone.name, ?removed, "service left the environment");
-                        self.hub.update("service_removed", Some(&gone.name), json!({ "removed": removed }), |_| {});
+                        self.hub.update(EventBody::ServiceRemoved(event::ServiceRemoved { removed }), Some(&gone.name), |_| {});
                     }
                     Err(e) => tracing::warn!(service = %gone.name, error = %e, "cannot remove the service's containers"),
                 }
             } else {
-                self.hub.update("service_removed", Some(&gone.name), json!({ "removed": [] }), |_| {});
+                let body = EventBody::ServiceRemoved(event::ServiceRemoved { removed: Vec::new() });
+                self.hub.update(body, Some(&gone.name), |_| {});
             }
         }
         if self.config.deploy && self.plan.target == config::Target::Kubernetes {
             if let Err(message) = redeploy(&self.config.root, &self.config.file, &self.plan).await {
                 tracing::warn!(%message, "cannot deploy the changed plan");
-                self.hub.update("deploy_failed", None, json!({ "error": message }), |_| {});
+                self.hub.update(EventBody::DeployFailed(Failure { error: message }), None, |_| {});
             } else {
-                self.hub.update("deployed", None, json!({ "target": "kubernetes" }), |_| {});
+                self.hub.update(EventBody::Deployed(Deployed { target: config::Target::Kubernetes }), None, |_| {});
             }
         }
     }
@@ -455,8 +458,8 @@ impl Loop {
         let cause_list: Vec<String> = cause.paths.iter().map(|p| relative(&self.config.root, p)).collect();
         let names: Vec<String> = plans.iter().map(|s| s.name.clone()).collect();
         for service in &plans {
-            let detail = json!({ "build": build_id, "cause": cause_list, "services": names });
-            self.hub.update_service(&service.name, "build_started", detail, |s| {
+            let body = EventBody::BuildStarted(event::BuildStarted { build: build_id, cause: cause_list.clone(), services: names.clone() });
+            self.hub.update_service(&service.name, body, |s| {
                 s.build.state = BuildState::Building;
                 s.build.started_at = Some(started_at);
             });
@@ -478,8 +481,8 @@ impl Loop {
                 if let crate::build::BuildProgress::Units { done, total } = progress {
                     if done == total || last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
                         last = Some(Instant::now());
-                        let detail = json!({ "build": build_id, "services": services, "done": done, "total": total });
-                        hub.update("build_progress", None, detail, |_| {});
+                        let body = EventBody::BuildProgress(event::BuildProgress { build: build_id, done, services: services.clone(), total });
+                        hub.update(body, None, |_| {});
                     }
                 }
             }
@@ -502,16 +505,16 @@ impl Loop {
                         build_duration_ms: artifact.build_duration_ms,
                         cause: cause_list.clone(),
                     };
-                    let detail = json!({
-                        "build": build_id,
-                        "sha256": artifact.sha256,
-                        "size": artifact.size,
-                        "duration_ms": output.duration_ms,
-                        "fresh": artifact.fresh,
-                        "replayed": output.replayed,
-                        "edit_to_artifact_ms": edit_to_artifact,
+                    let body = EventBody::BuildFinished(event::BuildFinished {
+                        build: build_id,
+                        duration_ms: output.duration_ms,
+                        edit_to_artifact_ms: edit_to_artifact,
+                        fresh: artifact.fresh,
+                        replayed: output.replayed,
+                        sha256: artifact.sha256.clone(),
+                        size: artifact.size,
                     });
-                    self.hub.update_service(&service.name, "build_finished", detail, |s| {
+                    self.hub.update_service(&service.name, body, |s| {
                         s.build.state = BuildState::Ok;
                         s.build.error = None;
                         s.build.finished_at = Some(finished_at);
@@ -530,8 +533,13 @@ impl Loop {
                 let finished_at = Utc::now();
                 tracing::warn!(services = ?services, error = %error.message, "build failed; the previous artifacts stay current");
                 for service in &plans {
-                    let detail = json!({ "build": build_id, "message": error.message, "kind": error.kind, "duration_ms": error.duration_ms });
-                    self.hub.update_service(&service.name, "build_failed", detail, |s| {
+                    let body = EventBody::BuildFailed(event::BuildFailed {
+                        build: build_id,
+                        duration_ms: error.duration_ms,
+                        kind: error.kind,
+                        message: error.message.clone(),
+                    });
+                    self.hub.update_service(&service.name, body, |s| {
                         s.build.state = BuildState::Failed;
                         s.build.error = Some(error.rendered.clone());
                         s.build.finished_at = Some(finished_at);

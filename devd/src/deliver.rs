@@ -25,12 +25,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::build::millis;
-use crate::status::{HealthReport, InstanceStatus, StatusHub};
+use crate::status::event::{self, SkipReason};
+use crate::status::{EventBody, HealthReport, InstanceStatus, StatusHub};
 use crate::target::{Instance, ShimError, Target, TargetError};
 
 /// How long a new binary may take to answer /health after the swap.
@@ -169,16 +169,20 @@ impl Syncer {
         }
         if instances.is_empty() {
             tracing::info!(service = %self.service, sha256 = %short, "every instance runs this binary already: nothing delivered");
-            let detail = json!({"sha256": desired.sha256, "instances": unchanged_statuses.len(), "reason": "unchanged"});
-            self.hub.update_service(&self.service, "delivery_skipped", detail, |s| s.instances = unchanged_statuses);
+            let body = EventBody::DeliverySkipped(event::DeliverySkipped {
+                instances: unchanged_statuses.len(),
+                reason: SkipReason::Unchanged,
+                sha256: desired.sha256.clone(),
+            });
+            self.hub.update_service(&self.service, body, |s| s.instances = unchanged_statuses);
             return;
         }
-        self.hub.update_service(
-            &self.service,
-            "sync_started",
-            json!({"sha256": desired.sha256, "instances": instances.len(), "unchanged": unchanged_statuses.len()}),
-            |_| {},
-        );
+        let body = EventBody::SyncStarted(event::SyncStarted {
+            instances: instances.len(),
+            sha256: desired.sha256.clone(),
+            unchanged: unchanged_statuses.len(),
+        });
+        self.hub.update_service(&self.service, body, |_| {});
         let deliveries = instances.iter().map(|i| deliver_one(self.target.as_ref(), i, desired));
         let outcomes = futures_util::future::join_all(deliveries).await;
         for (instance, outcome) in instances.iter().zip(&outcomes) {
@@ -197,8 +201,12 @@ impl Syncer {
                 _ => None,
             };
             tracing::info!(service = %self.service, sha256 = %short, ?edit_to_serving, "serving");
-            let detail = json!({"sha256": desired.sha256, "instances": statuses.len(), "edit_to_serving_ms": edit_to_serving});
-            self.hub.update_service(&self.service, "synced", detail, |s| {
+            let body = EventBody::Synced(event::Synced {
+                edit_to_serving_ms: edit_to_serving,
+                instances: statuses.len(),
+                sha256: desired.sha256.clone(),
+            });
+            self.hub.update_service(&self.service, body, |s| {
                 s.instances = statuses;
                 if edit_to_serving.is_some() {
                     s.last_edit_to_serving_ms = edit_to_serving;
@@ -206,8 +214,8 @@ impl Syncer {
             });
         } else {
             tracing::warn!(service = %self.service, sha256 = %short, errors = ?failed, "delivery failed");
-            let detail = json!({"sha256": desired.sha256, "errors": failed});
-            self.hub.update_service(&self.service, "sync_failed", detail, |s| s.instances = statuses);
+            let body = EventBody::SyncFailed(event::SyncFailed { errors: failed, sha256: desired.sha256.clone() });
+            self.hub.update_service(&self.service, body, |s| s.instances = statuses);
         }
     }
 
@@ -232,8 +240,12 @@ impl Syncer {
                             status.detail = Some(reason.clone());
                         } else if shim.sha256.as_deref() != Some(current.sha256.as_str()) && !rejected_here {
                             tracing::info!(service = %self.service, instance = %instance.name, running = ?shim.sha256.as_deref().map(short), "re-syncing");
-                            let detail = json!({"instance": instance.id, "running": shim.sha256, "sha256": current.sha256});
-                            self.hub.update_service(&self.service, "resync", detail, |_| {});
+                            let body = EventBody::Resync(event::Resync {
+                                instance: instance.id.clone(),
+                                running: shim.sha256.clone(),
+                                sha256: current.sha256.clone(),
+                            });
+                            self.hub.update_service(&self.service, body, |_| {});
                             let outcome = deliver_one(self.target.as_ref(), instance, &current).await;
                             if let Some(error) = &outcome.error {
                                 if error.starts_with("rolled back") {
@@ -250,7 +262,8 @@ impl Syncer {
         }
         let changed = self.hub.service(&self.service).is_some_and(|s| s.instances != statuses);
         if changed {
-            self.hub.update_service(&self.service, "instances", json!({"instances": statuses.len()}), |s| s.instances = statuses);
+            let body = EventBody::Instances(event::Instances { instances: statuses.len() });
+            self.hub.update_service(&self.service, body, |s| s.instances = statuses);
         }
     }
 
@@ -258,28 +271,28 @@ impl Syncer {
         let instances = match self.instances().await {
             Ok(instances) => instances,
             Err(error) => {
-                self.hub.update_service(&self.service, "restart_failed", json!({"error": error}), |_| {});
+                self.restart_failed(error, None);
                 return;
             }
         };
         if instances.is_empty() {
-            let error = "no running instances to restart (not deployed yet, or no pod runs)";
-            self.hub.update_service(&self.service, "restart_failed", json!({"error": error}), |_| {});
+            self.restart_failed("no running instances to restart (not deployed yet, or no pod runs)".to_owned(), None);
             return;
         }
         for instance in &instances {
             match self.target.restart(instance).await {
                 Ok(reply) => {
-                    let detail = json!({"instance": instance.id, "pid": reply.pid, "sha256": reply.sha256});
-                    self.hub.update_service(&self.service, "restarted", detail, |_| {});
+                    let body = EventBody::Restarted(event::Restarted { instance: instance.id.clone(), pid: reply.pid, sha256: reply.sha256 });
+                    self.hub.update_service(&self.service, body, |_| {});
                 }
-                Err(e) => {
-                    let detail = json!({"instance": instance.id, "error": e.to_string()});
-                    self.hub.update_service(&self.service, "restart_failed", detail, |_| {});
-                }
+                Err(e) => self.restart_failed(e.to_string(), Some(instance.id.clone())),
             }
         }
         self.reconcile().await;
+    }
+
+    fn restart_failed(&self, error: String, instance: Option<String>) {
+        self.hub.update_service(&self.service, EventBody::RestartFailed(event::RestartFailed { error, instance }), |_| {});
     }
 }
 

@@ -18,10 +18,9 @@ use std::io::{IsTerminal as _, Write as _};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::status::{Event, StatusHub};
+use crate::status::{Event, EventBody, StatusHub};
 
 /// How a [`Say`] is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +34,19 @@ pub enum Kind {
     Summary,
 }
 
+/// What a [`Say`] does to a service's line on a terminal, besides showing its text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A build started: a new round of stages, the line says `building`.
+    BuildStarted,
+    /// cargo's count of the build's units: the line says `building: 37/180 crates`.
+    Crates { done: u32, total: u32 },
+    /// The service serves the build: the line stops spinning.
+    Serving,
+    /// A stage like any other.
+    Other,
+}
+
 /// One thing to tell the user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Say {
@@ -42,6 +54,7 @@ pub struct Say {
     pub services: Vec<String>,
     pub text: String,
     pub kind: Kind,
+    pub line: Line,
 }
 
 /// Plain output prints cargo's count at most this often.
@@ -92,14 +105,6 @@ fn ms_between(from: Option<DateTime<Utc>>, to: DateTime<Utc>) -> Option<u64> {
     from.and_then(|f| u64::try_from((to - f).num_milliseconds()).ok())
 }
 
-fn text<'a>(detail: &'a Value, key: &str) -> &'a str {
-    detail[key].as_str().unwrap_or("")
-}
-
-fn names(detail: &Value) -> Vec<String> {
-    detail["services"].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
-}
-
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or("")
 }
@@ -112,37 +117,34 @@ impl Progress {
     /// What `event` tells; `now`: its service's instances as they are now.
     pub fn on_event(&mut self, event: &Event, now: Option<&Instances>) -> Vec<Say> {
         let healthy = now.map(|n| (n.healthy, n.total));
-        let d = &event.detail;
         let Some(name) = event.service.clone() else {
             return self.on_stand_event(event);
         };
-        let one = |text: String, kind: Kind| vec![Say { services: vec![name.clone()], text, kind }];
+        let say = |text: String, kind: Kind, line: Line| vec![Say { services: vec![name.clone()], text, kind, line }];
+        let one = |text: String, kind: Kind| say(text, kind, Line::Other);
         let delivers = self.delivers;
         let state = self.services.entry(name.clone()).or_default();
-        match event.kind.as_str() {
-            "build_started" => {
+        match &event.body {
+            EventBody::BuildStarted(started) => {
                 state.build_started = Some(event.at);
-                let build = d["build"].as_u64().unwrap_or(0);
-                if !self.announced.insert(build) {
+                if !self.announced.insert(started.build) {
                     return Vec::new();
                 }
-                let services = names(d);
-                let services = if services.is_empty() { vec![name] } else { services };
-                let changed = d["cause"].as_array().map_or(0, Vec::len);
-                let why = match changed {
-                    0 => String::new(),
-                    1 => format!(" ({} changed)", d["cause"][0].as_str().unwrap_or("")),
-                    n => format!(" ({n} files changed)"),
+                let services = if started.services.is_empty() { vec![name] } else { started.services.clone() };
+                let why = match started.cause.as_slice() {
+                    [] => String::new(),
+                    [path] => format!(" ({path} changed)"),
+                    many => format!(" ({} files changed)", many.len()),
                 };
                 // One service: `svc1: building (...)`; several: `building a, b`.
                 let text = match services.as_slice() {
                     [_] => format!("building{why}"),
                     _ => format!("building {}{why}", services.join(", ")),
                 };
-                vec![Say { text, services, kind: Kind::Stage }]
+                vec![Say { text, services, kind: Kind::Stage, line: Line::BuildStarted }]
             }
-            "build_finished" => {
-                let ms = d["duration_ms"].as_u64().unwrap_or(0);
+            EventBody::BuildFinished(finished) => {
+                let ms = finished.duration_ms;
                 state.built_at = Some(event.at);
                 if !state.served {
                     // Nothing to deliver to: the first build is the whole start.
@@ -155,40 +157,39 @@ impl Progress {
                     one(format!("rebuilt in {}", duration(ms)), Kind::Summary)
                 }
             }
-            "build_failed" => {
-                let ms = d["duration_ms"].as_u64().unwrap_or(0);
-                let message = first_line(text(d, "message")).to_owned();
-                one(format!("build failed after {}: {message} (`devd status` shows the errors)", duration(ms)), Kind::Summary)
+            EventBody::BuildFailed(failed) => {
+                let message = first_line(&failed.message);
+                let ms = duration(failed.duration_ms);
+                one(format!("build failed after {ms}: {message} (`devd status` shows the errors)"), Kind::Summary)
             }
-            "image_built" | "database_started" | "container_started" => {
-                let what = match event.kind.as_str() {
-                    "image_built" => "image",
-                    "database_started" => "database",
-                    _ => "container",
-                };
-                let verb = if what == "image" { "built" } else { "started" };
-                let ms = d["duration_ms"].as_u64().unwrap_or(0);
-                one(format!("{what} {} {verb} in {}", text(d, "name"), duration(ms)), Kind::Stage)
+            EventBody::ImageBuilt(step) => one(format!("image {} built in {}", step.name, duration(step.duration_ms)), Kind::Stage),
+            EventBody::DatabaseStarted(step) => {
+                one(format!("database {} started in {}", step.name, duration(step.duration_ms)), Kind::Stage)
             }
-            "image_kept" => one(format!("image {} kept: built before from the same Dockerfile, base image and shim", text(d, "name")), Kind::Stage),
-            "image_progress" if !state.served => {
-                let line: String = text(d, "line").chars().take(60).collect();
+            EventBody::ContainerStarted(step) => {
+                one(format!("container {} started in {}", step.name, duration(step.duration_ms)), Kind::Stage)
+            }
+            EventBody::ImageKept(step) => {
+                one(format!("image {} kept: built before from the same Dockerfile, base image and shim", step.name), Kind::Stage)
+            }
+            EventBody::ImageProgress(progress) if !state.served => {
+                let line: String = progress.line.chars().take(60).collect();
                 one(format!("image: {line}"), Kind::Count)
             }
-            "deploy_failed" => one(format!("cannot start it: {}", first_line(text(d, "error"))), Kind::Summary),
-            "sync_started" if !state.served => {
-                let n = d["instances"].as_u64().unwrap_or(0);
+            EventBody::DeployFailed(failed) => one(format!("cannot start it: {}", first_line(&failed.error)), Kind::Summary),
+            EventBody::SyncStarted(sync) if !state.served => {
+                let n = sync.instances;
                 one(format!("syncing into {n} instance{}", if n == 1 { "" } else { "s" }), Kind::Count)
             }
-            "synced" => {
+            EventBody::Synced(synced) => {
                 let (up, total) = healthy.unwrap_or((0, 0));
                 state.healthy = total > 0 && up == total;
                 let health = format!("{up}/{total} healthy");
                 if let Some(build_ms) = state.rebuilt_ms.take().filter(|_| state.served) {
-                    let serving = d["edit_to_serving_ms"].as_u64().or_else(|| ms_between(state.build_started, event.at));
+                    let serving = synced.edit_to_serving_ms.or_else(|| ms_between(state.build_started, event.at));
                     let serving = serving.map_or_else(String::new, |ms| format!(", serving in {}", duration(ms)));
                     let unhealthy = if state.healthy { String::new() } else { format!(" ({health})") };
-                    return one(format!("rebuilt in {}{serving}{unhealthy}", duration(build_ms)), Kind::Summary);
+                    return say(format!("rebuilt in {}{serving}{unhealthy}", duration(build_ms)), Kind::Summary, Line::Serving);
                 }
                 let was_served = state.served;
                 state.served = true;
@@ -198,14 +199,14 @@ impl Progress {
                 // ports of its choosing).
                 let urls = now.map(|n| n.urls.as_slice()).unwrap_or_default();
                 let on = if was_served || urls.is_empty() { String::new() } else { format!(", serving on {}", urls.join(", ")) };
-                one(format!("synced, {health}{since}{on}"), kind)
+                say(format!("synced, {health}{since}{on}"), kind, Line::Serving)
             }
-            "sync_failed" => {
+            EventBody::SyncFailed(failed) => {
                 state.rebuilt_ms = None;
-                let error = d["errors"][0].as_str().unwrap_or("");
+                let error = failed.errors.first().map_or("", String::as_str);
                 one(format!("delivery failed: {}", first_line(error)), Kind::Summary)
             }
-            "instances" => {
+            EventBody::Instances(_) => {
                 let (up, total) = healthy.unwrap_or((0, 0));
                 let now = total > 0 && up == total;
                 let was = std::mem::replace(&mut state.healthy, now);
@@ -215,21 +216,28 @@ impl Progress {
                     _ => Vec::new(),
                 }
             }
-            "resync" => one(format!("instance {} runs another build; syncing it", short(text(d, "instance"))), Kind::Summary),
-            "container_revived" => one("its container was stopped or removed; started it again".to_owned(), Kind::Summary),
-            "restarted" => one("restarted".to_owned(), Kind::Summary),
-            "restart_failed" => one(format!("restart failed: {}", first_line(text(d, "error"))), Kind::Summary),
-            _ => Vec::new(),
+            EventBody::Resync(resync) => one(format!("instance {} runs another build; syncing it", short(&resync.instance)), Kind::Summary),
+            EventBody::ContainerRevived(_) => one("its container was stopped or removed; started it again".to_owned(), Kind::Summary),
+            EventBody::Restarted(_) => one("restarted".to_owned(), Kind::Summary),
+            EventBody::RestartFailed(failed) => one(format!("restart failed: {}", first_line(&failed.error)), Kind::Summary),
+            EventBody::ImageProgress(_)
+            | EventBody::SyncStarted(_)
+            | EventBody::BuildProgress(_)
+            | EventBody::Deployed(_)
+            | EventBody::ConfigError(_)
+            | EventBody::ConfigReloaded(_)
+            | EventBody::ServiceRemoved(_)
+            | EventBody::DeliverySkipped(_)
+            | EventBody::TargetState(_) => Vec::new(),
         }
     }
 
     fn on_stand_event(&mut self, event: &Event) -> Vec<Say> {
-        let d = &event.detail;
-        match event.kind.as_str() {
-            "build_progress" => {
-                let build = d["build"].as_u64().unwrap_or(0);
-                let (done, total) = (d["done"].as_u64().unwrap_or(0), d["total"].as_u64().unwrap_or(0));
-                let services = names(d);
+        let stand = |text: String| vec![Say { services: Vec::new(), text, kind: Kind::Summary, line: Line::Other }];
+        match &event.body {
+            EventBody::BuildProgress(progress) => {
+                let (build, done, total) = (progress.build, progress.done, progress.total);
+                let services = progress.services.clone();
                 let text = match services.as_slice() {
                     [_] => format!("building: {done}/{total} crates"),
                     _ => format!("building {}: {done}/{total} crates", services.join(", ")),
@@ -242,14 +250,13 @@ impl Progress {
                         self.last_count.insert(build, t);
                     }
                 }
-                vec![Say { services, text, kind: if due { Kind::Stage } else { Kind::Count } }]
+                let kind = if due { Kind::Stage } else { Kind::Count };
+                vec![Say { services, text, kind, line: Line::Crates { done, total } }]
             }
-            "config_error" => vec![Say {
-                services: Vec::new(),
-                text: format!("stand.toml is invalid, running on the last good plan: {}", first_line(text(d, "error"))),
-                kind: Kind::Summary,
-            }],
-            "config_reloaded" => vec![Say { services: Vec::new(), text: "stand.toml reloaded".to_owned(), kind: Kind::Summary }],
+            EventBody::ConfigError(failed) => {
+                stand(format!("stand.toml is invalid, running on the last good plan: {}", first_line(&failed.error)))
+            }
+            EventBody::ConfigReloaded(_) => stand("stand.toml reloaded".to_owned()),
             _ => Vec::new(),
         }
     }
@@ -367,44 +374,75 @@ impl Sink for Bars {
         if say.kind == Kind::Summary || say.services.is_empty() {
             let _ = self.multi.println(plain_line(at, say));
         }
-        // `building a, b: 37/180 crates` → `building: 37/180 crates` on each line.
-        let building = say.text.starts_with("building");
-        let text = match say.text.split_once(": ") {
-            Some((_, count)) if building => format!("building: {count}"),
-            _ if building => "building".to_owned(),
-            _ => say.text.clone(),
-        };
-        let settled = say.kind == Kind::Summary || text.starts_with("synced") || text.starts_with("healthy");
+        let settled = say.kind == Kind::Summary || say.line == Line::Serving;
         let style = self.style(!settled);
         for name in &say.services {
             let Some(bar) = self.bars.get(name) else { continue };
             let done = self.done.entry(name.clone()).or_default();
-            if building && !text.contains(':') {
-                done.clear(); // a new build: a new round of stages
-            }
-            let message = match say.kind {
-                Kind::Summary => text.clone(),
-                Kind::Stage if !building => {
-                    done.push(text.clone());
-                    done.join(" · ")
-                }
-                _ => done.iter().cloned().chain([text.clone()]).collect::<Vec<_>>().join(" · "),
-            };
             bar.set_style(style.clone());
-            bar.set_message(message);
+            bar.set_message(bar_message(done, say));
         }
+    }
+}
+
+/// A service's terminal line after `say`, given the stages `done` so far in this round
+/// (kept up to date): `built in 35.2 s · image ... built in 3.2 s · syncing ...`. A build's
+/// lines say `building` and `building: 37/180 crates` on each of its services' lines.
+fn bar_message(done: &mut Vec<String>, say: &Say) -> String {
+    let text = match say.line {
+        Line::BuildStarted => {
+            done.clear(); // a new build: a new round of stages
+            "building".to_owned()
+        }
+        Line::Crates { done: units, total } => format!("building: {units}/{total} crates"),
+        Line::Serving | Line::Other => say.text.clone(),
+    };
+    let building = matches!(say.line, Line::BuildStarted | Line::Crates { .. });
+    match say.kind {
+        Kind::Summary => text,
+        Kind::Stage if !building => {
+            done.push(text);
+            done.join(" · ")
+        }
+        _ => done.iter().cloned().chain([text]).collect::<Vec<_>>().join(" · "),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
+    use crate::build::BuildErrorKind;
+    use crate::config::Target;
+    use crate::status::event::{BuildFailed, BuildFinished, BuildProgress, BuildStarted, StepDone, Synced};
 
-    fn event(seq: u64, secs: i64, kind: &str, service: Option<&str>, detail: Value) -> Event {
+    fn event(seq: u64, secs: i64, service: Option<&str>, body: EventBody) -> Event {
         let at = DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z").unwrap().with_timezone(&Utc) + chrono::Duration::seconds(secs);
-        Event { seq, at, kind: kind.into(), service: service.map(str::to_owned), detail }
+        Event { seq, at, service: service.map(str::to_owned), body }
+    }
+
+    fn started(build: u64, cause: &[&str], services: &[&str]) -> EventBody {
+        let owned = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
+        EventBody::BuildStarted(BuildStarted { build, cause: owned(cause), services: owned(services) })
+    }
+
+    fn finished(duration_ms: u64) -> EventBody {
+        EventBody::BuildFinished(BuildFinished {
+            build: 1,
+            duration_ms,
+            edit_to_artifact_ms: None,
+            fresh: false,
+            replayed: false,
+            sha256: "abc".to_owned(),
+            size: 1,
+        })
+    }
+
+    fn step(name: &str, duration_ms: u64) -> StepDone {
+        StepDone { duration_ms, name: name.to_owned(), target: Target::Docker }
+    }
+
+    fn synced(edit_to_serving_ms: Option<u64>) -> EventBody {
+        EventBody::Synced(Synced { edit_to_serving_ms, instances: 1, sha256: "abc".to_owned() })
     }
 
     fn texts(says: Vec<Say>) -> Vec<String> {
@@ -414,30 +452,32 @@ mod tests {
     #[test]
     fn a_first_start_then_a_rebuild() {
         let mut p = Progress::new(true);
-        let both = json!({"build": 1, "cause": [], "services": ["s1", "s2"]});
-        assert_eq!(texts(p.on_event(&event(1, 0, "build_started", Some("s1"), both.clone()), None)), ["s1,s2|building s1, s2"]);
-        assert!(p.on_event(&event(2, 0, "build_started", Some("s2"), both), None).is_empty(), "one line per build");
-        let count = |seq, secs, done| event(seq, secs, "build_progress", None, json!({"build": 1, "services": ["s1", "s2"], "done": done, "total": 180}));
+        let both = started(1, &[], &["s1", "s2"]);
+        assert_eq!(texts(p.on_event(&event(1, 0, Some("s1"), both.clone()), None)), ["s1,s2|building s1, s2"]);
+        assert!(p.on_event(&event(2, 0, Some("s2"), both), None).is_empty(), "one line per build");
+        let count = |seq, secs, done| {
+            let services = vec!["s1".to_owned(), "s2".to_owned()];
+            event(seq, secs, None, EventBody::BuildProgress(BuildProgress { build: 1, done, services, total: 180 }))
+        };
         let first = p.on_event(&count(3, 1, 10), None);
         assert_eq!((first[0].text.as_str(), first[0].kind), ("building s1, s2: 10/180 crates", Kind::Stage));
         assert_eq!(p.on_event(&count(4, 2, 37), None)[0].kind, Kind::Count, "plain lines at most every 5 s");
         assert_eq!(p.on_event(&count(5, 7, 90), None)[0].kind, Kind::Stage);
-        let built = p.on_event(&event(6, 35, "build_finished", Some("s1"), json!({"duration_ms": 35_200})), None);
+        let built = p.on_event(&event(6, 35, Some("s1"), finished(35_200)), None);
         assert_eq!(texts(built), ["s1|built in 35.2 s"]);
-        let image = event(7, 38, "image_built", Some("s1"), json!({"name": "stand/s1:dev", "duration_ms": 3200}));
+        let image = event(7, 38, Some("s1"), EventBody::ImageBuilt(step("stand/s1:dev", 3200)));
         assert_eq!(texts(p.on_event(&image, None)), ["s1|image stand/s1:dev built in 3.2 s"]);
-        let container = event(8, 39, "container_started", Some("s1"), json!({"name": "stand-local-s1", "duration_ms": 300}));
+        let container = event(8, 39, Some("s1"), EventBody::ContainerStarted(step("stand-local-s1", 300)));
         assert_eq!(texts(p.on_event(&container, None)), ["s1|container stand-local-s1 started in 300 ms"]);
-        let synced = event(9, 40, "synced", Some("s1"), json!({"instances": 1, "edit_to_serving_ms": null}));
+        let first_sync = event(9, 40, Some("s1"), synced(None));
         let now = Instances { healthy: 1, total: 1, urls: vec!["http://127.0.0.1:32770".to_owned()] };
-        assert_eq!(texts(p.on_event(&synced, Some(&now))), ["s1|synced, 1/1 healthy in 5.0 s, serving on http://127.0.0.1:32770"]);
+        assert_eq!(texts(p.on_event(&first_sync, Some(&now))), ["s1|synced, 1/1 healthy in 5.0 s, serving on http://127.0.0.1:32770"]);
 
         // A rebuild: one line when it serves.
-        let edit = json!({"build": 2, "cause": ["services/s1/src/lib.rs"], "services": ["s1"]});
-        assert_eq!(texts(p.on_event(&event(10, 60, "build_started", Some("s1"), edit), None)), ["s1|building (services/s1/src/lib.rs changed)"]);
-        assert!(p.on_event(&event(11, 60, "build_finished", Some("s1"), json!({"duration_ms": 412})), None).is_empty());
-        let synced = event(12, 61, "synced", Some("s1"), json!({"instances": 1, "edit_to_serving_ms": 538}));
-        let line = p.on_event(&synced, Some(&now));
+        let edit = started(2, &["services/s1/src/lib.rs"], &["s1"]);
+        assert_eq!(texts(p.on_event(&event(10, 60, Some("s1"), edit), None)), ["s1|building (services/s1/src/lib.rs changed)"]);
+        assert!(p.on_event(&event(11, 60, Some("s1"), finished(412)), None).is_empty());
+        let line = p.on_event(&event(12, 61, Some("s1"), synced(Some(538))), Some(&now));
         assert_eq!(texts(line.clone()), ["s1|rebuilt in 412 ms, serving in 538 ms"]);
         assert_eq!(line[0].kind, Kind::Summary);
     }
@@ -445,10 +485,50 @@ mod tests {
     #[test]
     fn without_a_target_a_rebuild_is_told_when_built() {
         let mut p = Progress::new(false);
-        let _ = p.on_event(&event(1, 0, "build_finished", Some("s1"), json!({"duration_ms": 900})), None);
-        assert_eq!(texts(p.on_event(&event(2, 9, "build_finished", Some("s1"), json!({"duration_ms": 1900})), None)), ["s1|rebuilt in 1.9 s"]);
-        let failed = p.on_event(&event(3, 9, "build_failed", Some("s1"), json!({"duration_ms": 700, "message": "cargo build failed\nmore"})), None);
+        let _ = p.on_event(&event(1, 0, Some("s1"), finished(900)), None);
+        assert_eq!(texts(p.on_event(&event(2, 9, Some("s1"), finished(1900)), None)), ["s1|rebuilt in 1.9 s"]);
+        let failed = EventBody::BuildFailed(BuildFailed {
+            build: 3,
+            duration_ms: 700,
+            kind: BuildErrorKind::Compile,
+            message: "cargo build failed\nmore".to_owned(),
+        });
+        let failed = p.on_event(&event(3, 9, Some("s1"), failed), None);
         assert_eq!(texts(failed), ["s1|build failed after 700 ms: cargo build failed (`devd status` shows the errors)"]);
+    }
+
+    #[test]
+    fn a_services_terminal_line_collects_the_rounds_stages() {
+        let mut p = Progress::new(true);
+        let mut done = Vec::new();
+        let mut line = |event: Event, now: Option<&Instances>| {
+            let says = p.on_event(&event, now);
+            says.iter().filter(|s| s.services.iter().any(|n| n == "s1")).map(|s| bar_message(&mut done, s)).collect::<Vec<_>>()
+        };
+        let units = |done| EventBody::BuildProgress(BuildProgress { build: 1, done, services: vec!["s1".to_owned(), "s2".to_owned()], total: 180 });
+        assert_eq!(line(event(1, 0, Some("s1"), started(1, &[], &["s1", "s2"])), None), ["building"]);
+        assert_eq!(line(event(2, 1, None, units(37)), None), ["building: 37/180 crates"]);
+        assert_eq!(line(event(3, 35, Some("s1"), finished(35_200)), None), ["built in 35.2 s"]);
+        let image = EventBody::ImageBuilt(step("stand/s1:dev", 3200));
+        assert_eq!(line(event(4, 38, Some("s1"), image), None), ["built in 35.2 s · image stand/s1:dev built in 3.2 s"]);
+        let now = Instances { healthy: 1, total: 1, urls: Vec::new() };
+        let served = line(event(5, 40, Some("s1"), synced(None)), Some(&now));
+        assert_eq!(served, ["built in 35.2 s · image stand/s1:dev built in 3.2 s · synced, 1/1 healthy in 5.0 s"]);
+        // The next build starts a new round.
+        assert_eq!(line(event(6, 60, Some("s1"), started(2, &["a.rs"], &["s1"])), None), ["building"]);
+        assert_eq!(line(event(7, 61, Some("s1"), finished(412)), None), Vec::<String>::new());
+        assert_eq!(line(event(8, 62, Some("s1"), synced(Some(538))), Some(&now)), ["rebuilt in 412 ms, serving in 538 ms"]);
+    }
+
+    #[test]
+    fn serving_lines_settle_the_terminal_line() {
+        let mut p = Progress::new(true);
+        let now = Instances { healthy: 1, total: 1, urls: Vec::new() };
+        let _ = p.on_event(&event(1, 0, Some("s1"), finished(900)), None);
+        let synced = p.on_event(&event(2, 1, Some("s1"), synced(None)), Some(&now));
+        assert_eq!((synced[0].kind, synced[0].line), (Kind::Stage, Line::Serving));
+        let started = p.on_event(&event(3, 2, Some("s1"), started(2, &[], &["s1"])), None);
+        assert_eq!(started[0].line, Line::BuildStarted);
     }
 
     #[test]

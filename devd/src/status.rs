@@ -2,15 +2,19 @@
 //!
 //! [`StatusHub`] holds the current [`StandStatus`] and a bounded history of [`Event`]s
 //! with increasing sequence numbers. The daemon writes; the API reads snapshots and
-//! streams events (with replay after a `Last-Event-ID`).
+//! streams events (with replay after a `Last-Event-ID`). The events themselves, one
+//! typed payload per kind, are in [`event`].
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::sync::broadcast;
+
+pub mod event;
+
+pub use event::{Event, EventBody};
 
 /// How many past events are kept for replay.
 const HISTORY: usize = 1024;
@@ -262,17 +266,6 @@ impl ServiceStatus {
     }
 }
 
-/// Something that happened, in order.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Event {
-    pub seq: u64,
-    pub at: DateTime<Utc>,
-    /// `build_started`, `build_finished`, `build_failed`, `config_error`, `config_reloaded`, ...
-    pub kind: String,
-    pub service: Option<String>,
-    pub detail: Value,
-}
-
 struct Inner {
     status: StandStatus,
     history: VecDeque<Event>,
@@ -308,24 +301,12 @@ impl StatusHub {
 
     /// Changes the status and records an event, atomically (readers never see the
     /// change without its event having been numbered).
-    pub fn update(
-        &self,
-        kind: &str,
-        service: Option<&str>,
-        detail: Value,
-        change: impl FnOnce(&mut StandStatus),
-    ) -> Event {
+    pub fn update(&self, body: EventBody, service: Option<&str>, change: impl FnOnce(&mut StandStatus)) -> Event {
         let event = {
             let mut inner = self.lock();
             change(&mut inner.status);
             inner.status.event_seq = inner.next_seq;
-            let event = Event {
-                seq: inner.next_seq,
-                at: Utc::now(),
-                kind: kind.to_owned(),
-                service: service.map(str::to_owned),
-                detail,
-            };
+            let event = Event { seq: inner.next_seq, at: Utc::now(), service: service.map(str::to_owned), body };
             inner.next_seq += 1;
             if inner.history.len() == HISTORY {
                 inner.history.pop_front();
@@ -335,13 +316,13 @@ impl StatusHub {
             let _ = self.events.send(event.clone());
             event
         };
-        tracing::debug!(seq = event.seq, kind = %event.kind, service = ?event.service, "event");
+        tracing::debug!(seq = event.seq, kind = event.kind(), service = ?event.service, "event");
         event
     }
 
     /// Changes one service's status (if it exists) and records an event.
-    pub fn update_service(&self, name: &str, kind: &str, detail: Value, change: impl FnOnce(&mut ServiceStatus)) -> Event {
-        self.update(kind, Some(name), detail, |status| {
+    pub fn update_service(&self, name: &str, body: EventBody, change: impl FnOnce(&mut ServiceStatus)) -> Event {
+        self.update(body, Some(name), |status| {
             if let Some(service) = status.services.iter_mut().find(|s| s.name == name) {
                 change(service);
             }
@@ -371,11 +352,13 @@ mod tests {
     #[test]
     fn events_are_numbered_and_replayed_after_a_given_sequence() {
         let hub = StatusHub::new(StandStatus { services: vec![service("a")], ..StandStatus::default() });
-        for kind in ["one", "two", "three"] {
-            hub.update_service("a", kind, json!({}), |s| s.build.count += 1);
+        let body = |instances| EventBody::Instances(event::Instances { instances });
+        for n in 1..=3 {
+            hub.update_service("a", body(n), |s| s.build.count += 1);
         }
         let (past, _rx) = hub.subscribe(1);
-        assert_eq!(past.iter().map(|e| (e.seq, e.kind.as_str())).collect::<Vec<_>>(), [(2, "two"), (3, "three")]);
+        assert_eq!(past.iter().map(|e| (e.seq, e.body.clone())).collect::<Vec<_>>(), [(2, body(2)), (3, body(3))]);
+        assert!(past.iter().all(|e| e.service.as_deref() == Some("a")));
         assert_eq!(hub.service("a").unwrap().build.count, 3);
     }
 

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use devd::status::{Event, EventBody};
 use fixtures::{poll_until, workspace, Fixture};
 use serde_json::Value;
 
@@ -104,8 +105,12 @@ impl Devd {
             .unwrap_or_else(|| panic!("timed out waiting for {what}; status: {:#}\n{}", self.status(), log_of(fx)))
     }
 
-    /// Every event so far (the stream replays history; read until `until` holds).
-    fn events_until(&self, after: u64, until: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    /// Every event after `after` (the stream replays history; read until `until` holds).
+    /// Each frame is checked against the wire contract: its `id:` is the event's `seq`,
+    /// its `event:` the kind, and its `data:` reads into the typed event and writes back
+    /// byte for byte (no field lost or moved; the bytes themselves are pinned by the
+    /// catalogue in devd/src/status/event.rs).
+    fn events_until(&self, after: u64, until: impl Fn(&[Event]) -> bool) -> Vec<Event> {
         use std::io::{BufRead, BufReader};
         let response = reqwest::blocking::Client::builder()
             .timeout(BUILD_DEADLINE)
@@ -117,13 +122,26 @@ impl Devd {
             .expect("open SSE");
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         let mut events = Vec::new();
+        let mut frame: Vec<String> = Vec::new();
         for line in BufReader::new(response).lines() {
             let line = line.expect("SSE line");
-            if let Some(data) = line.strip_prefix("data: ") {
-                events.push(serde_json::from_str::<Value>(data).unwrap());
-                if until(&events) {
-                    break;
-                }
+            if !line.is_empty() {
+                frame.push(line);
+                continue;
+            }
+            let field = |name: &str| frame.iter().find_map(|l| l.strip_prefix(name)).map(str::to_owned);
+            let Some(data) = field("data: ") else {
+                frame.clear(); // a keep-alive comment
+                continue;
+            };
+            let event: Event = serde_json::from_str(&data).unwrap_or_else(|e| panic!("not an event ({e}): {data}"));
+            assert_eq!(serde_json::to_string(&event).unwrap(), data, "the wire JSON is the typed event's");
+            assert_eq!(field("event: ").as_deref(), Some(event.kind()), "{frame:?}");
+            assert_eq!(field("id: "), Some(event.seq.to_string()), "{frame:?}");
+            frame.clear();
+            events.push(event);
+            if until(&events) {
+                break;
             }
         }
         events
@@ -160,11 +178,20 @@ fn started_up(fx: &Fixture) -> (Devd, Value) {
 }
 
 /// (service, build id) of every build_started among `events`.
-fn builds_after(events: &[Value]) -> Vec<(String, u64)> {
+fn builds_after(events: &[Event]) -> Vec<(String, u64)> {
+    started(events).map(|(e, started)| (e.service.clone().unwrap(), started.build)).collect()
+}
+
+/// Every build_started among `events`, with its event.
+fn started(events: &[Event]) -> impl Iterator<Item = (&Event, &devd::status::event::BuildStarted)> {
+    events.iter().filter_map(|e| if let EventBody::BuildStarted(started) = &e.body { Some((e, started)) } else { None })
+}
+
+/// Every build_finished among `events`, with its service.
+fn finished(events: &[Event]) -> Vec<(Option<&str>, &devd::status::event::BuildFinished)> {
     events
         .iter()
-        .filter(|e| e["kind"] == "build_started")
-        .map(|e| (e["service"].as_str().unwrap().to_owned(), e["detail"]["build"].as_u64().unwrap()))
+        .filter_map(|e| if let EventBody::BuildFinished(finished) = &e.body { Some((e.service.as_deref(), finished)) } else { None })
         .collect()
 }
 
@@ -184,7 +211,7 @@ fn editing_a_service_rebuilds_only_that_service_with_a_new_hash() {
     let after = devd.wait(&fx, "svc1's second build", |s| build_count(s, "svc1") >= 2);
     assert_ne!(sha(&after, "svc1"), sha(&before, "svc1"), "the edit changes the binary");
     assert_eq!(sha(&after, "svc2"), sha(&before, "svc2"));
-    let events = devd.events_until(seq, |ev| ev.iter().any(|e| e["kind"] == "build_finished"));
+    let events = devd.events_until(seq, |ev| !finished(ev).is_empty());
     let builds = builds_after(&events);
     assert_eq!(builds.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(), ["svc1"], "{events:#?}");
     let svc1 = devd.service("svc1");
@@ -199,9 +226,9 @@ fn editing_a_service_rebuilds_only_that_service_with_a_new_hash() {
     // svc2 together, another feature selection); the next edit replays rustc.
     let seq = devd.status_seq();
     edit(&fx, "services/svc1/src/main.rs", "\"svc1 edited {}\"", "\"svc1 edited twice {}\"");
-    let events = devd.events_until(seq, |ev| ev.iter().any(|e| e["kind"] == "build_finished"));
-    let finished = events.iter().find(|e| e["kind"] == "build_finished").unwrap();
-    assert_eq!(finished["detail"]["replayed"], true, "{finished:#}");
+    let events = devd.events_until(seq, |ev| !finished(ev).is_empty());
+    let (_, build) = finished(&events)[0];
+    assert!(build.replayed, "{build:#?}");
     assert_eq!(build_count(&devd.status(), "svc1"), 3);
 }
 
@@ -214,12 +241,12 @@ fn editing_the_shared_crate_rebuilds_both_in_one_cargo_invocation() {
     let after = devd.wait(&fx, "both rebuilt", |s| build_count(s, "svc1") >= 2 && build_count(s, "svc2") >= 2);
     assert_ne!(sha(&after, "svc1"), sha(&before, "svc1"));
     assert_ne!(sha(&after, "svc2"), sha(&before, "svc2"));
-    let events = devd.events_until(seq, |ev| ev.iter().filter(|e| e["kind"] == "build_finished").count() == 2);
+    let events = devd.events_until(seq, |ev| finished(ev).len() == 2);
     let builds = builds_after(&events);
     assert_eq!(builds.len(), 2, "{builds:?}");
     assert_eq!(builds[0].1, builds[1].1, "one cargo invocation builds both: {builds:?}");
     // svc2 has a build script: that is cargo's to run, so cargo builds.
-    assert!(events.iter().filter(|e| e["kind"] == "build_finished").all(|e| e["detail"]["replayed"] == false));
+    assert!(finished(&events).iter().all(|(_, build)| !build.replayed));
 }
 
 #[test]
@@ -241,24 +268,17 @@ fn ignored_and_unrelated_files_build_nothing_and_a_burst_is_one_build() {
     // A marker after everything: svc2's build ends the observation.
     edit(&fx, "services/svc2/src/main.rs", "\"svc2 {}\"", "\"svc2 marker {}\"");
     devd.wait(&fx, "svc2 rebuilt for the marker", |s| build_count(s, "svc2") >= 2);
-    let events = devd.events_until(seq, |ev| {
-        ev.iter().any(|e| e["kind"] == "build_finished" && e["service"] == "svc2")
-    });
+    let events = devd.events_until(seq, |ev| finished(ev).iter().any(|(service, _)| *service == Some("svc2")));
     let builds = builds_after(&events);
-    let diagnosis: Vec<String> = events
-        .iter()
-        .filter(|e| e["kind"] == "build_started")
-        .map(|e| {
-            let cause = e["detail"]["cause"].as_array().unwrap();
-            format!("{} at {} ({} paths, first {:?})", e["service"], e["at"], cause.len(), cause.first())
+    let diagnosis: Vec<String> = started(&events)
+        .map(|(e, started)| {
+            let cause = &started.cause;
+            format!("{:?} at {} ({} paths, first {:?})", e.service, e.at, cause.len(), cause.first())
         })
         .collect();
     assert_eq!(builds.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(), ["svc1", "svc2"], "{diagnosis:#?}");
-    let cause: Vec<String> = events
-        .iter()
-        .find(|e| e["kind"] == "build_started" && e["service"] == "svc1")
-        .map(|e| e["detail"]["cause"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect())
-        .unwrap();
+    let cause: Vec<String> =
+        started(&events).find(|(e, _)| e.service.as_deref() == Some("svc1")).map(|(_, started)| started.cause.clone()).unwrap();
     assert!(cause.iter().filter(|c| c.starts_with("services/svc1/assets/")).count() == 500, "{}", cause.len());
     for ignored in ["services/svc1/debug.log", "scratch/notes.rs", "target/debug/whatever"] {
         assert!(!cause.iter().any(|c| c == ignored), "{ignored} is ignored but caused a build");
@@ -336,14 +356,19 @@ fn api_guards_actions_and_streams_events_in_order() {
     let seq = devd.status_seq();
     let accepted = http.post(&rebuild).bearer_auth(&devd.token).send().unwrap();
     assert_eq!(accepted.status().as_u16(), 202);
-    let events = devd.events_until(seq, |ev| ev.iter().any(|e| e["kind"] == "build_finished"));
-    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["build_started", "build_finished"], "{events:#?}");
-    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let events = devd.events_until(seq, |ev| !finished(ev).is_empty());
+    assert!(
+        matches!(
+            events.iter().map(|e| (&e.body, e.service.as_deref())).collect::<Vec<_>>()[..],
+            [(EventBody::BuildStarted(_), Some("svc2")), (EventBody::BuildFinished(_), Some("svc2"))]
+        ),
+        "{events:#?}"
+    );
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1) && seqs[0] == seq + 1, "{seqs:?}");
     // Replay from the start: the whole history, in order, with no gaps.
-    let all = devd.events_until(0, |ev| ev.last().is_some_and(|e| e["seq"] == *seqs.last().unwrap()));
-    let all_seqs: Vec<u64> = all.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let all = devd.events_until(0, |ev| ev.last().is_some_and(|e| e.seq == *seqs.last().unwrap()));
+    let all_seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
     assert_eq!(all_seqs, (1..=*seqs.last().unwrap()).collect::<Vec<_>>());
 }
 

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use devd::status::{Event, EventBody};
 use fixtures::poll_until;
 use serde_json::{json, Value};
 
@@ -341,8 +342,9 @@ impl Hammer {
     }
 }
 
-/// Reads the event stream from `after` until an event of `kind` for service1 arrives.
-fn wait_event(stand: &Stand, after: u64, kind: &str) -> Value {
+/// Reads the event stream from `after` until `pick` takes an event, and returns what it
+/// took (`pick` says which kind it wants: `|b| match b { EventBody::X(x) => Some(x), _ => None }`).
+fn wait_event<T>(stand: &Stand, after: u64, pick: impl Fn(EventBody) -> Option<T>) -> T {
     let response = reqwest::blocking::Client::builder()
         .timeout(EDIT_DEADLINE)
         .build()
@@ -353,13 +355,13 @@ fn wait_event(stand: &Stand, after: u64, kind: &str) -> Value {
     for line in BufReader::new(response).lines() {
         let Ok(line) = line else { break };
         if let Some(data) = line.strip_prefix("data: ") {
-            let event: Value = serde_json::from_str(data).expect("event json");
-            if event["kind"] == kind {
-                return event;
+            let event: Event = serde_json::from_str(data).unwrap_or_else(|e| panic!("not an event ({e}): {data}"));
+            if let Some(picked) = pick(event.body) {
+                return picked;
             }
         }
     }
-    panic!("no {kind} event; log:\n{}", stand.log())
+    panic!("no {} event; log:\n{}", std::any::type_name::<T>(), stand.log())
 }
 
 #[test]
@@ -371,8 +373,11 @@ fn docker_target_syncs_edits_into_the_running_container() {
     let url = stand.service_url();
     wait_message(&stand, "hello from service1", Duration::from_secs(60));
     // The image build's progress went to the event stream too.
-    let progress = wait_event(&stand, 0, "image_progress");
-    assert!(progress["detail"]["line"].as_str().is_some_and(|l| !l.is_empty()), "{progress}");
+    let progress = wait_event(&stand, 0, |b| match b {
+        EventBody::ImageProgress(progress) => Some(progress),
+        _ => None,
+    });
+    assert!(!progress.line.is_empty(), "{progress:?}");
 
     // Containers as the contract names them: the service and its database, one network,
     // the database's volume; ports on 127.0.0.1 only.
@@ -463,8 +468,12 @@ fn docker_target_syncs_edits_into_the_running_container() {
     wait_message(&stand, "hello from the edited service1", Duration::from_secs(60));
     let seq = stand.status()["event_seq"].as_u64().expect("seq");
     assert!(docker(&["rm", "-f", &stand.container()]).status.success());
-    let resync = wait_event(&stand, seq, "resync");
-    assert_eq!(resync["detail"]["running"], first["artifact"]["sha256"], "the new container started from the image's binary");
+    let resync = wait_event(&stand, seq, |b| match b {
+        EventBody::Resync(resync) => Some(resync),
+        _ => None,
+    });
+    let first_sha = first["artifact"]["sha256"].as_str();
+    assert_eq!(resync.running.as_deref(), first_sha, "the new container started from the image's binary");
     let synced = stand.wait_synced("the recreated container", EDIT_DEADLINE);
     assert_eq!(synced["instances"][0]["hash"], current);
     assert_ne!(stand.container_identity().0, before.0);
@@ -476,8 +485,11 @@ fn docker_target_syncs_edits_into_the_running_container() {
     let seq = stand.status()["event_seq"].as_u64().expect("seq");
     let out = stand.command().args(["restart", "service1"]).output().expect("devd restart");
     assert!(out.status.success(), "{}", text(&out));
-    let restarted = wait_event(&stand, seq, "restarted");
-    assert!(restarted["detail"]["pid"].as_i64().is_some(), "{restarted}");
+    let restarted = wait_event(&stand, seq, |b| match b {
+        EventBody::Restarted(restarted) => Some(restarted),
+        _ => None,
+    });
+    assert!(restarted.pid > 0, "{restarted:?}");
     stand.wait_synced("the service after a restart", EDIT_DEADLINE);
 
     // 5b. The database refuses the service: the instance is degraded (not healthy) in the

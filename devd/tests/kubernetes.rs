@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use devd::deliver::{self, Desired};
-use devd::status::{ServiceStatus, StandStatus, StatusHub};
+use devd::status::event::{DeliverySkipped, SkipReason};
+use devd::status::{EventBody, ServiceStatus, StandStatus, StatusHub};
 use devd::target::kubernetes::{Cluster, KubeApi, KubeError, KubeTarget, PodChange, Reach, SyncReason};
 use devd::target::{ShimError, Target};
 use futures_util::Stream;
@@ -621,7 +622,8 @@ async fn a_restart_without_pods_or_without_a_cluster_fails_visibly() {
     });
     let syncer = deliver::spawn("service1".into(), target.clone(), hub.clone(), Duration::from_secs(3600));
     let failures = |hub: &StatusHub| -> Vec<String> {
-        hub.subscribe(0).0.iter().filter(|e| e.kind == "restart_failed").map(|e| e.detail["error"].as_str().unwrap_or_default().to_owned()).collect()
+        let events = hub.subscribe(0).0;
+        events.into_iter().filter_map(|e| if let EventBody::RestartFailed(failed) = e.body { Some(failed.error) } else { None }).collect()
     };
     syncer.restart();
     until("a restart_failed event", || failures(&hub).len() == 1).await;
@@ -845,27 +847,28 @@ async fn an_artifact_the_instance_already_runs_is_not_delivered() {
     });
     let target = Arc::new(KubeTarget::new(fake.api()));
     let syncer = deliver::spawn("service1".into(), target, hub.clone(), Duration::from_secs(3600));
-    let kinds = |hub: &StatusHub| -> Vec<(String, Value)> {
-        hub.subscribe(0).0.into_iter().map(|e| (e.kind.clone(), e.detail.clone())).collect()
+    let bodies = |hub: &StatusHub| -> Vec<EventBody> { hub.subscribe(0).0.into_iter().map(|e| e.body).collect() };
+    let skipped = |hub: &StatusHub| -> Vec<DeliverySkipped> {
+        bodies(hub).into_iter().filter_map(|b| if let EventBody::DeliverySkipped(s) = b { Some(s) } else { None }).collect()
     };
 
     syncer.deliver(Desired { sha256: same_sha.clone(), path: same.clone(), first_event_at: None });
-    until("the skipped delivery", || kinds(&hub).iter().any(|(k, _)| k == "delivery_skipped")).await;
+    until("the skipped delivery", || !skipped(&hub).is_empty()).await;
     assert!(puts_to(&fake, a).is_empty(), "nothing uploaded, so nothing restarted");
-    let (_, detail) = kinds(&hub).into_iter().find(|(k, _)| k == "delivery_skipped").expect("event");
-    assert_eq!(detail, json!({"sha256": same_sha, "instances": 1, "reason": "unchanged"}));
+    let detail = skipped(&hub).into_iter().next().expect("event");
+    assert_eq!(detail, DeliverySkipped { instances: 1, reason: SkipReason::Unchanged, sha256: same_sha.clone() });
     let instance = hub.service("service1").expect("service").instances;
     assert_eq!(instance.len(), 1);
     assert_eq!(instance[0].hash.as_deref(), Some(same_sha.as_str()));
     assert!(instance[0].healthy);
-    assert!(!kinds(&hub).iter().any(|(k, _)| k == "sync_started"), "{:?}", kinds(&hub));
+    assert!(!bodies(&hub).iter().any(|b| matches!(b, EventBody::SyncStarted(_))), "{:?}", bodies(&hub));
 
     // Another hash goes out; the same one again (a rebuild with equal bytes) does not.
     syncer.deliver(Desired { sha256: new_sha.clone(), path: new.clone(), first_event_at: None });
-    until("the delivery of the new hash", || kinds(&hub).iter().any(|(k, _)| k == "synced")).await;
+    until("the delivery of the new hash", || bodies(&hub).iter().any(|b| matches!(b, EventBody::Synced(_)))).await;
     assert_eq!(puts_to(&fake, a).len(), 1);
     syncer.deliver(Desired { sha256: new_sha.clone(), path: new, first_event_at: None });
-    until("the second skip", || kinds(&hub).iter().filter(|(k, _)| k == "delivery_skipped").count() == 2).await;
+    until("the second skip", || skipped(&hub).len() == 2).await;
     assert_eq!(puts_to(&fake, a).len(), 1, "the same hash is not sent twice");
     drop(syncer);
 }

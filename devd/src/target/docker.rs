@@ -27,6 +27,8 @@ use sha2::{Digest, Sha256};
 use super::{Instance, Target, TargetError};
 use crate::config::DbMode;
 use crate::plan::{Plan, ServicePlan};
+use crate::status::event::{Component, StepDone};
+use crate::status::EventBody;
 
 pub const LABEL_STAND: &str = "dev.stand.stand";
 pub const LABEL_ENV: &str = "dev.stand.env";
@@ -479,13 +481,18 @@ pub fn external_password(state_dir: &Path, service: &ServicePlan) -> Option<Stri
 pub enum EnsureProgress<'a> {
     /// A line of the image build (Docker's output, the shim's cargo).
     Line(&'a str),
-    /// A step done (`image_built` or `image_kept`, `database_started`, `container_started`):
-    /// what, in how long.
-    Done { step: &'static str, what: String, ms: u64 },
+    /// A step done, as its event: [`EventBody::ImageBuilt`] or [`EventBody::ImageKept`],
+    /// [`EventBody::DatabaseStarted`], [`EventBody::ContainerStarted`].
+    Done(EventBody),
 }
 
 fn millis_since(start: std::time::Instant) -> u64 {
     crate::build::millis(start.elapsed())
+}
+
+/// What a docker step did, in how long since `start`.
+fn done(name: String, start: std::time::Instant) -> StepDone {
+    StepDone { duration_ms: millis_since(start), name, target: crate::config::Target::Docker }
 }
 
 /// What `devd up --target docker` needs besides the target: images and containers per
@@ -541,15 +548,14 @@ impl DockerStand {
     /// was removed or stopped by hand is created or started again (the database first;
     /// a service container from its image, with its old binary: delivery then re-syncs
     /// it; the service reconnects to its database by itself). Returns (service,
-    /// component) of every container it had to bring back, component `database` or
-    /// `service`.
-    pub async fn keep_up(&self) -> Vec<(String, &'static str)> {
+    /// component) of every container it had to bring back.
+    pub async fn keep_up(&self) -> Vec<(String, Component)> {
         let mut revived = Vec::new();
         for (name, (service, settings)) in &self.deployed {
             if let (DbMode::InCluster, Some(password)) = (service.database.mode, &settings.db_password) {
                 if !self.running(&self.target.postgres_name(name)).await {
                     match self.target.ensure_database(service, password).await {
-                        Ok(_) => revived.push((name.clone(), "database")),
+                        Ok(_) => revived.push((name.clone(), Component::Database)),
                         Err(e) => tracing::warn!(service = %name, error = %e, "cannot bring the database container back"),
                     }
                 }
@@ -558,7 +564,7 @@ impl DockerStand {
                 continue;
             }
             match self.target.ensure_service(service, settings).await {
-                Ok(_) => revived.push((name.clone(), "service")),
+                Ok(_) => revived.push((name.clone(), Component::Service)),
                 Err(e) => tracing::warn!(service = %name, error = %e, "cannot bring the container back"),
             }
         }
@@ -569,8 +575,7 @@ impl DockerStand {
     /// built from the same inputs ([`crate::image::input_hash`]: everything but the
     /// service binary), and brings up its database and container (kept when unchanged:
     /// a devd restart leaves a running stand as it is). `progress` gets the image
-    /// build's lines and each step as it is done (`image_built` or
-    /// `image_kept`, `database_started`, `container_started`).
+    /// build's lines and each step as it is done ([`EnsureProgress::Done`]).
     pub async fn ensure(
         &mut self,
         service: &ServicePlan,
@@ -619,13 +624,13 @@ impl DockerStand {
         let built = if label(crate::image::LABEL_INPUTS).as_deref() == Some(inputs.as_str())
             && label(LABEL_STAND).as_deref() == Some(self.target.stand.as_str())
         {
-            progress(EnsureProgress::Done { step: "image_kept", what: tag.clone(), ms: millis_since(started) });
+            progress(EnsureProgress::Done(EventBody::ImageKept(done(tag.clone(), started))));
             None
         } else {
             let built = crate::image::build(docker, &spec, |line| progress(EnsureProgress::Line(line)))
                 .await
                 .map_err(|e| e.to_string())?;
-            progress(EnsureProgress::Done { step: "image_built", what: tag.clone(), ms: millis_since(started) });
+            progress(EnsureProgress::Done(EventBody::ImageBuilt(done(tag.clone(), started))));
             Some(built)
         };
         self.target.ensure_network().await.map_err(|e| e.to_string())?;
@@ -637,7 +642,7 @@ impl DockerStand {
                 let step = std::time::Instant::now();
                 self.target.ensure_database(service, &password).await.map_err(|e| e.to_string())?;
                 let what = self.target.postgres_name(&service.name);
-                progress(EnsureProgress::Done { step: "database_started", what, ms: millis_since(step) });
+                progress(EnsureProgress::Done(EventBody::DatabaseStarted(done(what, step))));
                 Some(password)
             }
             DbMode::External => external_password(&self.state_dir, service),
@@ -646,7 +651,7 @@ impl DockerStand {
         let step = std::time::Instant::now();
         self.target.ensure_service(service, &settings).await.map_err(|e| e.to_string())?;
         let what = self.target.container_name(&service.name);
-        progress(EnsureProgress::Done { step: "container_started", what, ms: millis_since(step) });
+        progress(EnsureProgress::Done(EventBody::ContainerStarted(done(what, step))));
         if let Some(previous) = built.as_ref().and_then(|b| b.previous.as_ref()) {
             crate::image::remove_if_unused(self.target.docker(), previous).await;
         }

@@ -64,7 +64,8 @@ use tokio::sync::{mpsc, watch, Mutex};
 
 use stand_shim_protocol::{code, Refusal, BINARY_PATH, RESTART_PATH, STATUS_PATH};
 
-use crate::status::{HealthReport, StatusHub, TargetHealth, TargetState};
+use crate::status::event::TargetReach;
+use crate::status::{EventBody, HealthReport, StatusHub, TargetHealth, TargetState};
 use crate::target::{Instance, ShimError, ShimReply, ShimStatus, Target, TargetError};
 
 mod api;

@@ -185,8 +185,8 @@ impl Reachability {
         let mut rx = self.subscribe();
         loop {
             let health = self.health();
-            let detail = serde_json::json!({ "state": health.state, "reason": health.reason });
-            hub.update("target_state", None, detail, |s| s.target_state = Some(health));
+            let body = EventBody::TargetState(TargetReach { reason: health.reason.clone(), state: health.state });
+            hub.update(body, None, |s| s.target_state = Some(health));
             if rx.changed().await.is_err() {
                 return;
             }
