@@ -71,36 +71,38 @@ impl Client {
     /// Opens the SSE stream (replaying after `after`) and calls `on_event` for each
     /// event until the stream ends or `on_event` returns false.
     pub async fn follow(&self, after: u64, mut on_event: impl FnMut(Event) -> bool) -> Result<u64, ClientError> {
+        use eventsource_stream::{EventStreamError, Eventsource as _};
+        use futures_util::StreamExt as _;
         let url = self.url(&format!("/api/v1/events?after={after}"));
-        let mut response = self.send(self.http.get(&url), &url).await?;
-        let mut buffer = String::new();
+        let response = self.send(self.http.get(&url), &url).await?;
+        // Frames parsed by eventsource-stream (comments and keep-alives yield nothing).
+        let mut frames = response.bytes_stream().eventsource();
         let mut last = after;
-        while let Some(chunk) = response.chunk().await.map_err(|source| ClientError::Unreachable { url: url.clone(), source })? {
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find("\n\n") {
-                let frame: String = buffer.drain(..end + 2).collect();
-                let data: String =
-                    frame.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect::<Vec<_>>().join("\n");
-                if data.is_empty() {
-                    continue; // keep-alive comment
+        while let Some(frame) = frames.next().await {
+            let data = match frame {
+                Ok(frame) => frame.data,
+                Err(EventStreamError::Transport(source)) => return Err(ClientError::Unreachable { url: url.clone(), source }),
+                Err(error) => {
+                    tracing::debug!(%error, "not an SSE frame, skipped");
+                    continue;
                 }
-                match serde_json::from_str::<Event>(&data) {
-                    Ok(event) => {
-                        last = event.seq;
-                        if !on_event(event) {
-                            return Ok(last);
-                        }
+            };
+            match serde_json::from_str::<Event>(&data) {
+                Ok(event) => {
+                    last = event.seq;
+                    if !on_event(event) {
+                        return Ok(last);
                     }
-                    // A kind or a payload this devd does not know (another version's
-                    // daemon): skipped, but not asked for again after a reconnect.
-                    Err(error) => match serde_json::from_str::<Sequenced>(&data) {
-                        Ok(other) => {
-                            tracing::debug!(seq = other.seq, %error, "an event of another devd version, skipped");
-                            last = other.seq;
-                        }
-                        Err(_) => tracing::debug!(%error, "not an event, skipped"),
-                    },
                 }
+                // A kind or a payload this devd does not know (another version's
+                // daemon): skipped, but not asked for again after a reconnect.
+                Err(error) => match serde_json::from_str::<Sequenced>(&data) {
+                    Ok(other) => {
+                        tracing::debug!(seq = other.seq, %error, "an event of another devd version, skipped");
+                        last = other.seq;
+                    }
+                    Err(_) => tracing::debug!(%error, "not an event, skipped"),
+                },
             }
         }
         Ok(last)
@@ -236,25 +238,74 @@ mod tests {
     /// A devd on loopback whose event stream sends `frames` (the `data:` JSON of each)
     /// and ends; returns a client connected to it.
     async fn streaming(frames: &[&str]) -> (Client, tempfile::TempDir) {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
         let mut body = String::new();
         for (n, data) in frames.iter().enumerate() {
             body.push_str(&format!("id: {}\nevent: x\ndata: {data}\n\n", n + 1));
         }
+        serving(vec![body.into_bytes()]).await
+    }
+
+    /// A devd on loopback whose event stream is `chunks`, each one HTTP chunk.
+    async fn serving(chunks: Vec<Vec<u8>>) -> (Client, tempfile::TempDir) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.expect("accept");
             let mut request = [0u8; 1024];
             let _ = socket.read(&mut request).await;
-            let head = format!("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n", body.len());
-            socket.write_all(format!("{head}{body}").as_bytes()).await.expect("answer");
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+            socket.write_all(head.as_bytes()).await.expect("answer");
+            for chunk in chunks {
+                socket.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await.expect("chunk size");
+                socket.write_all(&chunk).await.expect("chunk");
+                socket.write_all(b"\r\n").await.expect("chunk end");
+                socket.flush().await.expect("flush");
+            }
+            socket.write_all(b"0\r\n\r\n").await.expect("last chunk");
         });
         let dir = tempfile::tempdir().expect("tempdir");
         let state = StateDir::new(dir.path());
         std::fs::create_dir_all(state.path()).expect("state dir");
         state.write_info(&DaemonInfo { pid: 1, url, env: "local".into(), started_at: Utc::now() }).expect("info");
         (Client::connect(state).expect("connect"), dir)
+    }
+
+    #[tokio::test]
+    async fn follow_reads_frames_split_anywhere_with_comments_and_multi_line_data() {
+        let event = |seq: u64, service: &str| {
+            let body = EventBody::Instances(crate::status::event::Instances { instances: 2 });
+            serde_json::to_string_pretty(&Event { seq, at: Utc::now(), service: Some(service.into()), body }).expect("json")
+        };
+        // A keep-alive comment, then two events whose JSON spans several `data:` lines.
+        let mut stream = String::from(": keep-alive\n\n");
+        for (seq, service) in [(1, "säule"), (2, "svc2")] {
+            stream.push_str(&format!("id: {seq}\nevent: instances\n"));
+            for line in event(seq, service).lines() {
+                stream.push_str(&format!("data: {line}\n"));
+            }
+            stream.push('\n');
+        }
+        // Cut inside the two-byte `ä` and inside the blank line that ends the first frame.
+        let bytes = stream.into_bytes();
+        let in_char = bytes.windows(2).position(|w| w == "ä".as_bytes()).expect("ä") + 1;
+        let in_frame_end = bytes.windows(2).position(|w| w == b"\n\n".as_slice()).map(|i| i + 1).expect("frame end");
+        let mut cuts = [in_frame_end, in_char, bytes.len()];
+        cuts.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut from = 0;
+        for to in cuts {
+            chunks.push(bytes[from..to].to_vec());
+            from = to;
+        }
+        let (client, _dir) = serving(chunks).await;
+        let mut seen = Vec::new();
+        let last = client.follow(0, |e| {
+            seen.push((e.seq, e.service.unwrap_or_default()));
+            true
+        });
+        assert_eq!(last.await.expect("follows"), 2);
+        assert_eq!(seen, [(1, "säule".to_owned()), (2, "svc2".to_owned())]);
     }
 
     #[tokio::test]
