@@ -310,6 +310,7 @@ impl Loop {
 
     /// Brings the new artifact to where the service runs: on the docker target, the
     /// image and containers first (once); then the delivery task.
+    #[tracing::instrument(level = "warn", name = "deliver", skip_all, fields(service = %service.name, sha256 = %&artifact.sha256[..12.min(artifact.sha256.len())]))]
     async fn deliver(&mut self, service: &plan::ServicePlan, artifact: &crate::build::Artifact, first_event_at: Option<Instant>) {
         let Some(target) = self.target.clone() else { return };
         if !self.plan.live_sync && self.syncers.contains_key(&service.name) {
@@ -445,8 +446,14 @@ impl Loop {
         }
     }
 
-    /// Builds `services` in one cargo invocation and records the outcome.
+    /// Builds `services` in one cargo invocation and records the outcome; what it logs
+    /// is inside `build{id=<n> services=[...]}`.
     async fn build(&mut self, services: &BTreeSet<String>, cause: Cause) {
+        let span = tracing::warn_span!("build", id = self.builds + 1, services = ?services);
+        tracing::Instrument::instrument(self.build_in_span(services, cause), span).await;
+    }
+
+    async fn build_in_span(&mut self, services: &BTreeSet<String>, cause: Cause) {
         let plans: Vec<plan::ServicePlan> =
             self.plan.services.iter().filter(|s| services.contains(&s.name)).cloned().collect();
         if plans.is_empty() {

@@ -72,8 +72,11 @@ impl Drop for SyncHandle {
 pub fn spawn(service: String, target: Arc<dyn Target>, hub: StatusHub, interval: Duration) -> SyncHandle {
     let (desired_tx, desired_rx) = watch::channel(None);
     let (restart_tx, restart_rx) = mpsc::channel(4);
+    // Everything the task logs is inside `sync{service=...}` (a warn span, so that it
+    // is there whenever a warning is: `RUST_LOG=warn` keeps it).
+    let span = tracing::warn_span!("sync", service = %service);
     let syncer = Syncer { service, target, hub, current: None, rolled_back: BTreeMap::new(), list_error: None };
-    let task = tokio::spawn(syncer.run(desired_rx, restart_rx, interval));
+    let task = tokio::spawn(tracing::Instrument::instrument(syncer.run(desired_rx, restart_rx, interval), span));
     SyncHandle { desired: desired_tx, restart: restart_tx, task }
 }
 
@@ -378,3 +381,64 @@ fn short(sha: &str) -> String {
     sha.chars().take(12).collect()
 }
 
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::status::StandStatus;
+
+    /// A target whose instances cannot be listed.
+    struct Broken(reqwest::Client);
+
+    impl Target for Broken {
+        fn kind(&self) -> &'static str {
+            "broken"
+        }
+        fn instances<'a>(&'a self, _service: &'a str) -> futures_util::future::BoxFuture<'a, Result<Vec<Instance>, TargetError>> {
+            Box::pin(async { Err(TargetError::Other("no instances here".into())) })
+        }
+        fn http(&self) -> &reqwest::Client {
+            &self.0
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What a service's delivery task logs is inside its `sync{service=...}` span.
+    #[tokio::test]
+    async fn the_delivery_task_logs_inside_its_service_span() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let hub = StatusHub::new(StandStatus::default());
+        let handle = spawn("svc1".into(), Arc::new(Broken(reqwest::Client::new())), hub, Duration::from_millis(20));
+        handle.deliver(Desired { sha256: "ab".repeat(32), path: PathBuf::from("/nonexistent"), first_event_at: None });
+        let logs = || String::from_utf8_lossy(&buffer.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned();
+        // Bounded: 5 s in steps of 10 ms.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !logs().contains("cannot list instances") && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let text = logs();
+        let line = text.lines().find(|l| l.contains("cannot list instances")).unwrap_or_else(|| panic!("no warning logged: {text}"));
+        assert!(line.contains("sync{service=svc1}"), "{line}");
+    }
+}
