@@ -1,5 +1,6 @@
 //! `devd up` as a real process on a temp copy of the fixture workspace: real files,
 //! real notify, real cargo, real HTTP.
+#![allow(clippy::unwrap_used)] // test code: a panic here is the failure report
 
 mod fixtures;
 
