@@ -243,8 +243,11 @@ fn plan_json_is_the_golden_plan() {
             .to_owned();
         assert!(triple.split('-').count() >= 3, "{triple}");
         actual["build"]["target_triple"] = "x86_64-unknown-linux-gnu".into();
-        let golden_path = root.join(format!("devd/tests/snapshots/plan-{env}.json"));
-        let golden_text = std::fs::read_to_string(&golden_path).expect("golden plan");
+        // The golden plan is tests/stand_toml.rs's insta snapshot: its JSON follows the
+        // header between the two `---` lines.
+        let golden_path = root.join(format!("devd/tests/snapshots/plan-{env}.snap"));
+        let snapshot = std::fs::read_to_string(&golden_path).expect("golden plan");
+        let golden_text = snapshot.splitn(3, "---\n").nth(2).expect("an insta snapshot: header, then the plan").to_owned();
         let golden: serde_json::Value = serde_json::from_str(&golden_text).expect("golden json");
         // The goldens hold the contract's services (service1, service2); one added since
         // (`devd new`) is left out of the comparison.

@@ -2,7 +2,10 @@
 //! plans match the golden JSON under tests/snapshots/; and every environment agrees with
 //! the chart's helm/app/values-<env>.yaml (what devd deploys = what the values file says).
 //!
-//! Regenerate the golden files with `STAND_UPDATE_SNAPSHOTS=1 cargo nextest run -p devd`.
+//! The golden files are insta snapshots (`tests/snapshots/plan-<env>.snap`: a header
+//! naming this file and the command, then the plan's JSON). Regenerate them with
+//! `INSTA_UPDATE=always cargo nextest run -p devd --test stand_toml` (or review the
+//! differences with `cargo insta review`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -76,33 +79,23 @@ fn shipped_stand_toml_declares_the_contract_environments() {
 #[test]
 fn every_environment_matches_its_golden_plan() {
     let stand = shipped();
-    let update = std::env::var_os("STAND_UPDATE_SNAPSHOTS").is_some();
-    let dir = root().join("devd/tests/snapshots");
     for env in ENVIRONMENTS {
         let mut plan = resolve(&stand, env);
         // The goldens hold the contract's services; a service added since (`devd new`)
         // is checked by the tests of the plan, not here.
         plan.services.retain(|s| CONTRACT_SERVICES.contains(&s.name.as_str()));
-        let mut json = serde_json::to_string_pretty(&plan).expect("serializes");
-        json.push('\n');
-        let path = dir.join(format!("plan-{env}.json"));
-        if update {
-            std::fs::create_dir_all(&dir).expect("snapshot dir");
-            std::fs::write(&path, &json).expect("write snapshot");
-            continue;
-        }
-        let golden = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (STAND_UPDATE_SNAPSHOTS=1 writes it)",
-                path.display()
-            )
+        let json = serde_json::to_string_pretty(&plan).expect("serializes");
+        insta::with_settings!({
+            snapshot_path => "snapshots",
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+            description => format!(
+                "devd plan --env {env} --json of the shipped stand.toml (build triple x86_64-unknown-linux-gnu); \
+                 regenerate: INSTA_UPDATE=always cargo nextest run -p devd --test stand_toml"
+            ),
+        }, {
+            insta::assert_snapshot!(format!("plan-{env}"), json);
         });
-        assert_eq!(
-            json,
-            golden,
-            "plan of `{env}` differs from {}",
-            path.display()
-        );
     }
 }
 
