@@ -254,7 +254,7 @@ fn run() -> Result<(), String> {
         let plan = devd::plan::resolve(&stand, "bench", "").map_err(|e| e.to_string())?;
         let service: ServicePlan = plan.services[0].clone();
         let state_dir = root.join(".stand");
-        let host = devd::cli::host_triple();
+        let host = devd::commands::host_triple();
         let mut docker = DockerStand::connect(&plan, &root, &state_dir, &host).await.map_err(|e| e.to_string())?;
         // The same host build as devd's in (a): rustc replayed once cargo has recorded it.
         let mut config = BuildConfig::new(&root, &state_dir);

@@ -1,86 +1,151 @@
-//! The daemon-side commands: `devd up`, `devd build`, `devd status`.
+//! What the commands do: `devd check`, `devd generate`, `devd env list`, `devd plan`,
+//! `devd context`, `devd up`, `devd build`, `devd status`, `devd rebuild|restart`,
+//! `devd logs`, `devd down` and `devd image build`. Their arguments are the clap types
+//! of the `stand-cli` crate; [`crate::cli::run`] calls these.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand};
+use serde::Serialize;
+use stand_cli::{
+    parse_target, ActionArgs, BuildArgs, ContextArgs, DownArgs, ImageBuildArgs, LogsArgs, Place, StatusArgs, UpArgs,
+    Usage,
+};
 
 use crate::build::{BuildConfig, BuildRequest, BuildTarget, Builder};
-use crate::cli::{host_triple, Place, Usage};
 use crate::client::{render_table, Client};
+use crate::config::Stand;
 use crate::daemon::{self, DaemonConfig};
 use crate::plan;
 use crate::statedir::StateDir;
+use crate::values;
 
-#[derive(Debug, Args)]
-pub struct UpArgs {
-    /// The environment (default: `[stand] default_env`).
-    #[arg(long, short, value_name = "ENV")]
-    pub env: Option<String>,
-    /// The status API's port (default: `[stand] api_port`; 0 picks a free one).
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// Where the stand runs. Default: the environment's `target`; for kubernetes with no
-    /// cluster answering (2 s) but a Docker engine that does, docker. docker: devd
-    /// creates the network, databases and containers itself.
-    #[arg(long, value_parser = ["docker", "kubernetes"])]
-    pub target: Option<String>,
-    /// Print no progress lines (warnings and errors still go to stderr).
-    #[arg(long, short)]
-    pub quiet: bool,
-    /// kubernetes target: do not run `helm upgrade --install`, only build and sync
-    /// (Tilt deploys; the stand Tilt extension passes this).
-    #[arg(long)]
-    pub no_deploy: bool,
-    /// Make this the one environment of the stand here: first remove the stand's other
-    /// environments from the current cluster (kubernetes: `helm uninstall` in each one's
-    /// namespace, for those whose contexts allow this cluster; docker: their
-    /// containers). Their databases' data stays (`devd down --env E --volumes` removes
-    /// it). Under Tilt, Tilt removes what a switch drops itself.
-    #[arg(long, conflicts_with = "no_deploy")]
-    pub switch: bool,
+/// The host's target triple (see [`stand_cli::host_triple`]), with a warning when it is
+/// a guess.
+pub fn host_triple() -> String {
+    stand_cli::host_triple().unwrap_or_else(|guess| {
+        match &guess.why {
+            stand_cli::host::Unknown::NoHostLine => {
+                tracing::warn!("`rustc -vV` printed no host line; guessing the host triple");
+            }
+            stand_cli::host::Unknown::Failed(status) => {
+                tracing::warn!(status = %status, "`rustc -vV` failed; guessing the host triple");
+            }
+            stand_cli::host::Unknown::NotRun(e) => {
+                tracing::warn!(error = %e, "cannot run rustc; guessing the host triple");
+            }
+        }
+        guess.triple
+    })
 }
 
-/// `--target docker|kubernetes` (clap has checked the value).
-pub fn parse_target(value: Option<&str>) -> Option<crate::config::Target> {
-    match value? {
-        "docker" => Some(crate::config::Target::Docker),
-        _ => Some(crate::config::Target::Kubernetes),
+/// The stand at `place`: parsed, cross-checked, the files it names checked.
+pub fn load(place: &Place) -> anyhow::Result<Stand> {
+    let stand = place.load()?;
+    tracing::debug!(file = %place.file.display(), "stand.toml loaded");
+    Ok(stand)
+}
+
+pub(crate) fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .context("cannot write to stdout")?;
+    out.flush().context("cannot write to stdout")
+}
+
+fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(value).context("cannot serialize")?;
+    text.push('\n');
+    print(&text)
+}
+
+// ---- check ----------------------------------------------------------------------------
+
+pub fn check(place: &Place) -> anyhow::Result<()> {
+    let stand = load(place)?;
+    values::check_files(&stand, &place.root).map_err(values_error)?;
+    let services = stand.service_names().len();
+    let envs = stand.env_names().len();
+    print(&format!(
+        "ok: {}: {} {}, {} {} (default: {})\n",
+        place.file.display(),
+        services,
+        if services == 1 { "service" } else { "services" },
+        envs,
+        if envs == 1 {
+            "environment"
+        } else {
+            "environments"
+        },
+        stand.section().default_env.get_ref(),
+    ))
+}
+
+/// A values error as anyhow: the file issues as themselves (exit 2), the rest as is.
+fn values_error(e: values::ValuesError) -> anyhow::Error {
+    match e {
+        values::ValuesError::Files(issues) => issues.into(),
+        other => other.into(),
     }
 }
 
-#[derive(Debug, Args)]
-pub struct BuildArgs {
-    /// Services to build, in one cargo invocation (default: every service of the env).
-    pub services: Vec<String>,
-    /// The environment whose plan names the services and the target triple.
-    #[arg(long, short, value_name = "ENV")]
-    pub env: Option<String>,
-    /// Print the artifacts as JSON.
-    #[arg(long)]
-    pub json: bool,
+// ---- generate -------------------------------------------------------------------------
+
+pub fn generate(place: &Place) -> anyhow::Result<()> {
+    let stand = load(place)?;
+    let (written, removed) = values::write_files(&stand, &place.root).map_err(values_error)?;
+    let mut text = String::new();
+    for w in &written {
+        let _ = writeln!(text, "wrote {w}");
+    }
+    for r in &removed {
+        let _ = writeln!(text, "removed {r}");
+    }
+    if written.is_empty() && removed.is_empty() {
+        let _ = writeln!(text, "ok: every generated values file is up to date with {}", place.file.display());
+    }
+    print(&text)
 }
 
-#[derive(Debug, Args)]
-pub struct ActionArgs {
-    /// The service to act on.
-    pub service: String,
+// ---- env list -------------------------------------------------------------------------
+
+pub fn env_list(place: &Place, json: bool) -> anyhow::Result<()> {
+    let stand = load(place)?;
+    let rows = stand_cli::env_summaries(&stand)?;
+    if json {
+        return print_json(&rows);
+    }
+    print(&stand_cli::env_table(&rows))
 }
 
-#[derive(Debug, Args)]
-pub struct StatusArgs {
-    /// Redraw the table on every event from devd.
-    #[arg(long, conflicts_with = "json")]
-    pub watch: bool,
-    /// Print the status API's JSON.
-    #[arg(long)]
-    pub json: bool,
+// ---- plan -----------------------------------------------------------------------------
+
+pub fn plan(place: &Place, env: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let stand = load(place)?;
+    let env = env.unwrap_or(stand.section().default_env.get_ref());
+    let needs_host = stand
+        .environment(env)
+        .is_some_and(|e| e.build_target.is_none());
+    let triple = if needs_host {
+        host_triple()
+    } else {
+        String::new()
+    };
+    let plan = plan::resolve(&stand, env, &triple)?;
+    if json {
+        print_json(&plan)
+    } else {
+        print(&stand_cli::plan_summary(&plan))
+    }
 }
 
-fn env_or_default(place: &Place, env: Option<String>) -> anyhow::Result<(crate::config::Stand, String)> {
-    let stand = place.load()?;
+// ---- the daemon's side ----------------------------------------------------------------
+
+fn env_or_default(place: &Place, env: Option<String>) -> anyhow::Result<(Stand, String)> {
+    let stand = load(place)?;
     let env = env.unwrap_or_else(|| stand.section().default_env.get_ref().clone());
     Ok((stand, env))
 }
@@ -147,50 +212,12 @@ pub fn guard_context(command: &str, plan: &crate::plan::Plan, forced: Option<cra
     })
 }
 
-#[derive(Debug, Args)]
-pub struct ContextArgs {
-    /// The environment (default: `[stand] default_env`).
-    #[arg(long, short, value_name = "ENV")]
-    pub env: Option<String>,
-    /// The kube context to judge (default: the kubeconfig's current context).
-    pub context: Option<String>,
-    /// Print the verdict as JSON and exit 0 either way (what the Tilt extension reads).
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// What `devd context --json` prints.
-#[derive(Debug, serde::Serialize)]
-pub struct ContextVerdict {
-    pub env: String,
-    /// `null` when no kubeconfig names a current context.
-    pub context: Option<String>,
-    pub allowed: bool,
-    /// The environment's patterns (stand.toml `contexts`, or the default).
-    pub contexts: Vec<String>,
-    /// Why not, when not allowed.
-    pub reason: Option<String>,
-}
-
-/// The verdict on `context` (`None`: no current context) for environment `env`.
-pub fn context_verdict(stand: &crate::config::Stand, env: &str, context: Option<String>) -> anyhow::Result<ContextVerdict> {
-    let plan = plan::resolve(stand, env, "")?;
-    let (allowed, reason) = match &context {
-        None => (false, Some("no kubeconfig names a current context (KUBECONFIG, ~/.kube/config)".to_owned())),
-        Some(c) => match plan.allows_context(c) {
-            Ok(()) => (true, None),
-            Err(refused) => (false, Some(refused.to_string())),
-        },
-    };
-    Ok(ContextVerdict { env: env.to_owned(), context, allowed, contexts: plan.contexts, reason })
-}
-
 /// `devd context`: whether an environment may deploy to a kube context, by the same
 /// rule `devd up` applies (the Tilt extension asks this, Tilt's own allow list being
 /// exact names). Refused: exit 2, unless `--json` (the verdict is the answer).
 pub fn context(place: &Place, args: ContextArgs) -> anyhow::Result<()> {
     let (stand, env) = env_or_default(place, args.env)?;
-    let verdict = context_verdict(&stand, &env, args.context.or_else(crate::target::choice::current_context))?;
+    let verdict = stand_cli::context_verdict(&stand, &env, args.context.or_else(crate::target::choice::current_context))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&verdict).context("serialize")?);
         return Ok(());
@@ -370,27 +397,6 @@ pub async fn action(place: &Place, args: ActionArgs, action: &str) -> anyhow::Re
     Ok(())
 }
 
-#[derive(Debug, Args)]
-pub struct LogsArgs {
-    /// The services (default: every service of the environment).
-    pub services: Vec<String>,
-    /// The environment (default: the running devd's, else `[stand] default_env`).
-    #[arg(long, short, value_name = "ENV")]
-    pub env: Option<String>,
-    /// Keep printing, and follow new instances (a re-created container, a new pod).
-    #[arg(long, short)]
-    pub follow: bool,
-    /// Only what was printed in the last DURATION (`30s`, `5m`, `1h`).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub since: Option<std::time::Duration>,
-    /// Only the last N lines of each instance (then, with -f, what follows).
-    #[arg(long, short = 'n', value_name = "N")]
-    pub tail: Option<u64>,
-    /// Where the stand runs (default: the running devd's target, else as `devd up` picks).
-    #[arg(long, value_parser = ["docker", "kubernetes"])]
-    pub target: Option<String>,
-}
-
 /// `devd logs`: the services' output, from the target the stand runs on.
 pub async fn logs(place: &Place, args: LogsArgs) -> anyhow::Result<()> {
     let root = place.root.canonicalize().unwrap_or_else(|_| place.root.clone());
@@ -418,20 +424,6 @@ pub async fn logs(place: &Place, args: LogsArgs) -> anyhow::Result<()> {
     let request = crate::logs::LogRequest { services: args.services, follow: args.follow, since: args.since, tail: args.tail };
     let colour = crate::progress::colour_on(&std::io::stdout());
     crate::logs::run(&plan, target, request, colour).await
-}
-
-#[derive(Debug, Args)]
-pub struct DownArgs {
-    /// The environment (default: `[stand] default_env`).
-    #[arg(long, short, value_name = "ENV")]
-    pub env: Option<String>,
-    /// Also remove the databases' volumes (kubernetes: their PersistentVolumeClaims).
-    #[arg(long)]
-    pub volumes: bool,
-    /// Where the stand runs (default: as `devd up` chooses: the environment's target,
-    /// docker when its cluster does not answer).
-    #[arg(long, value_parser = ["docker", "kubernetes"])]
-    pub target: Option<String>,
 }
 
 /// How long `devd down` waits for a running devd of the environment to stop.
@@ -535,33 +527,6 @@ async fn stop_daemon(state: &StateDir, env: &str) -> anyhow::Result<()> {
     }
     eprintln!("devd: stopped (pid {}) in {} ms", holder.pid, started.elapsed().as_millis());
     Ok(())
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ImageCommand {
-    /// Build a service's dev image (host build + runtime image through the Docker API),
-    /// tagged exactly `--ref` (Tilt's custom_build: `devd image build svc --ref $EXPECTED_REF`).
-    Build(ImageBuildArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct ImageBuildArgs {
-    /// The service.
-    pub service: String,
-    /// The image reference to tag, `image:tag`.
-    #[arg(long = "ref", value_name = "IMAGE:TAG")]
-    pub reference: String,
-    /// The environment whose plan names the service and the target triple.
-    #[arg(long, short, value_name = "ENV")]
-    pub env: Option<String>,
-    /// The `BASE_IMAGE` build arg (default: $STAND_BASE_IMAGE, else stand/base:bookworm
-    /// when the engine has it, else the Dockerfile's).
-    #[arg(long, value_name = "IMAGE")]
-    pub base_image: Option<String>,
-    /// The Dockerfile (its directory is the context dir; default: devd/docker/Dockerfile
-    /// of the stand, else devd's own).
-    #[arg(long, value_name = "FILE")]
-    pub dockerfile: Option<PathBuf>,
 }
 
 pub async fn image_build(place: &Place, args: ImageBuildArgs) -> anyhow::Result<()> {

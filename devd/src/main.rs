@@ -1,6 +1,7 @@
 //! The `devd` binary: parse the command line, build the runtime, run, map the outcome to
 //! an exit code (0 ok, 1 runtime failure, 2 bad input or usage). Everything else is in
-//! the library (`devd::cli`).
+//! the library (`devd::cli`) and the `stand-cli` crate (the clap types, exit codes,
+//! error text).
 
 use std::process::ExitCode;
 
@@ -11,7 +12,7 @@ fn main() -> ExitCode {
     if let Some(code) = devd::replay::wrapper_main() {
         return code;
     }
-    let cli = match devd::cli::Cli::try_parse() {
+    let cli = match stand_cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version print to stdout and succeed; usage errors exit 2.
@@ -37,8 +38,8 @@ fn main() -> ExitCode {
     match runtime.block_on(devd::cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{}", devd::cli::render_error(&e));
-            ExitCode::from(devd::cli::exit_code(&e))
+            eprintln!("{}", stand_cli::render_error(&e));
+            ExitCode::from(stand_cli::exit_code(&e))
         }
     }
 }

@@ -12,30 +12,13 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
-use clap::Args;
+use stand_cli::{NewArgs, Place, Usage};
 
-use crate::cli::{Place, Usage};
 use crate::config::{self, DbMode, Stand};
 use crate::values;
 
 /// The shim's port inside a dev container: no service may listen there.
 const SHIM_PORT: u16 = 7070;
-
-#[derive(Debug, Args)]
-pub struct NewArgs {
-    /// The service's name: a DNS-1035 label (a-z, 0-9, '-', starting with a letter).
-    pub name: String,
-    /// The port it listens on (default: one above the highest port in use).
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// It gets its own PostgreSQL database (`database = true`).
-    #[arg(long)]
-    pub database: bool,
-    /// The environments that run it (repeatable; default: every environment that lists
-    /// all current services).
-    #[arg(long = "env", value_name = "ENV")]
-    pub envs: Vec<String>,
-}
 
 /// What `devd new` did, for the summary it prints.
 #[derive(Debug)]
@@ -47,7 +30,7 @@ pub struct Added {
 }
 
 pub fn run(place: &Place, args: NewArgs) -> anyhow::Result<Added> {
-    let stand = place.load()?;
+    let stand = crate::commands::load(place)?;
     let name = args.name.as_str();
     if !config::is_service_name(name) {
         return Err(Usage(format!(
