@@ -7,7 +7,8 @@
 //! arguments or a missing required one fail the evaluation as they would in Tilt.
 //! Behaviour that matters for the stand extension is reproduced (see `call`):
 //! - `local()` returns a `blob` (no string methods) and runs `devd plan|env list --json`
-//!   through the devd library, with devd's own command-line parser;
+//!   through devd's command-line crate (`stand-cli`) and `stand-model`, with devd's own
+//!   command-line parser;
 //! - `helm()` runs the real `helm template` and drops the chart's test hooks as Tilt does;
 //! - `config.define_*` / `config.parse` honour the simulated `tilt up -- <args>`;
 //! - after the evaluation, Tilt's assembly checks: `k8s_resource` names an existing
@@ -19,10 +20,11 @@
 //! - `tilt-api.json` is a copy inside this package (and a test compares it with
 //!   `../shared/tilt-api.json` when that exists): the tests must not depend on a file
 //!   outside the repository, and an API update is then a visible change here.
-//! - `local('devd ...')` calls the devd library (a dependency) instead of a built
-//!   binary: `CARGO_BIN_EXE_devd` does not exist across packages, a `target/debug/devd`
-//!   may be stale or elsewhere (`CARGO_TARGET_DIR`), and a nested `cargo build` in a
-//!   test is slow and racy. The argv still goes through devd's own clap parser, so a
+//! - `local('devd ...')` calls `stand-cli` and `stand-model` (dependencies; devd's
+//!   commands answer with the same functions) instead of a built binary:
+//!   `CARGO_BIN_EXE_devd` does not exist across packages, a `target/debug/devd` may be
+//!   stale or elsewhere (`CARGO_TARGET_DIR`), and a nested `cargo build` in a test is
+//!   slow and racy. The argv still goes through devd's own clap parser, so a
 //!   flag devd does not accept fails here as it would in Tilt.
 //! - starlark 0.13, not 0.14: 0.14 enables serde_json's `arbitrary_precision`, which
 //!   Cargo's feature unification would impose on every crate of the workspace.
@@ -812,12 +814,12 @@ fn object_id(o: &Json) -> String {
     format!("{}/{}/{}", s("/kind"), s("/metadata/namespace"), s("/metadata/name"))
 }
 
-/// `local(argv)`: `devd ...` runs through the devd library (its own clap parser, then the
-/// same functions `devd plan --json` and `devd env list --json` print). Anything else is
+/// `local(argv)`: `devd ...` runs through devd's command-line crate (its own clap parser,
+/// then the same functions `devd plan --json` and `devd env list --json` print). Anything else is
 /// refused: a Tiltfile that shells out to something else at load time needs a stand-in.
 fn run_local(argv: &[String], dir: &Path) -> anyhow::Result<String> {
     use clap::Parser as _;
-    use devd::cli::{Cli, Command as DevdCommand, EnvCommand, Place};
+    use stand_cli::{Cli, Command as DevdCommand, EnvCommand, Place};
 
     let shown = argv.join(" ");
     let program = argv.first().map(|p| p.rsplit('/').next().unwrap_or(p)).unwrap_or("");
@@ -827,8 +829,8 @@ fn run_local(argv: &[String], dir: &Path) -> anyhow::Result<String> {
     let failed = |e: &anyhow::Error| {
         anyhow!(
             "command {shown:?} failed.\nerror: exit status {}\nstderr:\n{}",
-            devd::cli::exit_code(e),
-            devd::cli::render_error(e)
+            stand_cli::exit_code(e),
+            stand_cli::render_error(e)
         )
     };
     let cli = Cli::try_parse_from(argv).map_err(|e| anyhow!("command {shown:?} failed.\nerror: exit status 2\nstderr:\n{e}"))?;
@@ -841,24 +843,24 @@ fn run_local(argv: &[String], dir: &Path) -> anyhow::Result<String> {
             DevdCommand::Plan(args) if args.json => {
                 let env = args.env.unwrap_or_else(|| stand.section().default_env.get_ref().clone());
                 let needs_host = stand.environment(&env).is_some_and(|e| e.build_target.is_none());
-                let triple = if needs_host { devd::cli::host_triple() } else { String::new() };
-                serde_json::to_value(devd::plan::resolve(&stand, &env, &triple)?)?
+                let triple = if needs_host { stand_cli::host_triple().unwrap_or_else(|guess| guess.triple) } else { String::new() };
+                serde_json::to_value(stand_model::plan::resolve(&stand, &env, &triple)?)?
             }
             // The kube context comes from the evaluation (`k8s_context()`), never from
             // this machine's kubeconfig.
             DevdCommand::Context(args) if args.json => {
                 let env = args.env.unwrap_or_else(|| stand.section().default_env.get_ref().clone());
                 let context = args.context.ok_or_else(|| anyhow!("the stand-in runs `devd context` with an explicit context only"))?;
-                serde_json::to_value(devd::commands::context_verdict(&stand, &env, Some(context))?)?
+                serde_json::to_value(stand_cli::context_verdict(&stand, &env, Some(context))?)?
             }
             DevdCommand::Env(EnvCommand::List(flag)) if flag.json => {
-                serde_json::to_value(devd::cli::env_summaries(&stand)?)?
+                serde_json::to_value(stand_cli::env_summaries(&stand)?)?
             }
             // The real command writes the generated values files; here it must find them
             // up to date (the writes would be no-ops), else the evaluation fails with
             // what `devd check` says: a test never edits the checkout.
             DevdCommand::Generate => {
-                devd::values::check_files(&stand, &place.root).map_err(|e| anyhow!("{e}"))?;
+                stand_model::values::check_files(&stand, &place.root).map_err(|e| anyhow!("{e}"))?;
                 return Ok(String::new());
             }
             _ => bail!("the stand-in local() runs `devd plan --json`, `devd env list --json`, `devd context --json <context>` and `devd generate` only"),

@@ -48,8 +48,8 @@ fn port(svc: &str) -> u64 {
     }
 }
 
-fn shipped_stand() -> devd::config::Stand {
-    match devd::config::load(&repo().join("stand.toml")) {
+fn shipped_stand() -> stand_model::config::Stand {
+    match stand_model::config::load(&repo().join("stand.toml")) {
         Ok(s) => s,
         Err(e) => panic!("{e}"),
     }
@@ -59,7 +59,7 @@ fn shipped_stand() -> devd::config::Stand {
 /// hold) and any that stand.toml has gained since (`devd new`), with each one's
 /// database mode (`in-cluster`, `external`, `none`).
 fn services_of(e: &Env) -> Vec<(String, String)> {
-    let plan = devd::plan::resolve(&shipped_stand(), e.name, "").unwrap_or_else(|err| panic!("{}: {err}", e.name));
+    let plan = stand_model::plan::resolve(&shipped_stand(), e.name, "").unwrap_or_else(|err| panic!("{}: {err}", e.name));
     let names: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
     for s in e.services {
         assert!(names.contains(s), "{}: stand.toml no longer deploys {s} ({names:?})", e.name);
@@ -418,7 +418,7 @@ env_tests! {
 
 #[test]
 fn the_table_covers_every_environment_of_stand_toml() {
-    let place = devd::cli::Place::find(Some(&repo()), None).expect("stand.toml");
+    let place = stand_cli::Place::find(Some(&repo()), None).expect("stand.toml");
     let stand = place.load().expect("stand.toml loads");
     let names: BTreeSet<String> = stand.env_names().into_iter().collect();
     let table: BTreeSet<String> = ENVS.iter().map(|e| e.name.to_owned()).collect();
@@ -485,7 +485,7 @@ fn the_commands_the_extension_runs_are_devds() {
     }
     assert!(commands.len() >= 8, "{commands:?}");
     for c in &commands {
-        if let Err(e) = devd::cli::Cli::try_parse_from(c.split_whitespace()) {
+        if let Err(e) = stand_cli::Cli::try_parse_from(c.split_whitespace()) {
             panic!("devd does not accept `{c}` (docs/CONTRACTS.md, devd CLI):\n{e}");
         }
     }
