@@ -583,7 +583,7 @@ fn call<'v>(
         }
         "encode_yaml" => {
             let j = args.get("obj").cloned().unwrap_or(Json::Null);
-            heap.alloc(Blob(serde_yaml::to_string(&j)?))
+            heap.alloc(Blob(serde_yaml_ng::to_string(&j)?))
         }
         "decode_yaml_stream" => {
             let s = text("yaml")?.unwrap_or_default();
@@ -796,7 +796,7 @@ fn check_label(l: &str) -> Result<(), String> {
 fn parse_yaml_stream(s: &str) -> anyhow::Result<Vec<Json>> {
     use serde::Deserialize as _;
     let mut out = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(s) {
+    for doc in serde_yaml_ng::Deserializer::from_str(s) {
         let j = Json::deserialize(doc).context("invalid YAML")?;
         match j {
             Json::Null => {}
