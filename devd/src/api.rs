@@ -371,28 +371,9 @@ mod tests {
     /// What is logged while a request is served carries the request's span.
     #[tokio::test]
     async fn refusals_and_5xx_are_logged_inside_the_request_span() {
-        use std::sync::Mutex;
         use tower::ServiceExt as _;
 
-        #[derive(Clone, Default)]
-        struct Buffer(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (logs, _guard) = crate::test_logs::capture_warnings();
 
         let (actions, closed) = mpsc::channel(1);
         drop(closed); // devd is shutting down: actions answer 503
@@ -415,7 +396,7 @@ mod tests {
         assert_eq!(refused.status(), StatusCode::FORBIDDEN);
         let failed = app.oneshot(request("POST", "/api/v1/services/svc/rebuild", "127.0.0.1")).await.unwrap();
         assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let logs = logs.text();
         let line = |needle: &str| logs.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no {needle:?} in {logs}")).to_owned();
         assert!(line("foreign host").contains("request{method=GET uri=/api/v1/status}"), "{logs}");
         let failed = line("request failed");

@@ -384,8 +384,6 @@ fn short(sha: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use super::*;
     use crate::status::StandStatus;
 
@@ -404,34 +402,14 @@ mod tests {
         }
     }
 
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// What a service's delivery task logs is inside its `sync{service=...}` span.
     #[tokio::test]
     async fn the_delivery_task_logs_inside_its_service_span() {
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (logs, _guard) = crate::test_logs::capture_warnings();
         let hub = StatusHub::new(StandStatus::default());
         let handle = spawn("svc1".into(), Arc::new(Broken(reqwest::Client::new())), hub, Duration::from_millis(20));
         handle.deliver(Desired { sha256: "ab".repeat(32), path: PathBuf::from("/nonexistent"), first_event_at: None });
-        let logs = || String::from_utf8_lossy(&buffer.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned();
+        let logs = || logs.text();
         // Bounded: 5 s in steps of 10 ms.
         let deadline = Instant::now() + Duration::from_secs(5);
         while !logs().contains("cannot list instances") && Instant::now() < deadline {

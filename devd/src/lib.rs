@@ -24,5 +24,7 @@ pub mod replay;
 pub mod status;
 pub mod statedir;
 pub mod target;
+#[cfg(test)]
+mod test_logs;
 pub mod undeploy;
 pub mod watch;

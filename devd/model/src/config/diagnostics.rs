@@ -254,30 +254,17 @@ fn rephrase(base: &str, msg: &str) -> (String, String, Option<String>) {
             );
         }
     }
-    if let Some(rest) = msg.strip_prefix("invalid type: ") {
-        if let Some((found, expected)) = rest.split_once(", expected ") {
-            let leaf = leaf_name(base);
-            let expected = hint(leaf)
-                .map(str::to_owned)
-                .unwrap_or_else(|| plain_type(expected));
-            return (
-                key_or_doc(),
-                format!("wrong type: found {}", plain_found(found)),
-                Some(expected),
-            );
+    // `invalid type: <found>, expected <what>` / `invalid value: <found>, expected <what>`.
+    let found_message = |found: &str| -> Option<String> {
+        if let Some(found) = found.strip_prefix("invalid type: ") {
+            return Some(format!("wrong type: found {}", plain_found(found)));
         }
-    }
-    if let Some(rest) = msg.strip_prefix("invalid value: ") {
-        if let Some((found, expected)) = rest.split_once(", expected ") {
-            let leaf = leaf_name(base);
-            let expected = hint(leaf)
-                .map(str::to_owned)
-                .unwrap_or_else(|| plain_type(expected));
-            return (
-                key_or_doc(),
-                format!("{} is out of range", plain_found(found)),
-                Some(expected),
-            );
+        found.strip_prefix("invalid value: ").map(|found| format!("{} is out of range", plain_found(found)))
+    };
+    if let Some((found, expected)) = msg.split_once(", expected ") {
+        if let Some(message) = found_message(found) {
+            let expected = hint(leaf_name(base)).map_or_else(|| plain_type(expected), str::to_owned);
+            return (key_or_doc(), message, Some(expected));
         }
     }
     (key_or_doc(), msg.to_owned(), None)
