@@ -386,9 +386,11 @@ fn short(sha: &str) -> String {
 mod tests {
     use super::*;
     use crate::status::StandStatus;
+    use crate::target::shim::DirectHttp;
+    use crate::target::ShimTransport;
 
     /// A target whose instances cannot be listed.
-    struct Broken(reqwest::Client);
+    struct Broken(DirectHttp);
 
     impl Target for Broken {
         fn kind(&self) -> &'static str {
@@ -397,7 +399,7 @@ mod tests {
         fn instances<'a>(&'a self, _service: &'a str) -> futures_util::future::BoxFuture<'a, Result<Vec<Instance>, TargetError>> {
             Box::pin(async { Err(TargetError::Other("no instances here".into())) })
         }
-        fn http(&self) -> &reqwest::Client {
+        fn transport(&self) -> &dyn ShimTransport {
             &self.0
         }
     }
@@ -407,7 +409,7 @@ mod tests {
     async fn the_delivery_task_logs_inside_its_service_span() {
         let (logs, _guard) = crate::test_logs::capture_warnings();
         let hub = StatusHub::new(StandStatus::default());
-        let handle = spawn("svc1".into(), Arc::new(Broken(reqwest::Client::new())), hub, Duration::from_millis(20));
+        let handle = spawn("svc1".into(), Arc::new(Broken(DirectHttp::new(reqwest::Client::new()))), hub, Duration::from_millis(20));
         handle.deliver(Desired { sha256: "ab".repeat(32), path: PathBuf::from("/nonexistent"), first_event_at: None });
         let logs = || logs.text();
         // Bounded: 5 s in steps of 10 ms.

@@ -24,7 +24,8 @@ use bollard::Docker;
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
-use super::{Instance, Target, TargetError};
+use super::shim::DirectHttp;
+use super::{Instance, ShimTransport, Target, TargetError};
 use crate::config::DbMode;
 use crate::plan::{Plan, ServicePlan};
 use crate::status::event::{Component, StepDone};
@@ -50,7 +51,7 @@ pub struct ServiceContainer {
 
 pub struct DockerTarget {
     docker: Docker,
-    http: reqwest::Client,
+    transport: DirectHttp,
     stand: String,
     env: String,
     shim_token: String,
@@ -70,7 +71,7 @@ impl DockerTarget {
             .no_proxy()
             .build()
             .map_err(|e| TargetError::Other(format!("cannot build an HTTP client: {e}")))?;
-        Ok(Self { docker, http, stand: stand.to_owned(), env: env.to_owned(), shim_token: shim_token.to_owned() })
+        Ok(Self { docker, transport: DirectHttp::new(http), stand: stand.to_owned(), env: env.to_owned(), shim_token: shim_token.to_owned() })
     }
 
     pub fn for_plan(plan: &Plan) -> (String, String) {
@@ -421,8 +422,8 @@ impl Target for DockerTarget {
         Box::pin(self.list_instances(service))
     }
 
-    fn http(&self) -> &reqwest::Client {
-        &self.http
+    fn transport(&self) -> &dyn ShimTransport {
+        &self.transport
     }
 }
 

@@ -8,8 +8,9 @@
 //! ## Delivery: the pod proxy subresource, not exec
 //! A new binary goes to a pod's shim as `PUT
 //! /api/v1/namespaces/{ns}/pods/{pod}:{shimPort}/proxy/v1/binary` with the binary as
-//! the body and the headers `X-Stand-Sha256` and `X-Stand-Token` (`Authorization`
-//! belongs to the API server on this path). The alternative, `pods/exec`, needs a
+//! the body and the headers [`SHA_HEADER`] and [`TOKEN_HEADER`] (`Authorization`
+//! belongs to the API server on this path): [`PodProxy`] is the shim client's
+//! transport ([`crate::target::shim::ShimClient`]). The alternative, `pods/exec`, needs a
 //! program in the image to receive the bytes (`tar` or a shell for `kubectl cp`), and
 //! dev images have neither: the shim is the only thing in them besides the service.
 //! exec also speaks a WebSocket/SPDY channel protocol whereas the proxy is plain
@@ -47,14 +48,11 @@
 //! [`KubeError::is_forbidden`] and the caller keeps the plan's triple.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use http::{Method, Request, StatusCode};
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
-use kube::client::Body;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::Client;
@@ -62,22 +60,21 @@ use serde::Serialize;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, watch, Mutex};
 
-use stand_shim_protocol::{code, Refusal, BINARY_PATH, RESTART_PATH, STATUS_PATH};
-
 use crate::status::event::TargetReach;
-use crate::status::{EventBody, HealthReport, StatusHub, TargetHealth, TargetState};
-use crate::target::{Instance, ShimError, ShimReply, ShimStatus, Target, TargetError};
+use crate::status::{EventBody, StatusHub, TargetHealth, TargetState};
+use crate::target::{Instance, ShimTransport, Target, TargetError};
 
 mod api;
 mod nodes;
 mod pods;
+mod proxy;
 mod reach;
 
 pub use api::KubeApi;
 pub use nodes::{pick_triple, triple_for_arch, triple_for_nodes, NodeArch, SUPPORTED_ARCHES};
 pub use pods::{release_selector, service_selector, PodChange, PodInstance, PodTracker, SyncReason, TokenRef};
+pub use proxy::{PodProxy, API_SERVER_CODE};
 pub use reach::{Cluster, Reach, Reachability, HINT_DOWN, HINT_REFUSED};
-use api::{parse_answer, read_artifact};
 use nodes::describe_arches;
 use reach::{unreachable, watch_unreachable, AnsweredBackoff};
 #[cfg(test)]
@@ -129,23 +126,6 @@ pub enum KubeError {
     NoShim { pod: String },
     #[error("secret {secret} has no key `{key}` (the shim token of pod {pod})")]
     NoToken { secret: String, key: String, pod: String },
-    #[error("the shim of pod {pod} answered {status} to {what}: {message}")]
-    Shim {
-        pod: String,
-        what: String,
-        status: u16,
-        /// The shim's `error.code` (e.g. `hash_mismatch`, `rolled_back`), when it sent one.
-        code: Option<String>,
-        message: String,
-    },
-    #[error("the shim of pod {pod} sent an answer devd does not understand to {what}: {detail}")]
-    BadAnswer { pod: String, what: String, detail: String },
-    #[error("cannot read the artifact {path}")]
-    Artifact {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 impl KubeError {
@@ -187,9 +167,8 @@ pub struct KubeTarget {
     /// The watch has listed once: `store` can answer.
     synced: std::sync::Arc<std::sync::atomic::AtomicBool>,
     changes: watch::Sender<u64>,
-    /// Unused: every method of [`Target`] that would use it is overridden (the pod
-    /// proxy needs the API server's credentials, which the kube client carries).
-    http: reqwest::Client,
+    /// The shim client's transport: the API server's pod proxy, with the API's client.
+    proxy: PodProxy,
 }
 
 impl std::fmt::Debug for KubeTarget {
@@ -202,13 +181,13 @@ impl KubeTarget {
     pub fn new(api: KubeApi) -> Self {
         let (store, writer) = reflector::store();
         Self {
+            proxy: PodProxy::new(api.client.clone()),
             reach: Reachability::new(api.cluster().clone()),
             api,
             store,
             writer: std::sync::Arc::new(std::sync::Mutex::new(Some(writer))),
             synced: std::sync::Arc::default(),
             changes: watch::channel(0).0,
-            http: reqwest::Client::new(),
         }
     }
 
@@ -375,42 +354,6 @@ impl KubeTarget {
         }
         Ok(instances)
     }
-
-    async fn shim<T: serde::de::DeserializeOwned>(
-        &self,
-        instance: &Instance,
-        method: Method,
-        path: &str,
-        upload: Option<(Vec<u8>, &str)>,
-    ) -> Result<T, ShimError> {
-        let url = format!("{}{path}", instance.shim_url);
-        let body = self
-            .api
-            .proxy(&instance.name, &instance.shim_url, &instance.shim_token, method, path, upload)
-            .await
-            .map_err(|e| shim_error(&url, e))?;
-        parse_answer(&instance.name, path, &body).map_err(|e| shim_error(&url, e))
-    }
-}
-
-/// A [`KubeError`] on the proxy path as the daemon's [`ShimError`]: the shim's own
-/// answers keep their status and code (409 `rolled_back` is a rollback); the API
-/// server's (pod gone, RBAC, nothing listening) keep its status with code
-/// `kubernetes_api`.
-fn shim_error(url: &str, e: KubeError) -> ShimError {
-    match e {
-        KubeError::Shim { status, code, message, .. } => match Refusal::from_parts(status, code.unwrap_or_default(), message) {
-            Refusal::RolledBack { reason } => ShimError::RolledBack { reason },
-            Refusal::Other { status, code, message } => ShimError::Refused { url: url.to_owned(), status, code, message },
-        },
-        KubeError::Artifact { path, source } => ShimError::Read { path, source },
-        other => ShimError::Refused {
-            url: url.to_owned(),
-            status: other.api_code().unwrap_or(502),
-            code: "kubernetes_api".to_owned(),
-            message: other.to_string(),
-        },
-    }
 }
 
 impl Target for KubeTarget {
@@ -422,32 +365,8 @@ impl Target for KubeTarget {
         Box::pin(self.list_instances(service))
     }
 
-    fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
-    fn deliver<'a>(
-        &'a self,
-        instance: &'a Instance,
-        binary: &'a Path,
-        sha256: &'a str,
-    ) -> BoxFuture<'a, Result<ShimReply, ShimError>> {
-        Box::pin(async move {
-            let bytes = read_artifact(binary).await.map_err(|e| shim_error(&instance.shim_url, e))?;
-            self.shim(instance, Method::PUT, BINARY_PATH, Some((bytes, sha256))).await
-        })
-    }
-
-    fn restart<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, Result<ShimReply, ShimError>> {
-        Box::pin(self.shim(instance, Method::POST, RESTART_PATH, None))
-    }
-
-    fn shim_status<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, Result<ShimStatus, ShimError>> {
-        Box::pin(self.shim(instance, Method::GET, STATUS_PATH, None))
-    }
-
-    fn health<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, HealthReport> {
-        Box::pin(self.api.health_at(&instance.service_url))
+    fn transport(&self) -> &dyn ShimTransport {
+        &self.proxy
     }
 
     fn changes(&self) -> Option<watch::Receiver<u64>> {

@@ -9,8 +9,9 @@
 //! How an instance is reached is the target's business: the docker target publishes the
 //! shim and service ports on 127.0.0.1; the kubernetes target goes through the API
 //! server's pod proxy. Both fill an [`Instance`] with base URLs, and the default
-//! methods of [`Target`] speak the shim protocol ([`shim`]) over [`Target::http`]. A
-//! target whose transport is not plain HTTP (exec, port-forward) overrides them.
+//! methods of [`Target`] speak the shim protocol ([`shim::ShimClient`]) over the
+//! target's [`Target::transport`]: [`shim::DirectHttp`] for docker,
+//! [`kubernetes::PodProxy`] for kubernetes.
 
 pub mod choice;
 pub mod docker;
@@ -22,7 +23,7 @@ use std::path::Path;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
-pub use shim::{ShimError, ShimReply, ShimStatus};
+pub use shim::{ShimError, ShimReply, ShimStatus, ShimTransport};
 
 use crate::status::HealthReport;
 
@@ -36,8 +37,8 @@ pub struct Instance {
     pub service: String,
     /// The shim's base URL (no trailing slash): `PUT {shim_url}/v1/binary`.
     pub shim_url: String,
-    /// The shim's token, sent as `X-Stand-Token` (through a Kubernetes pod proxy the
-    /// `Authorization` header belongs to the API server).
+    /// The shim's token, sent as [`stand_shim_protocol::TOKEN_HEADER`] (through a
+    /// Kubernetes pod proxy the `Authorization` header belongs to the API server).
     pub shim_token: String,
     /// The service's base URL as reachable from devd: `GET {service_url}/health`.
     pub service_url: String,
@@ -78,9 +79,9 @@ pub trait Target: Send + Sync {
     /// cannot answer yet: those show up in a later call).
     fn instances<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<Vec<Instance>, TargetError>>;
 
-    /// The HTTP client that reaches instance URLs (the kubernetes target's carries the
-    /// API server's credentials and TLS settings).
-    fn http(&self) -> &reqwest::Client;
+    /// How requests reach instance URLs (the kubernetes target's carries the API
+    /// server's credentials and TLS settings).
+    fn transport(&self) -> &dyn ShimTransport;
 
     /// Sends `binary` (whose sha256 is `sha256`) to the instance's shim. Ok once the
     /// new binary survived the shim's grace period; [`ShimError::RolledBack`] when it
@@ -91,23 +92,23 @@ pub trait Target: Send + Sync {
         binary: &'a Path,
         sha256: &'a str,
     ) -> BoxFuture<'a, Result<ShimReply, ShimError>> {
-        Box::pin(shim::put_binary(self.http(), instance, binary, sha256))
+        Box::pin(async move { shim::ShimClient::new(self.transport()).put_binary(instance, binary, sha256).await })
     }
 
     /// Restarts the service process in the instance (the shim's `POST /v1/restart`).
     fn restart<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, Result<ShimReply, ShimError>> {
-        Box::pin(shim::restart(self.http(), instance))
+        Box::pin(async move { shim::ShimClient::new(self.transport()).restart(instance).await })
     }
 
     /// What the instance's shim runs (`GET /v1/status`).
     fn shim_status<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, Result<ShimStatus, ShimError>> {
-        Box::pin(shim::status(self.http(), instance))
+        Box::pin(async move { shim::ShimClient::new(self.transport()).status(instance).await })
     }
 
     /// What the service's `GET /health` says: ok, degraded (2xx with `status:
     /// "degraded"`) or unreachable.
     fn health<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, HealthReport> {
-        Box::pin(shim::health(self.http(), instance))
+        Box::pin(async move { shim::ShimClient::new(self.transport()).health(instance).await })
     }
 
     /// Bumped whenever the target sees an instance appear, restart or go (the

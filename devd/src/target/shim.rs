@@ -1,10 +1,24 @@
 //! The client side of the shim protocol (devd/shim/README.md): `PUT /v1/binary`,
 //! `GET /v1/status`, `POST /v1/restart`, plus the service's `GET /health`.
+//!
+//! [`ShimClient`] knows the protocol once: each call's method and path, the token and
+//! sha256 headers, the timeouts, the upload's content type, and how an answer becomes
+//! a DTO or a [`ShimError`]. How a request reaches the instance is a [`ShimTransport`]:
+//! [`DirectHttp`] (the docker target: published ports on loopback) or the kubernetes
+//! target's pod proxy ([`super::kubernetes::PodProxy`]).
+
+mod direct;
 
 use std::path::Path;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use serde::de::DeserializeOwned;
 use stand_shim_protocol::{Refusal, BINARY_PATH, RESTART_PATH, SHA_HEADER, STATUS_PATH, TOKEN_HEADER};
+
+pub use direct::DirectHttp;
 
 use super::Instance;
 use crate::status::HealthReport;
@@ -14,6 +28,8 @@ use crate::status::HealthReport;
 const PUT_TIMEOUT: Duration = Duration::from_secs(60);
 const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// The service's own health path (not the shim's).
+const HEALTH_PATH: &str = "/health";
 
 /// `{sha256, pid, restarts}`: what a swap or a restart answers.
 pub type ShimReply = stand_shim_protocol::Swapped;
@@ -26,14 +42,23 @@ pub enum ShimError {
     /// The new binary exited within the grace period; the previous one runs again.
     #[error("rolled back: {reason}")]
     RolledBack { reason: String },
+    /// A non-2xx answer: the shim's own (its status and `error.code`), or that of what
+    /// stands between devd and the shim (the Kubernetes API server: code
+    /// `kubernetes_api`).
     #[error("shim at {url} refused the request ({status}): {message}")]
     Refused { url: String, status: u16, code: String, message: String },
     #[error("shim at {url} is not reachable: {source}")]
     Unreachable {
         url: String,
         #[source]
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A 2xx answer that is not the protocol's DTO.
+    #[error("shim at {url} sent an answer devd does not understand: {detail}")]
+    BadAnswer { url: String, detail: String },
+    /// The request cannot be sent as it is (a token that is no header value).
+    #[error("cannot send a request to the shim at {url}: {detail}")]
+    BadRequest { url: String, detail: String },
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -42,58 +67,238 @@ pub enum ShimError {
     },
 }
 
-fn request(http: &reqwest::Client, method: reqwest::Method, instance: &Instance, path: &str) -> (String, reqwest::RequestBuilder) {
-    let url = format!("{}{path}", instance.shim_url);
-    // Both forms of the token: `X-Stand-Token` is the one that passes a proxy that owns
-    // `Authorization` (a target behind one overrides these methods or its client).
-    let builder = http
-        .request(method, &url)
-        .header(TOKEN_HEADER, &instance.shim_token)
-        .bearer_auth(&instance.shim_token);
-    (url, builder)
+/// One request to an instance, as the client built it.
+#[derive(Debug)]
+pub struct ShimRequest {
+    pub method: Method,
+    /// `{base}{path}`: an [`Instance`]'s `shim_url` or `service_url` and the path.
+    pub url: String,
+    pub headers: HeaderMap,
+    /// `None`: no body at all.
+    pub body: Option<Vec<u8>>,
+    /// For the whole exchange, the answer's body included.
+    pub timeout: Duration,
 }
 
-async fn answer<T: for<'de> serde::Deserialize<'de>>(url: String, response: Result<reqwest::Response, reqwest::Error>) -> Result<T, ShimError> {
-    let response = response.map_err(|source| ShimError::Unreachable { url: url.clone(), source })?;
-    let status = response.status();
-    if status.is_success() {
-        return response.json().await.map_err(|source| ShimError::Unreachable { url, source });
+/// A whole answer: its status and its body.
+#[derive(Debug)]
+pub struct ShimAnswer {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
+}
+
+/// Why a transport has no answer from the instance itself.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Nothing answered: connection refused, timed out, the answer cut off.
+    #[error("{0}")]
+    Unreachable(Box<dyn std::error::Error + Send + Sync>),
+    /// What stands between devd and the instance answered for itself or failed (the
+    /// Kubernetes API server: the pod is gone, RBAC, nothing listens on the port).
+    /// `code` names it in [`ShimError::Refused`].
+    #[error("{message}")]
+    Proxy { status: u16, code: &'static str, message: String },
+}
+
+/// How requests reach an instance. Object safe (`&dyn ShimTransport`).
+pub trait ShimTransport: Send + Sync {
+    /// Sends one request and reads its whole answer within `request.timeout`.
+    fn send(&self, request: ShimRequest) -> BoxFuture<'_, Result<ShimAnswer, TransportError>>;
+}
+
+/// The shim protocol over a transport.
+pub struct ShimClient<'t, T: ShimTransport + ?Sized> {
+    transport: &'t T,
+}
+
+impl<'t, T: ShimTransport + ?Sized> ShimClient<'t, T> {
+    pub fn new(transport: &'t T) -> Self {
+        Self { transport }
     }
-    let body = response.bytes().await.unwrap_or_default();
-    match Refusal::from_answer(status.as_u16(), &body) {
+
+    /// `PUT /v1/binary`: the file's bytes, verified by the shim against `sha256`.
+    pub async fn put_binary(&self, instance: &Instance, binary: &Path, sha256: &str) -> Result<ShimReply, ShimError> {
+        let body = tokio::fs::read(binary)
+            .await
+            .map_err(|source| ShimError::Read { path: binary.display().to_string(), source })?;
+        let mut headers = token_headers(instance)?;
+        headers.insert(SHA_HEADER, header_value(instance, SHA_HEADER, sha256)?);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        self.call(instance, Method::PUT, BINARY_PATH, headers, Some(body), PUT_TIMEOUT).await
+    }
+
+    /// `POST /v1/restart`: the shim restarts the service process.
+    pub async fn restart(&self, instance: &Instance) -> Result<ShimReply, ShimError> {
+        self.call(instance, Method::POST, RESTART_PATH, token_headers(instance)?, None, PUT_TIMEOUT).await
+    }
+
+    /// `GET /v1/status`: what the shim runs.
+    pub async fn status(&self, instance: &Instance) -> Result<ShimStatus, ShimError> {
+        self.call(instance, Method::GET, STATUS_PATH, token_headers(instance)?, None, STATUS_TIMEOUT).await
+    }
+
+    /// The service's own `GET /health` (no token): ok, degraded or unreachable.
+    pub async fn health(&self, instance: &Instance) -> HealthReport {
+        let request = ShimRequest {
+            method: Method::GET,
+            url: format!("{}{HEALTH_PATH}", instance.service_url),
+            headers: HeaderMap::new(),
+            body: None,
+            timeout: HEALTH_TIMEOUT,
+        };
+        match self.transport.send(request).await {
+            Ok(answer) => HealthReport::from_answer(answer.status.as_u16(), &answer.body),
+            Err(e) => HealthReport::unreachable(format!("no answer from {HEALTH_PATH}: {e}")),
+        }
+    }
+
+    async fn call<R: DeserializeOwned>(
+        &self,
+        instance: &Instance,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<R, ShimError> {
+        let url = format!("{}{path}", instance.shim_url);
+        let request = ShimRequest { method, url: url.clone(), headers, body, timeout };
+        let answer = self.transport.send(request).await.map_err(|e| match e {
+            TransportError::Unreachable(source) => ShimError::Unreachable { url: url.clone(), source },
+            TransportError::Proxy { status, code, message } => {
+                ShimError::Refused { url: url.clone(), status, code: code.to_owned(), message }
+            }
+        })?;
+        read_answer(url, &answer)
+    }
+}
+
+/// A 2xx answer as the DTO, anything else as the shim's refusal (409 `rolled_back`: a
+/// rollback).
+fn read_answer<R: DeserializeOwned>(url: String, answer: &ShimAnswer) -> Result<R, ShimError> {
+    if answer.status.is_success() {
+        return serde_json::from_slice(&answer.body).map_err(|e| ShimError::BadAnswer {
+            detail: format!("{e}: {}", String::from_utf8_lossy(&answer.body).chars().take(200).collect::<String>()),
+            url,
+        });
+    }
+    match Refusal::from_answer(answer.status.as_u16(), &answer.body) {
         Refusal::RolledBack { reason } => Err(ShimError::RolledBack { reason }),
         Refusal::Other { status, code, message } => Err(ShimError::Refused { url, status, code, message }),
     }
 }
 
-pub async fn put_binary(http: &reqwest::Client, instance: &Instance, binary: &Path, sha256: &str) -> Result<ShimReply, ShimError> {
-    let body = tokio::fs::read(binary)
-        .await
-        .map_err(|source| ShimError::Read { path: binary.display().to_string(), source })?;
-    let (url, builder) = request(http, reqwest::Method::PUT, instance, BINARY_PATH);
-    let response = builder.header(SHA_HEADER, sha256).timeout(PUT_TIMEOUT).body(body).send().await;
-    answer(url, response).await
+/// The token in [`TOKEN_HEADER`]: the header that passes a proxy which owns
+/// `Authorization` (the Kubernetes API server), and the one the shim prefers.
+fn token_headers(instance: &Instance) -> Result<HeaderMap, ShimError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(TOKEN_HEADER, header_value(instance, TOKEN_HEADER, &instance.shim_token)?);
+    Ok(headers)
 }
 
-pub async fn restart(http: &reqwest::Client, instance: &Instance) -> Result<ShimReply, ShimError> {
-    let (url, builder) = request(http, reqwest::Method::POST, instance, RESTART_PATH);
-    answer(url, builder.timeout(PUT_TIMEOUT).send().await).await
+fn header_value(instance: &Instance, name: &str, value: &str) -> Result<HeaderValue, ShimError> {
+    // Never the value in the message: it may be the token.
+    HeaderValue::from_str(value).map_err(|_| ShimError::BadRequest {
+        url: instance.shim_url.clone(),
+        detail: format!("the value of {name} is not a valid header value"),
+    })
 }
 
-pub async fn status(http: &reqwest::Client, instance: &Instance) -> Result<ShimStatus, ShimError> {
-    let (url, builder) = request(http, reqwest::Method::GET, instance, STATUS_PATH);
-    answer(url, builder.timeout(STATUS_TIMEOUT).send().await).await
-}
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
 
-pub async fn health(http: &reqwest::Client, instance: &Instance) -> HealthReport {
-    let url = format!("{}/health", instance.service_url);
-    let response = match http.get(&url).timeout(HEALTH_TIMEOUT).send().await {
-        Ok(response) => response,
-        Err(e) => return HealthReport::unreachable(format!("no answer from /health: {e}")),
-    };
-    let status = response.status().as_u16();
-    match response.bytes().await {
-        Ok(body) => HealthReport::from_answer(status, &body),
-        Err(e) => HealthReport::unreachable(format!("/health answer cut off: {e}")),
+    use super::*;
+
+    /// Answers every request with one scripted answer and keeps the requests.
+    struct Scripted {
+        answer: Mutex<Option<Result<ShimAnswer, TransportError>>>,
+        sent: Mutex<Vec<ShimRequest>>,
+    }
+
+    impl Scripted {
+        fn new(answer: Result<ShimAnswer, TransportError>) -> Self {
+            Self { answer: Mutex::new(Some(answer)), sent: Mutex::default() }
+        }
+
+        fn answering(status: u16, body: &str) -> Self {
+            Self::new(Ok(ShimAnswer { status: StatusCode::from_u16(status).expect("status"), body: body.into() }))
+        }
+    }
+
+    impl ShimTransport for Scripted {
+        fn send(&self, request: ShimRequest) -> BoxFuture<'_, Result<ShimAnswer, TransportError>> {
+            self.sent.lock().expect("lock").push(request);
+            let answer = self.answer.lock().expect("lock").take().expect("one request");
+            Box::pin(async move { answer })
+        }
+    }
+
+    fn instance() -> Instance {
+        Instance {
+            id: "c1".into(),
+            name: "c1".into(),
+            service: "svc".into(),
+            shim_url: "http://127.0.0.1:1".into(),
+            shim_token: "tok".into(),
+            service_url: "http://127.0.0.1:2".into(),
+            started_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upload_carries_the_token_the_hash_and_the_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let binary = dir.path().join("svc");
+        std::fs::write(&binary, b"new binary").expect("write");
+        let transport = Scripted::answering(200, r#"{"sha256":"ab","pid":8,"restarts":1}"#);
+        let reply = ShimClient::new(&transport).put_binary(&instance(), &binary, "ab").await.expect("swapped");
+        assert_eq!((reply.sha256.as_deref(), reply.pid, reply.restarts), (Some("ab"), 8, 1));
+        let sent = transport.sent.lock().expect("lock");
+        let put = &sent[0];
+        assert_eq!((&put.method, put.url.as_str(), put.timeout), (&Method::PUT, "http://127.0.0.1:1/v1/binary", PUT_TIMEOUT));
+        assert_eq!(put.headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()), Some("tok"));
+        assert_eq!(put.headers.get(SHA_HEADER).and_then(|v| v.to_str().ok()), Some("ab"));
+        assert_eq!(put.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()), Some("application/octet-stream"));
+        assert!(put.headers.get(http::header::AUTHORIZATION).is_none(), "Authorization may belong to a proxy");
+        assert_eq!(put.body.as_deref(), Some(&b"new binary"[..]));
+    }
+
+    #[tokio::test]
+    async fn answers_become_dtos_refusals_rollbacks_or_bad_answers() {
+        let rolled_back = Scripted::answering(409, r#"{"error":{"code":"rolled_back","message":"exit code 3"}}"#);
+        match ShimClient::new(&rolled_back).restart(&instance()).await {
+            Err(ShimError::RolledBack { reason }) => assert_eq!(reason, "exit code 3"),
+            other => panic!("{other:?}"),
+        }
+        let refused = Scripted::answering(401, r#"{"error":{"code":"unauthorized","message":"bad token"}}"#);
+        match ShimClient::new(&refused).status(&instance()).await {
+            Err(ShimError::Refused { url, status: 401, code, .. }) => {
+                assert_eq!((url.as_str(), code.as_str()), ("http://127.0.0.1:1/v1/status", "unauthorized"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let garbled = Scripted::answering(200, "<html>");
+        assert!(matches!(ShimClient::new(&garbled).status(&instance()).await, Err(ShimError::BadAnswer { .. })));
+        let proxy = Scripted::new(Err(TransportError::Proxy { status: 503, code: "kubernetes_api", message: "no endpoints".into() }));
+        match ShimClient::new(&proxy).status(&instance()).await {
+            Err(ShimError::Refused { status: 503, code, message, .. }) => assert_eq!((code.as_str(), message.as_str()), ("kubernetes_api", "no endpoints")),
+            other => panic!("{other:?}"),
+        }
+        let gone = Scripted::new(Err(TransportError::Unreachable("connection refused".into())));
+        assert!(matches!(ShimClient::new(&gone).status(&instance()).await, Err(ShimError::Unreachable { .. })));
+        let status = Scripted::answering(200, r#"{"binary":"/app/svc","sha256":"ab","pid":7}"#);
+        assert_eq!(ShimClient::new(&status).status(&instance()).await.expect("status").pid, Some(7));
+        let sent = status.sent.lock().expect("lock");
+        assert_eq!((&sent[0].method, sent[0].timeout, sent[0].body.is_none()), (&Method::GET, STATUS_TIMEOUT, true));
+    }
+
+    #[tokio::test]
+    async fn health_asks_the_service_without_the_token() {
+        let transport = Scripted::answering(200, r#"{"status":"degraded","message":"db down"}"#);
+        let report = ShimClient::new(&transport).health(&instance()).await;
+        assert_eq!((report.health, report.detail.as_deref()), (crate::status::Health::Degraded, Some("db down")));
+        let sent = transport.sent.lock().expect("lock");
+        assert_eq!((sent[0].url.as_str(), sent[0].headers.len()), ("http://127.0.0.1:2/health", 0));
     }
 }
