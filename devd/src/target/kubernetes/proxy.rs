@@ -80,3 +80,32 @@ fn api_server_error(source: kube::Error) -> TransportError {
     let error = KubeError::Api { what: "the pod proxy".into(), source };
     TransportError::Proxy { status: error.api_code().unwrap_or(502), code: API_SERVER_CODE, message: error.to_string() }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    use http::{HeaderMap, Method, Response};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_api_server_that_never_answers_is_unreachable_after_the_timeout() {
+        let silent = tower::service_fn(|_: Request<Body>| std::future::pending::<Result<Response<Body>, Infallible>>());
+        let proxy = PodProxy::new(Client::new(silent, "default"));
+        let request = ShimRequest {
+            method: Method::GET,
+            url: "/api/v1/namespaces/stand/pods/p:7070/proxy/v1/status".into(),
+            headers: HeaderMap::new(),
+            body: None,
+            timeout: Duration::from_secs(3),
+        };
+        let start = tokio::time::Instant::now();
+        match proxy.send(request).await {
+            Err(TransportError::Unreachable(e)) => assert!(e.to_string().contains("within 3s"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(start.elapsed(), Duration::from_secs(3), "the request's own timeout");
+    }
+}
