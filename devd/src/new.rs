@@ -18,7 +18,7 @@ use crate::config::{self, DbMode, Stand};
 use crate::values;
 
 /// The shim's port inside a dev container: no service may listen there.
-const SHIM_PORT: u16 = 7070;
+const SHIM_PORT: u16 = stand_shim_protocol::DEFAULT_PORT;
 
 /// What `devd new` did, for the summary it prints.
 #[derive(Debug)]
