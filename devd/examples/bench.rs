@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use devd::build::{BuildConfig, BuildRequest, BuildTarget, Builder};
 use devd::plan::ServicePlan;
-use devd::target::docker::DockerStand;
-use devd::target::Target as _;
+use devd::runtime::docker::DockerStand;
+use devd::runtime::Target as _;
 use serde_json::Value;
 
 const BASE_IMAGE: &str = "stand/base:bookworm";

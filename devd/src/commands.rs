@@ -161,7 +161,7 @@ pub async fn up(place: &Place, args: UpArgs) -> anyhow::Result<()> {
     let forced = parse_target(args.target.as_deref());
     // Before the probe below: not one request to a cluster the environment may not use.
     guard_context("up", &env_plan, forced)?;
-    let choice = crate::target::choice::choose(&env, env_plan.target, forced, args.no_deploy).await?;
+    let choice = crate::runtime::choice::choose(&env, env_plan.target, forced, args.no_deploy).await?;
     if let Some(note) = &choice.note {
         eprintln!("{note}");
     }
@@ -198,7 +198,7 @@ pub fn guard_context(command: &str, plan: &crate::plan::Plan, forced: Option<cra
     if forced.unwrap_or(plan.target) != crate::config::Target::Kubernetes {
         return Ok(());
     }
-    let Some(context) = crate::target::choice::current_context() else {
+    let Some(context) = crate::runtime::choice::current_context() else {
         return Ok(());
     };
     plan.allows_context(&context).map_err(|refused| {
@@ -217,7 +217,7 @@ pub fn guard_context(command: &str, plan: &crate::plan::Plan, forced: Option<cra
 /// exact names). Refused: exit 2, unless `--json` (the verdict is the answer).
 pub fn context(place: &Place, args: ContextArgs) -> anyhow::Result<()> {
     let (stand, env) = env_or_default(place, args.env)?;
-    let verdict = stand_cli::context_verdict(&stand, &env, args.context.or_else(crate::target::choice::current_context))?;
+    let verdict = stand_cli::context_verdict(&stand, &env, args.context.or_else(crate::runtime::choice::current_context))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&verdict).context("serialize")?);
         return Ok(());
@@ -244,7 +244,7 @@ async fn deploy(
     if target.unwrap_or(plan.target) != crate::config::Target::Kubernetes {
         return Ok(());
     }
-    if !crate::target::kubernetes::config_available().await {
+    if !crate::runtime::kubernetes::config_available().await {
         eprintln!("devd: no Kubernetes config (kubeconfig or in-cluster): not deploying (`devd up --no-deploy` skips this check)");
         return Ok(());
     }
@@ -419,7 +419,7 @@ pub async fn logs(place: &Place, args: LogsArgs) -> anyhow::Result<()> {
         (Some(target), _) => target,
         (None, Some("docker")) => crate::config::Target::Docker,
         (None, Some(_)) => crate::config::Target::Kubernetes,
-        (None, None) => crate::target::choice::choose(&env, plan.target, None, false).await?.target,
+        (None, None) => crate::runtime::choice::choose(&env, plan.target, None, false).await?.target,
     };
     let request = crate::logs::LogRequest { services: args.services, follow: args.follow, since: args.since, tail: args.tail };
     let colour = crate::progress::colour_on(&std::io::stdout());
@@ -440,7 +440,7 @@ pub async fn down(place: &Place, args: DownArgs) -> anyhow::Result<()> {
     let plan = plan::resolve(&stand, &env, "")?;
     let forced = parse_target(args.target.as_deref());
     guard_context("down", &plan, forced)?;
-    let target = crate::target::choice::choose(&env, plan.target, forced, false).await?.target;
+    let target = crate::runtime::choice::choose(&env, plan.target, forced, false).await?.target;
     let root = place.root.canonicalize().unwrap_or_else(|_| place.root.clone());
     stop_daemon(&StateDir::new(&root), &env).await?;
     let lines = match target {
@@ -457,7 +457,7 @@ pub async fn down(place: &Place, args: DownArgs) -> anyhow::Result<()> {
 }
 
 async fn docker_down(plan: &crate::plan::Plan, volumes: bool) -> anyhow::Result<Vec<String>> {
-    let target = crate::target::docker::DockerTarget::connect(&plan.stand, &plan.env, "").await?;
+    let target = crate::runtime::docker::DockerTarget::connect(&plan.stand, &plan.env, "").await?;
     let removed = target.down(volumes).await?;
     if removed.is_empty() {
         return Ok(vec![format!("nothing to remove for {}-{}", plan.stand, plan.env)]);
@@ -472,7 +472,7 @@ async fn switch_away(place: &Place, stand: &crate::config::Stand, env: &str, tar
     let replaced: Vec<&crate::plan::Plan> = match target {
         crate::config::Target::Kubernetes => {
             // guard_context has let this context through for `env`.
-            let context = crate::target::choice::current_context().unwrap_or_default();
+            let context = crate::runtime::choice::current_context().unwrap_or_default();
             crate::undeploy::replaced_by(&plans, env, &context)
         }
         crate::config::Target::Docker => plans.iter().filter(|p| p.env != env).collect(),
@@ -487,7 +487,7 @@ async fn switch_away(place: &Place, stand: &crate::config::Stand, env: &str, tar
                 crate::undeploy::describe(other, &removed)
             }
             crate::config::Target::Docker => {
-                let target = crate::target::docker::DockerTarget::connect(&other.stand, &other.env, "").await?;
+                let target = crate::runtime::docker::DockerTarget::connect(&other.stand, &other.env, "").await?;
                 target.down(false).await?.into_iter().map(|what| format!("removed {what}")).collect()
             }
         };

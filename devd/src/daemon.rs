@@ -25,9 +25,9 @@ use crate::plan::{self, Plan, PlanError};
 use crate::statedir::{DaemonInfo, StateDir, StateError};
 use crate::status::event::{self, Deployed, Failure};
 use crate::status::{ArtifactStatus, BuildState, EventBody, ServiceStatus, StandStatus, StatusHub};
-use crate::target::docker::{DockerStand, EnsureProgress};
-use crate::target::kubernetes::{self, KubeStand};
-use crate::target::{Target, TargetError};
+use crate::runtime::docker::{DockerStand, EnsureProgress};
+use crate::runtime::kubernetes::{self, KubeStand};
+use crate::runtime::{Target, TargetError};
 use crate::watch::{self, ChangeBatch, WatchConfig, WatchError};
 
 #[derive(Debug, thiserror::Error)]

@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use crate::build::millis;
 use crate::status::event::{self, SkipReason};
 use crate::status::{EventBody, HealthReport, InstanceStatus, StatusHub};
-use crate::target::{Instance, ShimError, Target, TargetError};
+use crate::runtime::{Instance, ShimError, Target, TargetError};
 
 /// How long a new binary may take to answer /health after the swap.
 const SERVING_DEADLINE: Duration = Duration::from_secs(30);
@@ -386,8 +386,8 @@ fn short(sha: &str) -> String {
 mod tests {
     use super::*;
     use crate::status::StandStatus;
-    use crate::target::shim::DirectHttp;
-    use crate::target::ShimTransport;
+    use crate::runtime::shim::DirectHttp;
+    use crate::runtime::ShimTransport;
 
     /// A target whose instances cannot be listed.
     struct Broken(DirectHttp);

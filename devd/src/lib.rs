@@ -23,7 +23,7 @@ pub mod progress;
 pub mod replay;
 pub mod status;
 pub mod statedir;
-pub mod target;
+pub mod runtime;
 #[cfg(test)]
 mod test_logs;
 pub mod undeploy;

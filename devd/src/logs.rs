@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Target;
 use crate::plan::Plan;
-use crate::target::docker::{LABEL_COMPONENT, LABEL_ENV, LABEL_SERVICE, LABEL_STAND};
+use crate::runtime::docker::{LABEL_COMPONENT, LABEL_ENV, LABEL_SERVICE, LABEL_STAND};
 
 /// How often `-f` looks for new instances.
 pub const DISCOVER_EVERY: Duration = Duration::from_secs(1);
@@ -220,7 +220,7 @@ async fn kubernetes(plan: &Plan, services: &[String], request: &LogRequest, tx: 
     let mut first = true;
     loop {
         for service in services {
-            let selector = crate::target::kubernetes::service_selector(&plan.release, service);
+            let selector = crate::runtime::kubernetes::service_selector(&plan.release, service);
             let list = pods.list(&ListParams::default().labels(&selector)).await?;
             for pod in list.items {
                 let Some(name) = pod.metadata.name.clone() else { continue };

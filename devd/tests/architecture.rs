@@ -17,7 +17,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let path = entry.expect("dir entry").path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
         if path.is_dir() {
-            // `target` is cargo's output beside a crate, but devd/src/target is source.
+            // cargo's output (it holds CACHEDIR.TAG) is not source.
             let cargo_output = name == "target" && path.join("CACHEDIR.TAG").exists();
             if !cargo_output && !matches!(name.as_str(), "tests" | "fixtures" | "benches") {
                 rust_files(&path, out);

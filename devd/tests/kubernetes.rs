@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use devd::deliver::{self, Desired};
 use devd::status::event::{DeliverySkipped, SkipReason};
 use devd::status::{EventBody, ServiceStatus, StandStatus, StatusHub};
-use devd::target::kubernetes::{Cluster, KubeApi, KubeError, KubeTarget, PodChange, Reach, SyncReason};
-use devd::target::{ShimError, Target};
+use devd::runtime::kubernetes::{Cluster, KubeApi, KubeError, KubeTarget, PodChange, Reach, SyncReason};
+use devd::runtime::{ShimError, Target};
 use futures_util::Stream;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Frame;
@@ -353,7 +353,7 @@ async fn running_pods_of_a_service_are_found_by_the_chart_labels() {
     assert_eq!(log[0].uri, format!("/api/v1/namespaces/{NS}/pods?&{SELECTOR_Q}"));
 }
 
-async fn instance_of(fake: &Fake, target: &KubeTarget) -> devd::target::Instance {
+async fn instance_of(fake: &Fake, target: &KubeTarget) -> devd::runtime::Instance {
     fake.state().pods = vec![pod("service1-7d9f8b6c5-aaaaa", "u1", "Running", true, 0)];
     let mut instances = target.instances("service1").await.expect("instances");
     assert_eq!(instances.len(), 1);
@@ -585,7 +585,7 @@ async fn the_pod_watch_backs_off_while_refused_and_recovers() {
     assert!(reason.contains("Connection refused"), "{reason}");
     assert!(hint.contains("start the cluster") && hint.contains("devd up --target docker"), "{hint}");
     let err = target.instances("service1").await.expect_err("unreachable");
-    assert!(matches!(err, devd::target::TargetError::Unreachable { .. }), "{err:?}");
+    assert!(matches!(err, devd::runtime::TargetError::Unreachable { .. }), "{err:?}");
     assert!(err.to_string().contains("https://127.0.0.1:6443 (context kind-stand)"), "{err}");
 
     // A minute of refused connections (virtual time).

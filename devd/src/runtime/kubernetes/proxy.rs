@@ -8,9 +8,9 @@ use kube::client::Body;
 use kube::Client;
 
 use super::KubeError;
-use crate::target::shim::{ShimAnswer, ShimRequest, ShimTransport, TransportError};
+use crate::runtime::shim::{ShimAnswer, ShimRequest, ShimTransport, TransportError};
 
-/// The code of [`crate::target::ShimError::Refused`] when the API server answered for
+/// The code of [`crate::runtime::ShimError::Refused`] when the API server answered for
 /// itself (the pod is gone, RBAC, nothing listens on the port) or did not answer.
 pub const API_SERVER_CODE: &str = "kubernetes_api";
 

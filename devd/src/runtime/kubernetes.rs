@@ -10,7 +10,7 @@
 //! /api/v1/namespaces/{ns}/pods/{pod}:{shimPort}/proxy/v1/binary` with the binary as
 //! the body and the headers [`SHA_HEADER`] and [`TOKEN_HEADER`] (`Authorization`
 //! belongs to the API server on this path): [`PodProxy`] is the shim client's
-//! transport ([`crate::target::shim::ShimClient`]). The alternative, `pods/exec`, needs a
+//! transport ([`crate::runtime::shim::ShimClient`]). The alternative, `pods/exec`, needs a
 //! program in the image to receive the bytes (`tar` or a shell for `kubectl cp`), and
 //! dev images have neither: the shim is the only thing in them besides the service.
 //! exec also speaks a WebSocket/SPDY channel protocol whereas the proxy is plain
@@ -62,7 +62,7 @@ use tokio::sync::{mpsc, watch, Mutex};
 
 use crate::status::event::TargetReach;
 use crate::status::{EventBody, StatusHub, TargetHealth, TargetState};
-use crate::target::{Instance, ShimTransport, Target, TargetError};
+use crate::runtime::{Instance, ShimTransport, Target, TargetError};
 
 mod api;
 mod nodes;
