@@ -1,9 +1,13 @@
 //! devd: turns `stand.toml` into a running stand and keeps it current while you edit.
 //!
-//! The pure core lives in the `stand-model` crate ([`config`]: the stand.toml model,
-//! [`plan`]: an environment resolved), re-exported here under the same names. This crate
-//! holds the adapters around it: [`graph`] (cargo metadata), [`watch`], [`build`], the
-//! runtimes, delivery, status and the API.
+//! Owns the IO around the pure parts: the cargo workspace graph ([`graph`]), the file
+//! watch ([`watch`]), builds and the artifact store ([`build`], [`replay`]), dev images
+//! ([`image`]), the runtimes where the stand runs ([`runtime`]: docker, kubernetes, the
+//! shim client), delivery ([`deliver`]), the status hub and its events ([`status`]), the
+//! API ([`api`]), the daemon loop ([`daemon`]) and the commands ([`commands`]).
+//! Never does: parse or judge stand.toml, resolve a plan or write Helm values (the
+//! `stand-model` crate, re-exported here as [`config`], [`plan`] and [`values`]); define
+//! the command line's types (`stand-cli`) or the shim's protocol (`stand-shim-protocol`).
 
 pub use stand_model::{config, plan, values};
 

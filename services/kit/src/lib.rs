@@ -4,6 +4,10 @@
 //!
 //! A service crate contributes only what is its own (name, default port, migrations,
 //! its `/api/<name>` description) and calls [`serve`].
+//!
+//! Never does: know which services exist or where they run (stand.toml and devd do), or
+//! speak the shim's protocol (a service is an ordinary process: it reads `PORT`, or takes
+//! an inherited listener by the standard socket-activation protocol, whoever passes it).
 
 pub mod activation;
 pub mod config;
