@@ -49,11 +49,20 @@ pub fn load(place: &Place) -> anyhow::Result<Stand> {
     Ok(stand)
 }
 
+/// Everything a command prints on stdout goes through here. A reader that closed the
+/// pipe (`devd plan --json | head -1`) ends the output, not the command: no panic, no
+/// error (the rest had nowhere to go).
 pub(crate) fn print(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .context("cannot write to stdout")?;
-    out.flush().context("cannot write to stdout")
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written.context("cannot write to stdout"),
+    }
+}
+
+/// A line on stdout (see [`print`]).
+pub(crate) fn print_line(line: impl std::fmt::Display) -> anyhow::Result<()> {
+    print(&format!("{line}\n"))
 }
 
 fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
@@ -219,12 +228,12 @@ pub fn context(place: &Place, args: ContextArgs) -> anyhow::Result<()> {
     let (stand, env) = env_or_default(place, args.env)?;
     let verdict = stand_cli::context_verdict(&stand, &env, args.context.or_else(crate::runtime::choice::current_context))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&verdict).context("serialize")?);
+        print_json(&verdict)?;
         return Ok(());
     }
     match (&verdict.context, verdict.allowed) {
         (Some(c), true) => {
-            println!("env `{env}` may deploy to kube context `{c}` ({})", verdict.contexts.join(", "));
+            print_line(format_args!("env `{env}` may deploy to kube context `{c}` ({})", verdict.contexts.join(", ")))?;
             Ok(())
         }
         _ => Err(Usage(verdict.reason.unwrap_or_default()).into()),
@@ -303,10 +312,10 @@ pub async fn build(place: &Place, args: BuildArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("{}\n{}", e.message, e.rendered))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&output.artifacts).context("serialize")?);
+        print_json(&output.artifacts)?;
     } else {
         for a in &output.artifacts {
-            println!("{}  {}  {} bytes  {} ms  {}", a.package, &a.sha256[..12], a.size, a.build_duration_ms, a.path.display());
+            print_line(format_args!("{}  {}  {} bytes  {} ms  {}", a.package, &a.sha256[..12], a.size, a.build_duration_ms, a.path.display()))?;
         }
     }
     Ok(())
@@ -317,17 +326,13 @@ pub async fn status(place: &Place, args: StatusArgs) -> anyhow::Result<()> {
     let client = Client::connect(StateDir::new(&root))?;
     if args.json {
         let status = client.status().await?;
-        println!("{}", serde_json::to_string_pretty(&status).context("serialize")?);
+        print_json(&status)?;
         return Ok(());
     }
     let draw = |status: &crate::status::StandStatus, clear: bool| {
-        let mut out = std::io::stdout().lock();
-        if clear {
-            // Clear the screen and go home, then draw.
-            let _ = write!(out, "\x1b[2J\x1b[H");
-        }
-        let _ = write!(out, "{}", render_table(status, chrono::Utc::now()));
-        let _ = out.flush();
+        // Clear the screen and go home, then draw (a closed pipe just ends the drawing).
+        let clear = if clear { "\x1b[2J\x1b[H" } else { "" };
+        let _ = print(&format!("{clear}{}", render_table(status, chrono::Utc::now())));
     };
     let first = client.status().await?;
     draw(&first, args.watch);
@@ -393,7 +398,7 @@ pub async fn action(place: &Place, args: ActionArgs, action: &str) -> anyhow::Re
         }
         other => other?,
     }
-    println!("{action} of {} requested", args.service);
+    print_line(format_args!("{action} of {} requested", args.service))?;
     Ok(())
 }
 
@@ -451,7 +456,7 @@ pub async fn down(place: &Place, args: DownArgs) -> anyhow::Result<()> {
         crate::config::Target::Docker => docker_down(&plan, args.volumes).await?,
     };
     for line in lines {
-        println!("{line}");
+        print_line(line)?;
     }
     Ok(())
 }
@@ -572,10 +577,13 @@ pub async fn image_build(place: &Place, args: ImageBuildArgs) -> anyhow::Result<
         dockerfile: args.dockerfile.or_else(|| image::stand_dockerfile(&root)),
         labels: Default::default(),
     };
-    let built = image::build(&docker, &spec, |line| println!("{line}")).await?;
+    let built = image::build(&docker, &spec, |line| {
+        let _ = print_line(line);
+    })
+    .await?;
     if let Some(previous) = &built.previous {
         image::remove_if_unused(&docker, previous).await;
     }
-    println!("built {} ({})", built.tag, built.id);
+    print_line(format_args!("built {} ({})", built.tag, built.id))?;
     Ok(())
 }

@@ -467,3 +467,34 @@ fn logs_of_an_unknown_service_exits_2_naming_the_valid_ones() {
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("no service `nope` in env `local`; valid: service1"), "{}", stderr(&o));
 }
+
+/// A reader that is gone before devd writes (`devd plan --json | head -0`) ends the
+/// output, not the command: exit 0, no panic, for every command that prints on stdout
+/// without needing a running devd.
+#[test]
+fn a_closed_stdout_ends_the_output_quietly() {
+    let root = root();
+    for args in [
+        &["plan", "--env", "local", "--json"][..],
+        &["plan", "--env", "local"][..],
+        &["env", "list", "--json"][..],
+        &["env", "list"][..],
+        &["check"][..],
+        &["context", "--env", "local", "--json", "kind-stand"][..],
+        &["context", "--env", "local", "kind-stand"][..],
+    ] {
+        // The pipe's read end is closed before devd starts: its first write fails.
+        let (read, write) = nix::unistd::pipe().expect("pipe");
+        drop(read);
+        let out = Command::new(env!("CARGO_BIN_EXE_devd"))
+            .args(args)
+            .current_dir(&root)
+            .stdout(std::process::Stdio::from(write))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run devd");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
