@@ -53,3 +53,19 @@ apt_install() {
   apt-get install -y -qq -o DPkg::Lock::Timeout=120 --no-install-recommends $missing </dev/null >"$STAND_STATE_DIR/apt.log" 2>&1 \
     || { tail -n 20 "$STAND_STATE_DIR/apt.log" >&2; die "apt-get install failed: $missing"; }
 }
+
+# A Python venv at $1 (created once), from a real interpreter path (not a pyenv shim,
+# so the venv does not depend on shims); ensurepip too: Ubuntu's python3 has the venv
+# module without it (package python3-venv).
+ensure_venv() {
+  local venv=$1 py
+  "$venv/bin/python" -c 'import sys' 2>/dev/null && return 0
+  py=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null || true)
+  if [[ -z $py ]] || ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    apt_install python3 python3-venv
+    py=/usr/bin/python3
+  fi
+  log "creating venv $venv with $py"
+  rm -rf "$venv"; mkdir -p "${venv%/*}"
+  "$py" -m venv "$venv" || die "cannot create venv with $py"
+}

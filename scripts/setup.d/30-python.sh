@@ -26,18 +26,7 @@ if [[ $(installed_version) == "$KV_VERSION" && $(readlink "$LINK" 2>/dev/null) =
   exit 0
 fi
 
-# A real interpreter path (not a pyenv shim), so the venv does not depend on shims.
-py=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null || true)
-# ensurepip too: Ubuntu's python3 has the venv module without it (package python3-venv).
-if [[ -z $py ]] || ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-  apt_install python3 python3-venv
-  py=/usr/bin/python3
-fi
-if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
-  log "creating venv $VENV with $py"
-  rm -rf "$VENV"; mkdir -p "${VENV%/*}"
-  "$py" -m venv "$VENV" || die "cannot create venv with $py"
-fi
+ensure_venv "$VENV"
 log "pip install kubernetes-validate==$KV_VERSION"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "kubernetes-validate==$KV_VERSION" </dev/null \
   || die "pip install kubernetes-validate failed"

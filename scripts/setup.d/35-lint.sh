@@ -34,18 +34,7 @@ check() {
 }
 
 install_python_tools() {
-  # The same interpreter choice as 30-python: a real path, not a pyenv shim.
-  local py
-  py=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null || true)
-  if [[ -z $py ]] || ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-    apt_install python3 python3-venv
-    py=/usr/bin/python3
-  fi
-  if ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
-    log "creating venv $VENV with $py"
-    rm -rf "$VENV"; mkdir -p "${VENV%/*}"
-    "$py" -m venv "$VENV" || die "cannot create venv with $py"
-  fi
+  ensure_venv "$VENV"
   log "pip install zizmor==$ZIZMOR_VERSION check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
     "zizmor==$ZIZMOR_VERSION" "check-jsonschema==$CHECK_JSONSCHEMA_VERSION" </dev/null \

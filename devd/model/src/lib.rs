@@ -11,3 +11,5 @@ pub mod helm;
 pub mod plan;
 pub mod topology;
 pub mod values;
+#[cfg(test)]
+mod testing;

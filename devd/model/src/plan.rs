@@ -311,26 +311,7 @@ mod tests {
         }
     }
 
-    const BASE: &str = r#"
-[stand]
-name = "s"
-chart = "helm/app"
-release = "s"
-default_env = "a"
-
-[services.web]
-package = "web"
-path = "services/web"
-port = 5001
-image = "s/web"
-
-[services.api]
-package = "api"
-path = "services/api"
-port = 5002
-database = true
-image = "s/api"
-"#;
+    use crate::testing::SERVICES as BASE;
 
     #[test]
     fn rustc_host_line() {

@@ -421,30 +421,10 @@ fn plain_key(k: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     use super::*;
 
-    const STAND: &str = r#"
-[stand]
-name = "s"
-chart = "helm/app"
-release = "s"
-default_env = "a"
-
-[services.web]
-package = "web"
-path = "services/web"
-port = 5001
-image = "s/web"
-
-[services.api]
-package = "api"
-path = "services/api"
-port = 5002
-database = true
-image = "s/api"
-
+    const ENVS: &str = r#"
 [env.a]
 services = ["web", "api"]
 live_sync = true
@@ -462,10 +442,7 @@ env = { RUST_LOG = "debug", "odd key" = "yes" }
 "#;
 
     fn stand() -> Stand {
-        match Stand::parse(STAND, Path::new("stand.toml")) {
-            Ok(s) => s,
-            Err(e) => panic!("{e}"),
-        }
+        crate::testing::stand(ENVS)
     }
 
     #[test]
