@@ -421,7 +421,6 @@ fn plain_key(k: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
 
     const ENVS: &str = r#"
