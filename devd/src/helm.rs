@@ -54,7 +54,14 @@ async fn run(program: &Path, root: &Path, args: &[String]) -> Result<HelmOutput,
         .collect::<Vec<_>>()
         .join(" ");
     tracing::debug!(%command, "running helm");
-    let output = tokio::process::Command::new(program)
+    let mut helm = tokio::process::Command::new(program);
+    // helm talks to the cluster devd checked: the kubeconfig's current context. Its own
+    // overrides would point it elsewhere (HELM_KUBECONTEXT=prod while the current
+    // context is kind-stand), past the context guard.
+    for var in HELM_CLUSTER_OVERRIDES {
+        helm.env_remove(var);
+    }
+    let output = helm
         .args(args)
         .current_dir(root)
         .stdin(Stdio::null())
@@ -71,6 +78,19 @@ async fn run(program: &Path, root: &Path, args: &[String]) -> Result<HelmOutput,
     }
     Ok(HelmOutput { command, stdout: String::from_utf8_lossy(&output.stdout).into_owned() })
 }
+
+/// helm's environment variables that choose another cluster, user or API server than
+/// the kubeconfig's current context (helm's `--kube-*` flags).
+pub const HELM_CLUSTER_OVERRIDES: &[&str] = &[
+    "HELM_KUBECONTEXT",
+    "HELM_KUBEAPISERVER",
+    "HELM_KUBETOKEN",
+    "HELM_KUBEASUSER",
+    "HELM_KUBEASGROUPS",
+    "HELM_KUBECAFILE",
+    "HELM_KUBEINSECURE_SKIP_TLS_VERIFY",
+    "HELM_KUBETLS_SERVER_NAME",
+];
 
 /// The helm to run: `$STAND_HELM`, else `helm` from PATH.
 pub fn program() -> PathBuf {
