@@ -28,7 +28,7 @@ pub fn claims_selector(release: &str) -> String {
 pub enum UndeployError {
     #[error(transparent)]
     Helm(#[from] helm::HelmError),
-    #[error("cannot reach the cluster of the kubeconfig: {0}")]
+    #[error("cannot build a client for the kubeconfig's cluster: {0}")]
     Client(#[source] kube::Error),
     #[error("the kubeconfig is not usable: {0}")]
     Config(#[source] kube::config::InferConfigError),
@@ -71,20 +71,19 @@ pub async fn remove(root: &Path, plan: &Plan, volumes: bool) -> Result<Removed, 
     let helm = if installed { helm::uninstall(&helm::program(), root, plan).await?.stdout.trim().to_owned() } else { String::new() };
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client, &namespace);
     let selector = ListParams::default().labels(&claims_selector(&plan.release));
-    let names = if volumes {
-        let deleted = claims
+    let found = claims
+        .list(&selector)
+        .await
+        .map_err(|source| UndeployError::Api { what: "listing the PersistentVolumeClaims", namespace: namespace.clone(), source })?;
+    let names = names(&found.items);
+    if volumes && !names.is_empty() {
+        // What was listed is what is reported: the API may answer a collection delete
+        // with the list of what it deletes or with a bare Status.
+        claims
             .delete_collection(&DeleteParams::background(), &selector)
             .await
             .map_err(|source| UndeployError::Api { what: "deleting the PersistentVolumeClaims", namespace, source })?;
-        // The API answers with the list of what it deletes (or a Status when done).
-        deleted.left().map(|list| names(&list.items)).unwrap_or_default()
-    } else {
-        let kept = claims
-            .list(&selector)
-            .await
-            .map_err(|source| UndeployError::Api { what: "listing the PersistentVolumeClaims", namespace, source })?;
-        names(&kept.items)
-    };
+    }
     Ok(Removed { installed, helm, claims: names, claims_deleted: volumes })
 }
 

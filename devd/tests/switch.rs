@@ -25,6 +25,8 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 const DEVD: &str = env!("CARGO_BIN_EXE_devd");
+/// How long one devd command may take against the scripted server.
+const DEVD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Resource (plural) → kind, for the API groups the chart uses.
 const RESOURCES: &[(&str, &str, &str)] = &[
@@ -241,6 +243,10 @@ fn install(fake: &Fake, root: &std::path::Path, env: &str) -> Vec<String> {
         let mut object = value.clone();
         object["metadata"]["namespace"] = json!(namespace);
         if object["kind"] == "StatefulSet" {
+            // The StatefulSet controller (which this server does not play) would delete
+            // the claims with the set under this policy: the chart must never ask for it.
+            let policy = &object["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"];
+            assert_ne!(policy, "Delete", "{env}: a StatefulSet whose claims go with it: {object}");
             for template in object["spec"]["volumeClaimTemplates"].as_array().cloned().unwrap_or_default() {
                 let pod = format!("{}-0", object["metadata"]["name"].as_str().expect("name"));
                 let mut claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": template["metadata"].clone(), "spec": template["spec"].clone()});
@@ -290,7 +296,8 @@ impl Stand {
         Self { fx, kubeconfig }
     }
 
-    /// Runs devd in the stand (off the test's runtime: it blocks until devd exits).
+    /// Runs devd in the stand (off the test's runtime), killed and failed after
+    /// [`DEVD_DEADLINE`] (a `devd up` that got past its deploy would run on).
     async fn devd(&self, args: &[&str]) -> std::process::Output {
         let mut command = std::process::Command::new(DEVD);
         command
@@ -302,8 +309,26 @@ impl Stand {
             .env("HELM_CONFIG_HOME", self.fx.path("helm-home/config"))
             .env("HELM_DATA_HOME", self.fx.path("helm-home/data"))
             .env_remove("RUST_LOG")
-            .stdin(std::process::Stdio::null());
-        tokio::task::spawn_blocking(move || command.output().expect("run devd")).await.expect("join")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let what = args.join(" ");
+        tokio::task::spawn_blocking(move || {
+            let mut child = command.spawn().expect("run devd");
+            let started = std::time::Instant::now();
+            // Bounded: DEVD_DEADLINE in steps of 20 ms.
+            while child.try_wait().expect("wait").is_none() {
+                if started.elapsed() > DEVD_DEADLINE {
+                    let _ = child.kill();
+                    let out = child.wait_with_output().expect("output");
+                    panic!("devd {what} still ran after {DEVD_DEADLINE:?}: {}", String::from_utf8_lossy(&out.stderr));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            child.wait_with_output().expect("output")
+        })
+        .await
+        .expect("join")
     }
 }
 
@@ -366,6 +391,10 @@ async fn a_switch_removes_the_previous_environment_first_and_keeps_its_data() {
     let fake = Fake::default();
     let stand = Stand::new(&fake).await;
     let release = install(&fake, &stand.fx.root, "local");
+    // test itself is installed already (an earlier `devd up --env test`): the switch
+    // must leave it to helm's upgrade.
+    let own = install(&fake, &stand.fx.root, "test");
+    assert!(!own.is_empty());
 
     let out = stand.devd(&["up", "--env", "test", "--switch", "--port", "0"]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -377,9 +406,11 @@ async fn a_switch_removes_the_previous_environment_first_and_keeps_its_data() {
     for never in ["/namespaces/stand-staging/", "/namespaces/stand-prod/"] {
         assert!(log.iter().all(|r| !r.path.contains(never)), "{never}: {log:#?}");
     }
-    // Test's install (helm asks for its release records) comes after the last deletion.
+    assert!(log.iter().all(|r| r.method != "DELETE" || !r.path.contains("/namespaces/stand-test/")), "test's own release is kept: {log:#?}");
+    // Test's upgrade comes after the last deletion: helm fetches the OpenAPI to
+    // validate what it installs (uninstall never does).
     let last_delete = log.iter().rposition(|r| r.method == "DELETE").expect("deletions");
-    let install = log.iter().position(|r| r.path == "/api/v1/namespaces/stand-test/secrets" && r.query.contains("owner%3Dhelm"));
+    let install = log.iter().position(|r| r.path.starts_with("/openapi/"));
     let install = install.unwrap_or_else(|| panic!("test's install never began: {stderr}\n{log:#?}"));
     assert!(install > last_delete, "test's install began before local was removed: {log:#?}");
     // The scripted server serves no OpenAPI, so helm's install of test stops there.
