@@ -55,9 +55,20 @@ pub fn load(place: &Place) -> anyhow::Result<Stand> {
 pub(crate) fn print(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            STDOUT_CLOSED.store(true, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }
         written => written.context("cannot write to stdout"),
     }
+}
+
+/// Set once a write found stdout's reader gone: a command that keeps printing
+/// (`devd status --watch`) stops.
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A line on stdout (see [`print`]).
@@ -330,7 +341,7 @@ pub async fn status(place: &Place, args: StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let draw = |status: &crate::status::StandStatus, clear: bool| {
-        // Clear the screen and go home, then draw (a closed pipe just ends the drawing).
+        // Clear the screen and go home, then draw (a closed pipe ends the watch).
         let clear = if clear { "\x1b[2J\x1b[H" } else { "" };
         let _ = print(&format!("{clear}{}", render_table(status, chrono::Utc::now())));
     };
@@ -370,7 +381,8 @@ pub async fn status(place: &Place, args: StatusArgs) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    loop {
+    // Until the reader of stdout is gone (`devd status --watch | head`), or devd stops.
+    while !stdout_closed() {
         tokio::select! {
             _ = tick.tick() => draw(&current, true),
             event = events.recv() => match event {
@@ -385,6 +397,7 @@ pub async fn status(place: &Place, args: StatusArgs) -> anyhow::Result<()> {
             },
         }
     }
+    Ok(())
 }
 
 /// Asks the running devd to act on a service (the token is read from the state dir).
@@ -445,7 +458,12 @@ pub async fn down(place: &Place, args: DownArgs) -> anyhow::Result<()> {
     let plan = plan::resolve(&stand, &env, "")?;
     let forced = parse_target(args.target.as_deref());
     guard_context("down", &plan, forced)?;
-    let target = crate::runtime::choice::choose(&env, plan.target, forced, false).await?.target;
+    let choice = crate::runtime::choice::choose(&env, plan.target, forced, false).await?;
+    if let Some(note) = &choice.note {
+        // Its cluster did not answer: say so, what is removed here is docker's.
+        eprintln!("{note}; `devd down --env {env} --target kubernetes` removes its release when the cluster answers");
+    }
+    let target = choice.target;
     let root = place.root.canonicalize().unwrap_or_else(|_| place.root.clone());
     stop_daemon(&StateDir::new(&root), &env).await?;
     let lines = match target {
@@ -485,15 +503,18 @@ async fn switch_away(place: &Place, stand: &crate::config::Stand, env: &str, tar
     for other in replaced {
         let lines = match target {
             crate::config::Target::Kubernetes => {
-                let removed = crate::undeploy::remove(&place.root, other, false).await?;
+                let removed = crate::undeploy::remove(&place.root, other, false).await.with_context(|| {
+                    format!("switch to {env}: removing env `{}` (namespace {}) first", other.env, other.namespace)
+                })?;
                 if !removed.installed {
                     continue; // not on this cluster: nothing to say
                 }
                 crate::undeploy::describe(other, &removed)
             }
             crate::config::Target::Docker => {
-                let target = crate::runtime::docker::DockerTarget::connect(&other.stand, &other.env, "").await?;
-                target.down(false).await?.into_iter().map(|what| format!("removed {what}")).collect()
+                let removing = || format!("switch to {env}: removing env `{}`'s containers first", other.env);
+                let target = crate::runtime::docker::DockerTarget::connect(&other.stand, &other.env, "").await.with_context(removing)?;
+                target.down(false).await.with_context(removing)?.into_iter().map(|what| format!("removed {what}")).collect()
             }
         };
         for line in lines {
