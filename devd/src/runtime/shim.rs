@@ -23,9 +23,16 @@ pub use direct::DirectHttp;
 use super::Instance;
 use crate::status::HealthReport;
 
-/// Upload plus the shim's grace period; a debug binary of ~50 MB over loopback takes
-/// well under a second.
+/// A restart, or an upload's fixed part (the shim's grace period included); an upload
+/// also gets [`upload_timeout`]'s time for its bytes.
 const PUT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long an upload of `bytes` may take: [`PUT_TIMEOUT`] plus a second per MB (a
+/// 100 MB debug binary to a remote cluster through the API server's pod proxy at
+/// 10 Mbit/s needs ~80 s; over loopback it takes well under a second).
+fn upload_timeout(bytes: usize) -> Duration {
+    PUT_TIMEOUT + Duration::from_secs((bytes / 1_000_000) as u64)
+}
 const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// The service's own health path (not the shim's).
@@ -124,7 +131,8 @@ impl<'t, T: ShimTransport + ?Sized> ShimClient<'t, T> {
         let mut headers = token_headers(instance)?;
         headers.insert(SHA_HEADER, header_value(instance, SHA_HEADER, sha256)?);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-        self.call(instance, Method::PUT, BINARY_PATH, headers, Some(body), PUT_TIMEOUT).await
+        let timeout = upload_timeout(body.len());
+        self.call(instance, Method::PUT, BINARY_PATH, headers, Some(body), timeout).await
     }
 
     /// `POST /v1/restart`: the shim restarts the service process.
@@ -206,6 +214,13 @@ fn header_value(instance: &Instance, name: &str, value: &str) -> Result<HeaderVa
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_upload_gets_a_second_per_megabyte_beyond_the_fixed_part() {
+        assert_eq!(upload_timeout(0), PUT_TIMEOUT);
+        assert_eq!(upload_timeout(16_000_000), PUT_TIMEOUT + Duration::from_secs(16));
+        assert_eq!(upload_timeout(120_500_000), PUT_TIMEOUT + Duration::from_secs(120));
+    }
+
     use std::sync::Mutex;
 
     use super::*;
