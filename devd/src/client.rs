@@ -14,6 +14,8 @@ pub enum ClientError {
     State(#[from] StateError),
     #[error("devd at {url} is not answering ({source}); is it still running? (`devd up --env <env>` starts it)")]
     Unreachable { url: String, #[source] source: reqwest::Error },
+    #[error("devd at {url} sent an event stream that is not SSE: {message}")]
+    Stream { url: String, message: String },
     #[error("devd at {url} answered {status}: {body}")]
     Status { url: String, status: reqwest::StatusCode, body: String },
 }
@@ -82,10 +84,8 @@ impl Client {
             let data = match frame {
                 Ok(frame) => frame.data,
                 Err(EventStreamError::Transport(source)) => return Err(ClientError::Unreachable { url: url.clone(), source }),
-                Err(error) => {
-                    tracing::debug!(%error, "not an SSE frame, skipped");
-                    continue;
-                }
+                // Not SSE at all (the parser would stop at the same bytes again).
+                Err(error) => return Err(ClientError::Stream { url: url.clone(), message: error.to_string() }),
             };
             match serde_json::from_str::<Event>(&data) {
                 Ok(event) => {
@@ -289,7 +289,8 @@ mod tests {
         // Cut inside the two-byte `ä` and inside the blank line that ends the first frame.
         let bytes = stream.into_bytes();
         let in_char = bytes.windows(2).position(|w| w == "ä".as_bytes()).expect("ä") + 1;
-        let in_frame_end = bytes.windows(2).position(|w| w == b"\n\n".as_slice()).map(|i| i + 1).expect("frame end");
+        let first_data = bytes.windows(5).position(|w| w == b"data:".as_slice()).expect("data");
+        let in_frame_end = first_data + bytes[first_data..].windows(2).position(|w| w == b"\n\n".as_slice()).expect("frame end") + 1;
         let mut cuts = [in_frame_end, in_char, bytes.len()];
         cuts.sort_unstable();
         let mut chunks = Vec::new();

@@ -459,6 +459,23 @@ fn status_watch_redraws_on_events() {
     let _ = watch.wait();
     assert!(redrawn, "devd status --watch did not redraw on the build events: {seen}");
     assert!(seen.contains("\x1b[2J"), "redraws clear the screen");
+
+    // A reader that is gone (`devd status --watch | head -0`) ends the watch: exit 0.
+    let (read, write) = nix::unistd::pipe().expect("pipe");
+    drop(read);
+    let mut gone = Command::new(DEVD)
+        .args(["status", "--watch"])
+        .current_dir(&fx.root)
+        .stdout(Stdio::from(write))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let exited = poll_until(Duration::from_secs(10), || gone.try_wait().unwrap());
+    if exited.is_none() {
+        let _ = gone.kill();
+        let _ = gone.wait();
+    }
+    assert_eq!(exited.and_then(|s| s.code()), Some(0), "devd status --watch kept drawing into a closed pipe");
 }
 
 #[test]
