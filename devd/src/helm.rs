@@ -129,4 +129,28 @@ mod tests {
         let err = upgrade(&dir.path().join("nope"), &root(), &plan).await.expect_err("no helm");
         assert!(matches!(err, HelmError::Spawn { .. }), "{err}");
     }
+
+    /// helm never gets a cluster other than the kubeconfig's current context, the one
+    /// devd's context guard judged: its HELM_KUBE* overrides are not passed on.
+    #[tokio::test]
+    async fn helm_does_not_inherit_overrides_of_the_cluster() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = dir.path().join("helm");
+        std::fs::write(&fake, "#!/bin/sh\necho \"$1 context=${HELM_KUBECONTEXT:-unset} server=${HELM_KUBEAPISERVER:-unset} token=${HELM_KUBETOKEN:-unset}\"\n")
+            .expect("write");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        // nextest runs each test in a process of its own: this changes no other test.
+        std::env::set_var("HELM_KUBECONTEXT", "prod");
+        std::env::set_var("HELM_KUBEAPISERVER", "https://prod.example:6443");
+        std::env::set_var("HELM_KUBETOKEN", "s3cr3t");
+        let stand = match config::load(&root().join("stand.toml")) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        let plan = plan::resolve(&stand, "local", "x86_64-unknown-linux-gnu").expect("resolves");
+        for out in [uninstall(&fake, &root(), &plan).await.expect("runs"), upgrade(&fake, &root(), &plan).await.expect("runs")] {
+            assert!(out.stdout.contains("context=unset server=unset token=unset"), "{}", out.stdout);
+        }
+    }
 }
