@@ -109,19 +109,28 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
     }
 
-    #[tokio::test]
-    async fn a_failing_helm_says_what_it_ran_and_why() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let fake = dir.path().join("helm");
-        std::fs::write(&fake, "#!/bin/sh\necho \"Error: Kubernetes cluster unreachable ($1 $2 $3)\" >&2\nexit 1\n")
-            .expect("write");
+    /// A `helm` in `dir` that runs `script` (sh).
+    fn fake_helm(dir: &Path, script: &str) -> PathBuf {
         use std::os::unix::fs::PermissionsExt as _;
+        let fake = dir.join("helm");
+        std::fs::write(&fake, format!("#!/bin/sh\n{script}\n")).expect("write");
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        fake
+    }
+
+    fn local_plan() -> Plan {
         let stand = match config::load(&root().join("stand.toml")) {
             Ok(s) => s,
             Err(e) => panic!("{e}"),
         };
-        let plan = plan::resolve(&stand, "local", "x86_64-unknown-linux-gnu").expect("resolves");
+        plan::resolve(&stand, "local", "x86_64-unknown-linux-gnu").expect("resolves")
+    }
+
+    #[tokio::test]
+    async fn a_failing_helm_says_what_it_ran_and_why() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = fake_helm(dir.path(), "echo \"Error: Kubernetes cluster unreachable ($1 $2 $3)\" >&2\nexit 1");
+        let plan = local_plan();
         let err = upgrade(&fake, &root(), &plan).await.expect_err("fails");
         let text = err.to_string();
         assert!(text.contains("upgrade --install stand helm/app"), "{text}");
@@ -135,20 +144,12 @@ mod tests {
     #[tokio::test]
     async fn helm_does_not_inherit_overrides_of_the_cluster() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let fake = dir.path().join("helm");
-        std::fs::write(&fake, "#!/bin/sh\necho \"$1 context=${HELM_KUBECONTEXT:-unset} server=${HELM_KUBEAPISERVER:-unset} token=${HELM_KUBETOKEN:-unset}\"\n")
-            .expect("write");
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let fake = fake_helm(dir.path(), "echo \"$1 context=${HELM_KUBECONTEXT:-unset} server=${HELM_KUBEAPISERVER:-unset} token=${HELM_KUBETOKEN:-unset}\"");
         // nextest runs each test in a process of its own: this changes no other test.
         std::env::set_var("HELM_KUBECONTEXT", "prod");
         std::env::set_var("HELM_KUBEAPISERVER", "https://prod.example:6443");
         std::env::set_var("HELM_KUBETOKEN", "s3cr3t");
-        let stand = match config::load(&root().join("stand.toml")) {
-            Ok(s) => s,
-            Err(e) => panic!("{e}"),
-        };
-        let plan = plan::resolve(&stand, "local", "x86_64-unknown-linux-gnu").expect("resolves");
+        let plan = local_plan();
         for out in [uninstall(&fake, &root(), &plan).await.expect("runs"), upgrade(&fake, &root(), &plan).await.expect("runs")] {
             assert!(out.stdout.contains("context=unset server=unset token=unset"), "{}", out.stdout);
         }
