@@ -20,6 +20,9 @@ use devd::runtime::Target as _;
 use serde_json::Value;
 
 const BASE_IMAGE: &str = "stand/base:bookworm";
+/// wrk's connections to the status API (each pausing 10 ms after an answer: ~2000
+/// requests per second in all).
+const API_CONNECTIONS: u32 = 24;
 
 fn main() {
     if let Err(e) = run() {
@@ -127,6 +130,66 @@ fn percentile(sorted: &[u64], q: f64) -> u64 {
     sorted[rank - 1]
 }
 
+/// What wrk measured of the status API.
+struct ApiLoad {
+    requests_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// Socket errors and non-2xx answers.
+    errors: u64,
+    edits: usize,
+}
+
+/// wrk's latency (`812.00us`, `3.06ms`, `1.20s`) in ms.
+fn wrk_ms(text: &str) -> Option<f64> {
+    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else {
+        (text.strip_suffix('s')?, 1000.0)
+    };
+    number.parse::<f64>().ok().map(|n| n * factor)
+}
+
+/// The status API under wrk (`GET /api/v1/status` on `connections` keep-alive
+/// connections, each pausing `pause_ms` after every answer: about
+/// `connections * 1000 / pause_ms` requests per second) for `secs`, while `edit` runs
+/// again and again here (the edit loop) until wrk is done.
+fn api_under_wrk(api: &str, secs: u64, connections: u32, pause_ms: u32, dir: &Path, mut edit: impl FnMut(usize) -> Result<(), String>) -> Result<ApiLoad, String> {
+    let script = dir.join("pace.lua");
+    std::fs::write(&script, format!("function delay()\n  return {pause_ms}\nend\n")).map_err(|e| e.to_string())?;
+    let mut wrk = Command::new("wrk")
+        .args(["-t2", &format!("-c{connections}"), &format!("-d{secs}s"), "--latency", "-s"])
+        .arg(&script)
+        .arg(format!("{api}/api/v1/status"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run wrk ({e}); bench/run installs it"))?;
+    let mut edits = 0;
+    // Bounded by wrk's own duration.
+    while wrk.try_wait().map_err(|e| e.to_string())?.is_none() {
+        edit(edits)?;
+        edits += 1;
+    }
+    let out = wrk.wait_with_output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |prefix: &str| text.lines().map(str::trim).find_map(|l| l.strip_prefix(prefix)).map(str::trim);
+    let latency = |q: &str| field(q).and_then(wrk_ms).ok_or_else(|| format!("no {q} latency in wrk's output:\n{text}"));
+    let socket_errors: u64 = field("Socket errors:")
+        .map(|l| l.split(',').filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    let non_2xx: u64 = field("Non-2xx or 3xx responses:").and_then(|n| n.parse().ok()).unwrap_or(0);
+    Ok(ApiLoad {
+        requests_per_sec: field("Requests/sec:").and_then(|r| r.parse().ok()).ok_or_else(|| format!("no rate in wrk's output:\n{text}"))?,
+        p50_ms: latency("50%")?,
+        p99_ms: latency("99%")?,
+        errors: socket_errors + non_2xx,
+        edits,
+    })
+}
+
 fn stats(samples: &[u64]) -> (u64, u64) {
     let mut sorted = samples.to_vec();
     sorted.sort_unstable();
@@ -213,6 +276,21 @@ fn run() -> Result<(), String> {
         reported.extend(own);
         eprintln!("  (a) {i:>2}: {} ms", a[i]);
     }
+    // The status API while edits are served: wrk, ~2000 req/s (24 connections pausing
+    // 10 ms after each answer), BENCH_API_SECS (default 10).
+    let api_secs: u64 = std::env::var("BENCH_API_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let load = api_under_wrk(&api, api_secs, API_CONNECTIONS, 10, dir.path(), |i| {
+        let text = format!("bench api{i}");
+        set_message(&root, &text)?;
+        poll(Duration::from_secs(120), Duration::from_millis(10), || message(&http, &service_url).filter(|m| *m == text))
+            .map(|_| ())
+            .ok_or_else(|| format!("edit api{i} never served; see {}", log_path.display()))
+    })?;
+    let api_p99 = load.p99_ms;
+    eprintln!(
+        "  api: {:.0} req/s for {api_secs} s, {} errors, p50 {:.2} ms, p99 {:.2} ms, {} edits served meanwhile",
+        load.requests_per_sec, load.errors, load.p50_ms, load.p99_ms, load.edits
+    );
     if let Some(mut child) = cleanup.devd.take() {
         let _ = child.kill();
         let _ = child.wait();
@@ -223,7 +301,7 @@ fn run() -> Result<(), String> {
     }
     if std::env::var_os("BENCH_ONLY_SYNC").is_some() {
         let (a50, a95) = stats(&a);
-        println!("(a) p50={a50} p95={a95}");
+        println!("(a) p50={a50} p95={a95} api_p99_ms={api_p99:.2} api_errors={}", load.errors);
         return Ok(());
     }
 
@@ -317,6 +395,12 @@ fn run() -> Result<(), String> {
         let (r50, r95) = stats(&reported);
         println!("{:<52} {:>7} {:>7}", "devd's own last_edit_to_serving_ms for (a)", r50, r95);
     }
-    println!("edit_to_serving_p50_ms={a50} p95_ms={a95} floor_p50_ms={b50} naive_p50_ms={c50}");
+    println!(
+        "{:<52} {:>7.2} {:>7.2}",
+        format!("status API, wrk at {:.0} req/s during edits: p50 / p99 ({} errors)", load.requests_per_sec, load.errors),
+        load.p50_ms,
+        load.p99_ms
+    );
+    println!("edit_to_serving_p50_ms={a50} p95_ms={a95} floor_p50_ms={b50} naive_p50_ms={c50} api_p99_ms={api_p99:.2}");
     Ok(())
 }
