@@ -190,6 +190,39 @@ fn api_under_wrk(api: &str, secs: u64, connections: u32, pause_ms: u32, dir: &Pa
     })
 }
 
+/// Writes `files` files under `root`: half in `tree-ignored/` (ignored by the stand's
+/// .gitignore), half in `tree-watched/` (watched, part of no package), 1000 per
+/// directory. Returns the number of directories.
+fn big_tree(root: &Path, files: usize) -> Result<usize, String> {
+    let io = |e: std::io::Error| e.to_string();
+    let mut gitignore = std::fs::read_to_string(root.join(".gitignore")).unwrap_or_default();
+    gitignore.push_str("/tree-ignored/\n");
+    std::fs::write(root.join(".gitignore"), gitignore).map_err(io)?;
+    let mut dirs = 0;
+    for i in 0..files {
+        let part = if i % 2 == 0 { "tree-ignored" } else { "tree-watched" };
+        let dir = root.join(part).join(format!("d{:03}", i / 2 / 1000));
+        if (i / 2) % 1000 == 0 {
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            dirs += 1;
+        }
+        std::fs::write(dir.join(format!("f{i}.txt")), i.to_string()).map_err(io)?;
+    }
+    Ok(dirs)
+}
+
+/// CPU time (user + system) of `pid` in seconds, and its resident memory in MB.
+fn cpu_and_rss(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let per_sec: f64 = String::from_utf8(Command::new("getconf").arg("CLK_TCK").output().ok()?.stdout).ok()?.trim().parse().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some((ticks / per_sec, rss_kb / 1024.0))
+}
+
 fn stats(samples: &[u64]) -> (u64, u64) {
     let mut sorted = samples.to_vec();
     sorted.sort_unstable();
@@ -295,13 +328,77 @@ fn run() -> Result<(), String> {
         let _ = child.kill();
         let _ = child.wait();
     }
+    // devd watching a big tree (BENCH_TREE_FILES, default 100000): ready, idle CPU and
+    // memory over BENCH_IDLE_SECS (default 60), then edits in it.
+    let tree_files: usize = std::env::var("BENCH_TREE_FILES").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let idle_secs: u64 = std::env::var("BENCH_IDLE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let tree_dirs = big_tree(&root, tree_files)?;
+    let tree_log = std::env::temp_dir().join(format!("{name}-devd-tree.log"));
+    let started = Instant::now();
+    let child = Command::new(&devd)
+        .args(["up", "--env", "bench", "--target", "docker", "--port", "0"])
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("RUST_LOG", "devd=info")
+        .env("STAND_BASE_IMAGE", std::env::var("STAND_BASE_IMAGE").unwrap_or_else(|_| BASE_IMAGE.to_owned()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&tree_log).map_err(|e| e.to_string())?)
+        .spawn()
+        .map_err(|e| format!("cannot start devd: {e}"))?;
+    let pid = child.id();
+    cleanup.devd = Some(child);
+    let ready = poll(Duration::from_secs(120), Duration::from_millis(10), || {
+        std::fs::read_to_string(&tree_log).ok().filter(|l| l.contains("watching")).map(|_| started.elapsed())
+    })
+    .ok_or_else(|| format!("devd never watched the big tree; see {}", tree_log.display()))?;
+    let api = poll(Duration::from_secs(60), Duration::from_millis(50), || {
+        let info: Value = serde_json::from_str(&std::fs::read_to_string(root.join(".stand/devd.json")).ok()?).ok()?;
+        info["url"].as_str().map(str::to_owned)
+    })
+    .ok_or("devd did not start on the big tree")?;
+    let service_url = poll(Duration::from_secs(300), Duration::from_millis(100), || {
+        let status: Value = http.get(format!("{api}/api/v1/services/service1")).send().ok()?.json().ok()?;
+        let instance = &status["instances"][0];
+        let synced = instance["hash"] == status["artifact"]["sha256"] && instance["healthy"] == true;
+        synced.then(|| instance["url"].as_str().map(str::to_owned)).flatten()
+    })
+    .ok_or_else(|| format!("the stand never came up on the big tree; see {}", tree_log.display()))?;
+    let (cpu0, _) = cpu_and_rss(pid).ok_or("cannot read devd's /proc entry")?;
+    let idle_from = Instant::now();
+    // The measurement window itself (not a wait for something): devd left alone.
+    std::thread::sleep(Duration::from_secs(idle_secs));
+    let (cpu1, idle_rss_mb) = cpu_and_rss(pid).ok_or("cannot read devd's /proc entry")?;
+    let idle_cpu_pct = (cpu1 - cpu0) / idle_from.elapsed().as_secs_f64() * 100.0;
+    let mut e = Vec::new();
+    for i in 0..n.min(5) {
+        let text = format!("bench tree{i}");
+        set_message(&root, &text)?;
+        let t0 = Instant::now();
+        poll(Duration::from_secs(120), Duration::from_millis(10), || message(&http, &service_url).filter(|m| *m == text))
+            .ok_or_else(|| format!("edit tree{i} never served; see {}", tree_log.display()))?;
+        e.push(t0.elapsed().as_millis() as u64);
+    }
+    let (e50, _) = stats(&e);
+    eprintln!(
+        "  tree: {tree_files} files in {tree_dirs} dirs (half ignored): watching after {} ms, idle {idle_cpu_pct:.2} % CPU over {idle_secs} s, RSS {idle_rss_mb:.1} MB, edits {e:?} ms",
+        ready.as_millis()
+    );
+    if let Some(mut child) = cleanup.devd.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     // The container's log of the sync path (shim and service) stays for a look.
     if let Ok(out) = Command::new("docker").args(["logs", "-t", &format!("{name}-bench-service1")]).output() {
         let _ = std::fs::write(std::env::temp_dir().join(format!("{name}-container.log")), [out.stdout, out.stderr].concat());
     }
     if std::env::var_os("BENCH_ONLY_SYNC").is_some() {
         let (a50, a95) = stats(&a);
-        println!("(a) p50={a50} p95={a95} api_p99_ms={api_p99:.2} api_errors={}", load.errors);
+        println!(
+            "(a) p50={a50} p95={a95} api_p99_ms={api_p99:.2} api_errors={} tree_ready_ms={} idle_cpu_pct={idle_cpu_pct:.2} idle_rss_mb={idle_rss_mb:.1} tree_edit_p50_ms={e50}",
+            load.errors,
+            ready.as_millis()
+        );
         return Ok(());
     }
 
@@ -401,6 +498,10 @@ fn run() -> Result<(), String> {
         load.p50_ms,
         load.p99_ms
     );
-    println!("edit_to_serving_p50_ms={a50} p95_ms={a95} floor_p50_ms={b50} naive_p50_ms={c50} api_p99_ms={api_p99:.2}");
+    println!("{:<52} {:>7} {:>7}", format!("(e) edit in a {tree_files}-file tree, p50 / watching after (ms)"), e50, ready.as_millis());
+    println!("{:<52} {:>7.2} {:>7.1}", format!("devd idle over {idle_secs} s in that tree: CPU % / RSS MB"), idle_cpu_pct, idle_rss_mb);
+    println!(
+        "edit_to_serving_p50_ms={a50} p95_ms={a95} floor_p50_ms={b50} naive_p50_ms={c50} idle_cpu_pct={idle_cpu_pct:.2} idle_rss_mb={idle_rss_mb:.1} api_p99_ms={api_p99:.2}"
+    );
     Ok(())
 }
