@@ -74,7 +74,8 @@ pub fn spawn(service: String, target: Arc<dyn Target>, hub: StatusHub, interval:
     let (restart_tx, restart_rx) = mpsc::channel(4);
     // Everything the task logs is inside `sync{service=...}` (a warn span, so that it
     // is there whenever a warning is: `RUST_LOG=warn` keeps it).
-    let span = tracing::warn_span!("sync", service = %service);
+    // A root span: the task outlives whatever span spawned it (the first build's).
+    let span = tracing::warn_span!(parent: None, "sync", service = %service);
     let syncer = Syncer { service, target, hub, current: None, rolled_back: BTreeMap::new(), list_error: None };
     let task = tokio::spawn(tracing::Instrument::instrument(syncer.run(desired_rx, restart_rx, interval), span));
     SyncHandle { desired: desired_tx, restart: restart_tx, task }
@@ -409,7 +410,10 @@ mod tests {
     async fn the_delivery_task_logs_inside_its_service_span() {
         let (logs, _guard) = crate::test_logs::capture_warnings();
         let hub = StatusHub::new(StandStatus::default());
-        let handle = spawn("svc1".into(), Arc::new(Broken(DirectHttp::new(reqwest::Client::new()))), hub, Duration::from_millis(20));
+        // Spawned inside another span (the daemon spawns it inside the first build's):
+        // the task's lines carry its own span only.
+        let target = Arc::new(Broken(DirectHttp::new(reqwest::Client::new())));
+        let handle = tracing::warn_span!("outer").in_scope(|| spawn("svc1".into(), target, hub, Duration::from_millis(20)));
         handle.deliver(Desired { sha256: "ab".repeat(32), path: PathBuf::from("/nonexistent"), first_event_at: None });
         let logs = || logs.text();
         // Bounded: 5 s in steps of 10 ms.
@@ -419,6 +423,6 @@ mod tests {
         }
         let text = logs();
         let line = text.lines().find(|l| l.contains("cannot list instances")).unwrap_or_else(|| panic!("no warning logged: {text}"));
-        assert!(line.contains("sync{service=svc1}"), "{line}");
+        assert!(line.contains("sync{service=svc1}") && !line.contains("outer"), "{line}");
     }
 }
