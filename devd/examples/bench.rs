@@ -378,6 +378,12 @@ fn run() -> Result<(), String> {
         poll(Duration::from_secs(120), Duration::from_millis(10), || message(&http, &service_url).filter(|m| *m == text))
             .ok_or_else(|| format!("edit tree{i} never served; see {}", tree_log.display()))?;
         e.push(t0.elapsed().as_millis() as u64);
+        // As in (a): the next edit once this delivery has finished.
+        poll(Duration::from_secs(10), Duration::from_millis(20), || {
+            let status: Value = http.get(format!("{api}/api/v1/services/service1")).send().ok()?.json().ok()?;
+            let synced = status["instances"][0]["hash"] == status["artifact"]["sha256"] && status["build"]["state"] == "ok";
+            synced.then_some(())
+        });
     }
     let (e50, _) = stats(&e);
     eprintln!(
