@@ -223,6 +223,68 @@ fn cpu_and_rss(pid: u32) -> Option<(f64, f64)> {
     Some((ticks / per_sec, rss_kb / 1024.0))
 }
 
+/// `$name` parsed, else `default`.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+/// `devd up --env bench` on the docker target in `root`, its output (stdout and
+/// stderr) into `log`; `rust_log` when given.
+fn start_devd(devd: &Path, root: &Path, target_dir: &Path, log: &Path, rust_log: Option<&str>) -> Result<Child, String> {
+    let log = std::fs::File::create(log).map_err(|e| e.to_string())?;
+    let mut command = Command::new(devd);
+    command
+        .args(["up", "--env", "bench", "--target", "docker", "--port", "0"])
+        .current_dir(root)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .env("STAND_BASE_IMAGE", std::env::var("STAND_BASE_IMAGE").unwrap_or_else(|_| BASE_IMAGE.to_owned()))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log);
+    if let Some(filter) = rust_log {
+        command.env("RUST_LOG", filter);
+    }
+    command.spawn().map_err(|e| format!("cannot start devd: {e}"))
+}
+
+/// The URL of the status API of the devd running in `root`, once it has written it.
+fn devd_api(root: &Path) -> Option<String> {
+    poll(Duration::from_secs(60), Duration::from_millis(50), || {
+        let info: Value = serde_json::from_str(&std::fs::read_to_string(root.join(".stand/devd.json")).ok()?).ok()?;
+        info["url"].as_str().map(str::to_owned)
+    })
+}
+
+/// service1's URL once its instance runs the current artifact and is healthy.
+fn serving_url(http: &reqwest::blocking::Client, api: &str, within: Duration) -> Option<String> {
+    poll(within, Duration::from_millis(100), || {
+        let status: Value = http.get(format!("{api}/api/v1/services/service1")).send().ok()?.json().ok()?;
+        let instance = &status["instances"][0];
+        let synced = instance["hash"] == status["artifact"]["sha256"] && instance["healthy"] == true;
+        synced.then(|| instance["url"].as_str().map(str::to_owned)).flatten()
+    })
+}
+
+/// Writes `text` as service1's message and waits until the service answers with it;
+/// the time from the write. `log` is named when it never does.
+fn edit_served(root: &Path, http: &reqwest::blocking::Client, service_url: &str, text: &str, log: &Path) -> Result<Duration, String> {
+    set_message(root, text)?;
+    let t0 = Instant::now();
+    poll(Duration::from_secs(120), Duration::from_millis(10), || message(http, service_url).filter(|m| m == text))
+        .ok_or_else(|| format!("edit {text:?} never served; see {}", log.display()))?;
+    Ok(t0.elapsed())
+}
+
+/// devd's own `last_edit_to_serving_ms` once its delivery of the current artifact has
+/// finished (none within 10 s).
+fn delivered(http: &reqwest::blocking::Client, api: &str) -> Option<u64> {
+    poll(Duration::from_secs(10), Duration::from_millis(20), || {
+        let status: Value = http.get(format!("{api}/api/v1/services/service1")).send().ok()?.json().ok()?;
+        let synced = status["instances"][0]["hash"] == status["artifact"]["sha256"] && status["build"]["state"] == "ok";
+        synced.then(|| status["last_edit_to_serving_ms"].as_u64()).flatten()
+    })
+}
+
 fn stats(samples: &[u64]) -> (u64, u64) {
     let mut sorted = samples.to_vec();
     sorted.sort_unstable();
@@ -265,59 +327,25 @@ fn run() -> Result<(), String> {
     // (a) devd's sync path.
     eprintln!("bench: {n} edits per path on a copy of service1 in {}", root.display());
     let log_path = std::env::temp_dir().join(format!("{name}-devd.log"));
-    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-    let child = Command::new(&devd)
-        .args(["up", "--env", "bench", "--target", "docker", "--port", "0"])
-        .current_dir(&root)
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env("STAND_BASE_IMAGE", std::env::var("STAND_BASE_IMAGE").unwrap_or_else(|_| BASE_IMAGE.to_owned()))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("cannot start devd: {e}"))?;
-    cleanup.devd = Some(child);
-    let api = poll(Duration::from_secs(60), Duration::from_millis(50), || {
-        let info: Value = serde_json::from_str(&std::fs::read_to_string(root.join(".stand/devd.json")).ok()?).ok()?;
-        info["url"].as_str().map(str::to_owned)
-    })
-    .ok_or("devd did not start")?;
-    let service_url = poll(Duration::from_secs(900), Duration::from_millis(200), || {
-        let status: Value = http.get(format!("{api}/api/v1/services/service1")).send().ok()?.json().ok()?;
-        let instance = &status["instances"][0];
-        let synced = instance["hash"] == status["artifact"]["sha256"] && instance["healthy"] == true;
-        synced.then(|| instance["url"].as_str().map(str::to_owned)).flatten()
-    })
-    .ok_or_else(|| format!("the stand never came up; see {}", log_path.display()))?;
+    cleanup.devd = Some(start_devd(&devd, &root, &target_dir, &log_path, None)?);
+    let api = devd_api(&root).ok_or("devd did not start")?;
+    let service_url =
+        serving_url(&http, &api, Duration::from_secs(900)).ok_or_else(|| format!("the stand never came up; see {}", log_path.display()))?;
     poll(Duration::from_secs(60), Duration::from_millis(50), || message(&http, &service_url).filter(|m| m == "bench start"))
         .ok_or("service1 does not serve")?;
     let mut a = Vec::new();
     let mut reported = Vec::new();
     for i in 0..n {
-        let text = format!("bench a{i}");
-        set_message(&root, &text)?;
-        let t0 = Instant::now();
-        poll(Duration::from_secs(120), Duration::from_millis(10), || message(&http, &service_url).filter(|m| *m == text))
-            .ok_or_else(|| format!("edit a{i} never served; see {}", log_path.display()))?;
-        a.push(t0.elapsed().as_millis() as u64);
+        a.push(edit_served(&root, &http, &service_url, &format!("bench a{i}"), &log_path)?.as_millis() as u64);
         // devd's own figure for the same edit, once delivery has finished.
-        let own = poll(Duration::from_secs(10), Duration::from_millis(20), || {
-            let status: Value = http.get(format!("{api}/api/v1/services/service1")).send().ok()?.json().ok()?;
-            let synced = status["instances"][0]["hash"] == status["artifact"]["sha256"] && status["build"]["state"] == "ok";
-            synced.then(|| status["last_edit_to_serving_ms"].as_u64()).flatten()
-        });
-        reported.extend(own);
+        reported.extend(delivered(&http, &api));
         eprintln!("  (a) {i:>2}: {} ms", a[i]);
     }
     // The status API while edits are served: wrk, ~2000 req/s (24 connections pausing
     // 10 ms after each answer), BENCH_API_SECS (default 10).
-    let api_secs: u64 = std::env::var("BENCH_API_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let api_secs: u64 = env_or("BENCH_API_SECS", 10);
     let load = api_under_wrk(&api, api_secs, API_CONNECTIONS, 10, dir.path(), |i| {
-        let text = format!("bench api{i}");
-        set_message(&root, &text)?;
-        poll(Duration::from_secs(120), Duration::from_millis(10), || message(&http, &service_url).filter(|m| *m == text))
-            .map(|_| ())
-            .ok_or_else(|| format!("edit api{i} never served; see {}", log_path.display()))
+        edit_served(&root, &http, &service_url, &format!("bench api{i}"), &log_path).map(|_| ())
     })?;
     let api_p99 = load.p99_ms;
     eprintln!(
@@ -330,40 +358,21 @@ fn run() -> Result<(), String> {
     }
     // devd watching a big tree (BENCH_TREE_FILES, default 100000): ready, idle CPU and
     // memory over BENCH_IDLE_SECS (default 60), then edits in it.
-    let tree_files: usize = std::env::var("BENCH_TREE_FILES").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
-    let idle_secs: u64 = std::env::var("BENCH_IDLE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let tree_files: usize = env_or("BENCH_TREE_FILES", 100_000);
+    let idle_secs: u64 = env_or("BENCH_IDLE_SECS", 60);
     let tree_dirs = big_tree(&root, tree_files)?;
     let tree_log = std::env::temp_dir().join(format!("{name}-devd-tree.log"));
     let started = Instant::now();
-    let child = Command::new(&devd)
-        .args(["up", "--env", "bench", "--target", "docker", "--port", "0"])
-        .current_dir(&root)
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env("RUST_LOG", "devd=info")
-        .env("STAND_BASE_IMAGE", std::env::var("STAND_BASE_IMAGE").unwrap_or_else(|_| BASE_IMAGE.to_owned()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&tree_log).map_err(|e| e.to_string())?)
-        .spawn()
-        .map_err(|e| format!("cannot start devd: {e}"))?;
+    let child = start_devd(&devd, &root, &target_dir, &tree_log, Some("devd=info"))?;
     let pid = child.id();
     cleanup.devd = Some(child);
     let ready = poll(Duration::from_secs(120), Duration::from_millis(10), || {
         std::fs::read_to_string(&tree_log).ok().filter(|l| l.contains("watching")).map(|_| started.elapsed())
     })
     .ok_or_else(|| format!("devd never watched the big tree; see {}", tree_log.display()))?;
-    let api = poll(Duration::from_secs(60), Duration::from_millis(50), || {
-        let info: Value = serde_json::from_str(&std::fs::read_to_string(root.join(".stand/devd.json")).ok()?).ok()?;
-        info["url"].as_str().map(str::to_owned)
-    })
-    .ok_or("devd did not start on the big tree")?;
-    let service_url = poll(Duration::from_secs(300), Duration::from_millis(100), || {
-        let status: Value = http.get(format!("{api}/api/v1/services/service1")).send().ok()?.json().ok()?;
-        let instance = &status["instances"][0];
-        let synced = instance["hash"] == status["artifact"]["sha256"] && instance["healthy"] == true;
-        synced.then(|| instance["url"].as_str().map(str::to_owned)).flatten()
-    })
-    .ok_or_else(|| format!("the stand never came up on the big tree; see {}", tree_log.display()))?;
+    let api = devd_api(&root).ok_or("devd did not start on the big tree")?;
+    let service_url = serving_url(&http, &api, Duration::from_secs(300))
+        .ok_or_else(|| format!("the stand never came up on the big tree; see {}", tree_log.display()))?;
     let (cpu0, _) = cpu_and_rss(pid).ok_or("cannot read devd's /proc entry")?;
     let idle_from = Instant::now();
     // The measurement window itself (not a wait for something): devd left alone.
@@ -372,18 +381,9 @@ fn run() -> Result<(), String> {
     let idle_cpu_pct = (cpu1 - cpu0) / idle_from.elapsed().as_secs_f64() * 100.0;
     let mut e = Vec::new();
     for i in 0..n.min(5) {
-        let text = format!("bench tree{i}");
-        set_message(&root, &text)?;
-        let t0 = Instant::now();
-        poll(Duration::from_secs(120), Duration::from_millis(10), || message(&http, &service_url).filter(|m| *m == text))
-            .ok_or_else(|| format!("edit tree{i} never served; see {}", tree_log.display()))?;
-        e.push(t0.elapsed().as_millis() as u64);
+        e.push(edit_served(&root, &http, &service_url, &format!("bench tree{i}"), &tree_log)?.as_millis() as u64);
         // As in (a): the next edit once this delivery has finished.
-        poll(Duration::from_secs(10), Duration::from_millis(20), || {
-            let status: Value = http.get(format!("{api}/api/v1/services/service1")).send().ok()?.json().ok()?;
-            let synced = status["instances"][0]["hash"] == status["artifact"]["sha256"] && status["build"]["state"] == "ok";
-            synced.then_some(())
-        });
+        let _ = delivered(&http, &api);
     }
     let (e50, _) = stats(&e);
     eprintln!(
