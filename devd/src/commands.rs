@@ -471,7 +471,14 @@ pub async fn down(place: &Place, args: DownArgs) -> anyhow::Result<()> {
             let removed = crate::undeploy::remove(&place.root, &plan, args.volumes).await?;
             crate::undeploy::describe(&plan, &removed)
         }
-        crate::config::Target::Docker => docker_down(&plan, args.volumes).await?,
+        crate::config::Target::Docker => {
+            let removed = docker_down(&plan, args.volumes).await?;
+            if removed.is_empty() {
+                vec![format!("nothing to remove for {}-{}", plan.stand, plan.env)]
+            } else {
+                removed
+            }
+        }
     };
     for line in lines {
         print_line(line)?;
@@ -479,13 +486,11 @@ pub async fn down(place: &Place, args: DownArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `devd down` says it removed of the environment's docker containers, network
+/// (and with `volumes` its volumes): one `removed ...` line each, none when nothing was there.
 async fn docker_down(plan: &crate::plan::Plan, volumes: bool) -> anyhow::Result<Vec<String>> {
     let target = crate::runtime::docker::DockerTarget::connect(&plan.stand, &plan.env, "").await?;
-    let removed = target.down(volumes).await?;
-    if removed.is_empty() {
-        return Ok(vec![format!("nothing to remove for {}-{}", plan.stand, plan.env)]);
-    }
-    Ok(removed.into_iter().map(|what| format!("removed {what}")).collect())
+    Ok(target.down(volumes).await?.into_iter().map(|what| format!("removed {what}")).collect())
 }
 
 /// `devd up --switch`: the stand's other environments that can be where `env` goes
@@ -511,11 +516,9 @@ async fn switch_away(place: &Place, stand: &crate::config::Stand, env: &str, tar
                 }
                 crate::undeploy::describe(other, &removed)
             }
-            crate::config::Target::Docker => {
-                let removing = || format!("switch to {env}: removing env `{}`'s containers first", other.env);
-                let target = crate::runtime::docker::DockerTarget::connect(&other.stand, &other.env, "").await.with_context(removing)?;
-                target.down(false).await.with_context(removing)?.into_iter().map(|what| format!("removed {what}")).collect()
-            }
+            crate::config::Target::Docker => docker_down(other, false)
+                .await
+                .with_context(|| format!("switch to {env}: removing env `{}`'s containers first", other.env))?,
         };
         for line in lines {
             eprintln!("devd: switch to {env}: {line}");
