@@ -468,7 +468,8 @@ pub async fn down(place: &Place, args: DownArgs) -> anyhow::Result<()> {
     stop_daemon(&StateDir::new(&root), &env).await?;
     let lines = match target {
         crate::config::Target::Kubernetes => {
-            let removed = crate::undeploy::remove(&place.root, &plan, args.volumes).await?;
+            let client = crate::undeploy::client().await?;
+            let removed = crate::undeploy::remove(&client, &place.root, &plan, args.volumes).await?;
             crate::undeploy::describe(&plan, &removed)
         }
         crate::config::Target::Docker => {
@@ -505,10 +506,15 @@ async fn switch_away(place: &Place, stand: &crate::config::Stand, env: &str, tar
         }
         crate::config::Target::Docker => plans.iter().filter(|p| p.env != env).collect(),
     };
+    // One client for every environment removed (kubernetes only).
+    let client = match target {
+        crate::config::Target::Kubernetes if !replaced.is_empty() => Some(crate::undeploy::client().await?),
+        _ => None,
+    };
     for other in replaced {
-        let lines = match target {
-            crate::config::Target::Kubernetes => {
-                let removed = crate::undeploy::remove(&place.root, other, false).await.with_context(|| {
+        let lines = match &client {
+            Some(client) => {
+                let removed = crate::undeploy::remove(client, &place.root, other, false).await.with_context(|| {
                     format!("switch to {env}: removing env `{}` (namespace {}) first", other.env, other.namespace)
                 })?;
                 if !removed.installed {
@@ -516,7 +522,7 @@ async fn switch_away(place: &Place, stand: &crate::config::Stand, env: &str, tar
                 }
                 crate::undeploy::describe(other, &removed)
             }
-            crate::config::Target::Docker => docker_down(other, false)
+            None => docker_down(other, false)
                 .await
                 .with_context(|| format!("switch to {env}: removing env `{}`'s containers first", other.env))?,
         };

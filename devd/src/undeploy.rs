@@ -56,8 +56,8 @@ pub struct Removed {
 
 /// Removes `plan`'s release from its namespace (`helm uninstall`); with `volumes`, also
 /// the claims of its databases. Returns what it did; the claims it kept are listed too.
-pub async fn remove(root: &Path, plan: &Plan, volumes: bool) -> Result<Removed, UndeployError> {
-    let client = client().await?;
+/// `client` talks to the kubeconfig's current context ([`client`]).
+pub async fn remove(client: &kube::Client, root: &Path, plan: &Plan, volumes: bool) -> Result<Removed, UndeployError> {
     let namespace = plan.namespace.clone();
     // helm's release records (its storage driver's Secrets): `helm uninstall
     // --ignore-not-found` says "uninstalled" whether or not there was one.
@@ -69,7 +69,7 @@ pub async fn remove(root: &Path, plan: &Plan, volumes: bool) -> Result<Removed, 
         .items
         .is_empty();
     let helm = if installed { helm::uninstall(&helm::program(), root, plan).await?.stdout.trim().to_owned() } else { String::new() };
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client, &namespace);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
     let selector = ListParams::default().labels(&claims_selector(&plan.release));
     let found = claims
         .list(&selector)
@@ -93,7 +93,8 @@ fn names(claims: &[PersistentVolumeClaim]) -> Vec<String> {
     names
 }
 
-async fn client() -> Result<kube::Client, UndeployError> {
+/// A client for the kubeconfig's current context (the one the context guard judged).
+pub async fn client() -> Result<kube::Client, UndeployError> {
     let config = kube::Config::infer().await.map_err(UndeployError::Config)?;
     kube::Client::try_from(config).map_err(UndeployError::Client)
 }
