@@ -554,8 +554,9 @@ impl Builder {
         Ok(BuildOutput { artifacts, duration_ms, warnings, stderr_tail, replayed: false })
     }
 
-    /// The fast path ([`crate::replay`]): the recorded rustc command lines of `scope`,
-    /// run in order. `Err` says why cargo has to build instead.
+    /// The fast path ([`crate::replay`]): the recorded rustc command lines of `scope`
+    /// (libraries in order, then the binaries side by side). `Err` says why cargo has
+    /// to build instead.
     async fn replay(
         &self,
         scope: &ReplayScope,

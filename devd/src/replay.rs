@@ -21,8 +21,9 @@
 //! Replaying ([`Recipes::select`], [`run`]): the daemon says which workspace libraries
 //! must be recompiled, in dependency order, and which binaries it wants; every one
 //! needs a recipe of the same selection, and a recipe linking another build of a
-//! library being recompiled is refused; else cargo builds. The units run one after the
-//! other under cargo's own lock on the target dir (`<target>/<profile>/.cargo-lock`;
+//! library being recompiled is refused; else cargo builds. The libraries run one after
+//! the other, then the binaries side by side (as many as cores), under cargo's own
+//! lock on the target dir (`<target>/<profile>/.cargo-lock`;
 //! busy means cargo is running, and then cargo builds), held until the binaries are in
 //! the artifact store. A failure of any kind, a compiler error included, hands the
 //! build to cargo, whose account of it is the authoritative one: the fast path never
@@ -346,9 +347,15 @@ pub struct Replayed {
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
-/// Runs `recipes` in order under cargo's lock on the target dir. `Err` says why the
-/// build has to go to cargo (lock busy, a rustc that failed, an output not reported).
+/// Runs `recipes` under cargo's lock on the target dir: the libraries one after the
+/// other, in the order given (dependency order), then the binaries side by side, as
+/// many at a time as there are cores (nothing links against a binary; cargo too runs
+/// independent units in parallel, up to its job count). `Err` says why the build has
+/// to go to cargo (lock busy, a rustc that failed, an output not reported); a failure
+/// stops the binaries still running (their processes are killed).
 pub async fn run(recipes: &[Recipe], on_start: &mut dyn FnMut(u32, String)) -> Result<Replayed, String> {
+    use futures_util::StreamExt as _;
+
     let out_dir = recipes.first().and_then(Recipe::out_dir).ok_or("no --out-dir in the recipe")?;
     let lock_path = out_dir.parent().map(|p| p.join(".cargo-lock")).ok_or("no profile dir")?;
     let lock_file = std::fs::OpenOptions::new()
@@ -360,72 +367,108 @@ pub async fn run(recipes: &[Recipe], on_start: &mut dyn FnMut(u32, String)) -> R
         .map_err(|(_, e)| format!("cargo holds {} ({e})", lock_path.display()))?;
 
     let mut done = Replayed { executables: BTreeMap::new(), warnings: Vec::new(), stderr_tail: Vec::new(), _lock: lock };
-    for recipe in recipes {
-        // cargo must not take this unit for fresh later (its fingerprints compare
-        // mtimes, and a restored file can be older than cargo's last run): without its
-        // fingerprint cargo recompiles it the next time it is asked.
-        if let Some(dir) = recipe.fingerprint_dir() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-        let mut cmd = tokio::process::Command::new(&recipe.program);
-        cmd.args(&recipe.args)
-            .current_dir(&recipe.cwd)
-            .env_clear()
-            .envs(recipe.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", recipe.program))?;
-        if let Some(pid) = child.id() {
-            on_start(pid, recipe.describe());
-        }
-        let stderr = child.stderr.take().ok_or("rustc stderr not captured")?;
-        let mut reader = BufReader::new(stderr);
-        let mut raw = Vec::new();
-        let mut linked = None;
-        let mut errors = 0;
-        // Ends at end of file (rustc exited) or a read error; lines need not be UTF-8.
-        loop {
-            raw.clear();
-            match reader.read_until(b'\n', &mut raw).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            let line = String::from_utf8_lossy(&raw).trim_end().to_string();
-            match serde_json::from_str::<serde_json::Value>(&line) {
-                Ok(message) if message["$message_type"] == "artifact" => {
-                    if message["emit"] == "link" {
-                        linked = message["artifact"].as_str().map(PathBuf::from);
-                    }
-                }
-                Ok(message) if message["$message_type"] == "diagnostic" => {
-                    let rendered = strip_ansi(message["rendered"].as_str().unwrap_or_default());
-                    match message["level"].as_str() {
-                        Some("warning") => done.warnings.push(rendered),
-                        Some("error" | "error: internal compiler error") => errors += 1,
-                        _ => {}
-                    }
-                }
-                _ => {
-                    if done.stderr_tail.len() == TAIL_LINES {
-                        done.stderr_tail.remove(0);
-                    }
-                    done.stderr_tail.push(line);
-                }
-            }
-        }
-        drop(reader);
-        let status = child.wait().await.map_err(|e| format!("waiting for rustc: {e}"))?;
-        if !status.success() || errors > 0 {
-            return Err(format!("{} exited with {status} ({errors} errors)", recipe.describe()));
-        }
-        if let Unit::Bin(bin) = &recipe.unit {
-            let path = linked.ok_or_else(|| format!("{} reported no linked output", recipe.describe()))?;
-            done.executables.insert((recipe.package.clone(), bin.clone()), path);
-        }
+    let on_start = std::sync::Mutex::new(on_start);
+    let (bins, libs): (Vec<&Recipe>, Vec<&Recipe>) = recipes.iter().partition(|r| matches!(r.unit, Unit::Bin(_)));
+    for recipe in libs {
+        done.add(recipe, run_unit(recipe, &on_start).await?)?;
+    }
+    let parallel = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    // `buffered`: at most `parallel` at once, results in the order given.
+    let mut running = futures_util::stream::iter(bins.iter().map(|r| run_unit(r, &on_start))).buffered(parallel);
+    for recipe in &bins {
+        let unit = running.next().await.ok_or("a binary's replay went missing")??;
+        done.add(recipe, unit)?;
     }
     Ok(done)
+}
+
+/// What one replayed rustc left: its warnings, its other stderr lines, what it linked.
+struct UnitRun {
+    warnings: Vec<String>,
+    stderr: Vec<String>,
+    linked: Option<PathBuf>,
+}
+
+impl Replayed {
+    fn add(&mut self, recipe: &Recipe, unit: UnitRun) -> Result<(), String> {
+        self.warnings.extend(unit.warnings);
+        for line in unit.stderr {
+            if self.stderr_tail.len() == TAIL_LINES {
+                self.stderr_tail.remove(0);
+            }
+            self.stderr_tail.push(line);
+        }
+        if let Unit::Bin(bin) = &recipe.unit {
+            let path = unit.linked.ok_or_else(|| format!("{} reported no linked output", recipe.describe()))?;
+            self.executables.insert((recipe.package.clone(), bin.clone()), path);
+        }
+        Ok(())
+    }
+}
+
+/// Runs one recorded rustc and reads its JSON diagnostics and artifact notices.
+async fn run_unit(recipe: &Recipe, on_start: &std::sync::Mutex<&mut dyn FnMut(u32, String)>) -> Result<UnitRun, String> {
+    // cargo must not take this unit for fresh later (its fingerprints compare mtimes,
+    // and a restored file can be older than cargo's last run): without its fingerprint
+    // cargo recompiles it the next time it is asked.
+    if let Some(dir) = recipe.fingerprint_dir() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let mut cmd = tokio::process::Command::new(&recipe.program);
+    cmd.args(&recipe.args)
+        .current_dir(&recipe.cwd)
+        .env_clear()
+        .envs(recipe.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", recipe.program))?;
+    if let Some(pid) = child.id() {
+        let mut on_start = on_start.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        on_start(pid, recipe.describe());
+    }
+    let stderr = child.stderr.take().ok_or("rustc stderr not captured")?;
+    let mut reader = BufReader::new(stderr);
+    let mut raw = Vec::new();
+    let mut unit = UnitRun { warnings: Vec::new(), stderr: Vec::new(), linked: None };
+    let mut errors = 0;
+    // Ends at end of file (rustc exited) or a read error; lines need not be UTF-8.
+    loop {
+        raw.clear();
+        match reader.read_until(b'\n', &mut raw).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&raw).trim_end().to_string();
+        match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(message) if message["$message_type"] == "artifact" => {
+                if message["emit"] == "link" {
+                    unit.linked = message["artifact"].as_str().map(PathBuf::from);
+                }
+            }
+            Ok(message) if message["$message_type"] == "diagnostic" => {
+                let rendered = strip_ansi(message["rendered"].as_str().unwrap_or_default());
+                match message["level"].as_str() {
+                    Some("warning") => unit.warnings.push(rendered),
+                    Some("error" | "error: internal compiler error") => errors += 1,
+                    _ => {}
+                }
+            }
+            _ => {
+                if unit.stderr.len() == TAIL_LINES {
+                    unit.stderr.remove(0);
+                }
+                unit.stderr.push(line);
+            }
+        }
+    }
+    drop(reader);
+    let status = child.wait().await.map_err(|e| format!("waiting for rustc: {e}"))?;
+    if !status.success() || errors > 0 {
+        return Err(format!("{} exited with {status} ({errors} errors)", recipe.describe()));
+    }
+    Ok(unit)
 }
 
 /// `text` without ANSI escape sequences (cargo asks rustc for colored renderings and

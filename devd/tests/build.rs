@@ -298,3 +298,60 @@ async fn source_edits_replay_the_recorded_rustc_runs() {
     assert!(!out.artifacts[0].fresh, "cargo recompiled what the replay built");
     assert_eq!(run(&out.artifacts[0]), "svc1 fixed again 44");
 }
+
+/// A shared library's edit wanted by two services: one replay compiles the library once,
+/// then both binaries (side by side, devd::replay::run); each artifact is its own
+/// binary with the edit. A compiler error in one of those binaries hands the whole
+/// build to cargo, which reports it; no artifact of that build comes out.
+#[tokio::test]
+async fn a_shared_edit_replays_the_library_once_and_every_binary() {
+    let e = env();
+    // A second service without a build script (svc2 has one: cargo's), like svc1.
+    e.fx.write(
+        "services/svc3/Cargo.toml",
+        "[package]\nname = \"svc3\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n[dependencies]\nfx-shared = { path = \"../../crates/shared\" }\n",
+    );
+    e.fx.write("services/svc3/src/main.rs", "fn main() { println!(\"svc3 {}\", fx_shared::answer()); }\n");
+    let workspace = std::fs::read_to_string(e.fx.path("Cargo.toml")).expect("workspace manifest");
+    e.fx.write("Cargo.toml", &workspace.replace("    \"services/svc2\",\n", "    \"services/svc2\",\n    \"services/svc3\",\n"));
+    let mut config = e.builder.config().clone();
+    config.rustc_recorder = Some(PathBuf::from(env!("CARGO_BIN_EXE_devd")));
+    let builder = Builder::new(config);
+    let graph = WorkspaceGraph::load(&e.fx.root).expect("cargo metadata");
+    let both = ["svc1", "svc3"];
+    let scoped = |rel: &str| {
+        let paths = vec![e.fx.path(rel)];
+        BuildRequest { replay: graph.replay_scope(&paths, &both), ..request(&both, &paths) }
+    };
+    let shared = "crates/shared/src/lib.rs";
+    let (first, _) = build_and_starts(&builder, &scoped(shared)).await;
+    assert!(!first.expect("first build").replayed);
+
+    e.fx.write(shared, "pub fn answer() -> u32 { fx_core::base() + 7 }\n");
+    let (out, starts) = build_and_starts(&builder, &scoped(shared)).await;
+    let out = out.expect("replayed build");
+    assert!(out.replayed);
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    assert!(starts[0].contains("(lib of fx-shared, replayed)"), "{starts:?}");
+    let bins: BTreeSet<&str> = starts[1..]
+        .iter()
+        .filter_map(|s| both.into_iter().find(|b| s.contains(&format!("(bin {b} of {b}, replayed)"))))
+        .collect();
+    assert_eq!(bins, BTreeSet::from(both), "{starts:?}");
+    let outputs: Vec<String> = out.artifacts.iter().map(run).collect();
+    assert_eq!(outputs, ["svc1 47", "svc3 47"]);
+    for artifact in &out.artifacts {
+        assert_eq!(artifact.sha256, sha256_of(&artifact.path));
+    }
+
+    e.fx.write("services/svc3/src/main.rs", "fn main() { let x = ; }\n");
+    e.fx.write(shared, "pub fn answer() -> u32 { fx_core::base() + 8 }\n");
+    let paths = vec![e.fx.path(shared), e.fx.path("services/svc3/src/main.rs")];
+    let request = BuildRequest { replay: graph.replay_scope(&paths, &both), ..request(&both, &paths) };
+    let (err, starts) = build_and_starts(&builder, &request).await;
+    assert!(starts.iter().any(|s| s.contains("(bin svc3 of svc3, replayed)")), "the replay ran first: {starts:?}");
+    let err = err.expect_err("svc3 does not compile");
+    assert_eq!(err.kind, BuildErrorKind::Compile);
+    assert!(err.rendered.contains("services/svc3/src/main.rs:1:"), "{}", err.rendered);
+    assert!(starts.last().is_some_and(|s| s.contains("cargo build")), "{starts:?}");
+}
