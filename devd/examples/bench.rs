@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use devd::build::{BuildConfig, BuildRequest, BuildTarget, Builder};
 use devd::plan::ServicePlan;
 use devd::runtime::docker::DockerStand;
-use devd::runtime::Target as _;
 use serde_json::Value;
 
 const BASE_IMAGE: &str = "stand/base:bookworm";
@@ -106,10 +105,15 @@ fn set_message(root: &Path, message: &str) -> Result<(), String> {
     std::fs::write(&lib, edited.join("\n") + "\n").map_err(|e| e.to_string())
 }
 
-fn message(http: &reqwest::blocking::Client, url: &str) -> Option<String> {
-    let response = http.get(format!("{url}/api/service1")).timeout(Duration::from_secs(2)).send().ok()?;
+/// `field` of what `service` says at `GET /api/<service>` (its message, its version).
+fn describes(http: &reqwest::blocking::Client, url: &str, service: &str, field: &str) -> Option<String> {
+    let response = http.get(format!("{url}/api/{service}")).timeout(Duration::from_secs(2)).send().ok()?;
     let body: Value = response.json().ok()?;
-    body["message"].as_str().map(str::to_owned)
+    body[field].as_str().map(str::to_owned)
+}
+
+fn message(http: &reqwest::blocking::Client, url: &str) -> Option<String> {
+    describes(http, url, "service1", "message")
 }
 
 fn poll<T>(deadline: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
@@ -223,6 +227,12 @@ fn cpu_and_rss(pid: u32) -> Option<(f64, f64)> {
     Some((ticks / per_sec, rss_kb / 1024.0))
 }
 
+/// The cargo target dir shared with the repository's builds (registry crates compile
+/// once): `$CARGO_TARGET_DIR`, else `./target`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from)
+}
+
 /// `$name` parsed, else `default`.
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
@@ -257,8 +267,13 @@ fn devd_api(root: &Path) -> Option<String> {
 
 /// service1's URL once its instance runs the current artifact and is healthy.
 fn serving_url(http: &reqwest::blocking::Client, api: &str, within: Duration) -> Option<String> {
+    service_serving_url(http, api, "service1", within)
+}
+
+/// `service`'s URL once its instance runs the current artifact and is healthy.
+fn service_serving_url(http: &reqwest::blocking::Client, api: &str, service: &str, within: Duration) -> Option<String> {
     poll(within, Duration::from_millis(100), || {
-        let status: Value = http.get(format!("{api}/api/v1/services/service1")).send().ok()?.json().ok()?;
+        let status: Value = http.get(format!("{api}/api/v1/services/{service}")).send().ok()?.json().ok()?;
         let instance = &status["instances"][0];
         let synced = instance["hash"] == status["artifact"]["sha256"] && instance["healthy"] == true;
         synced.then(|| instance["url"].as_str().map(str::to_owned)).flatten()
@@ -275,13 +290,28 @@ fn edit_served(root: &Path, http: &reqwest::blocking::Client, service_url: &str,
     Ok(t0.elapsed())
 }
 
-/// devd's own `last_edit_to_serving_ms` once its delivery of the current artifact has
-/// finished (none within 10 s).
-fn delivered(http: &reqwest::blocking::Client, api: &str) -> Option<u64> {
+/// devd's own timings of one edit (its status API), from the first file event.
+struct Stages {
+    /// `last_edit_to_serving_ms`: until every instance served the new binary.
+    serving: u64,
+    /// `last_edit_to_artifact_ms`: until the artifact was in the store.
+    artifact: u64,
+    /// `build.duration_ms`: the build itself (rustc, replayed).
+    build: u64,
+}
+
+/// devd's timings once its delivery of the current artifact has finished (none within
+/// 10 s).
+fn delivered(http: &reqwest::blocking::Client, api: &str) -> Option<Stages> {
     poll(Duration::from_secs(10), Duration::from_millis(20), || {
         let status: Value = http.get(format!("{api}/api/v1/services/service1")).send().ok()?.json().ok()?;
         let synced = status["instances"][0]["hash"] == status["artifact"]["sha256"] && status["build"]["state"] == "ok";
-        synced.then(|| status["last_edit_to_serving_ms"].as_u64()).flatten()
+        synced.then_some(())?;
+        Some(Stages {
+            serving: status["last_edit_to_serving_ms"].as_u64()?,
+            artifact: status["last_edit_to_artifact_ms"].as_u64()?,
+            build: status["build"]["duration_ms"].as_u64()?,
+        })
     })
 }
 
@@ -291,10 +321,11 @@ fn stats(samples: &[u64]) -> (u64, u64) {
     (percentile(&sorted, 0.5), percentile(&sorted, 0.95))
 }
 
+/// Stops devd, takes the stand in `root` down and removes `images` when dropped.
 struct Cleanup {
     devd: Option<Child>,
     root: PathBuf,
-    name: String,
+    images: Vec<String>,
 }
 
 impl Drop for Cleanup {
@@ -303,10 +334,266 @@ impl Drop for Cleanup {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
-        let _ = Command::new(target_dir.join("debug/devd")).args(["down", "--env", "bench", "--volumes"]).current_dir(&self.root).output();
-        let _ = Command::new("docker").args(["rmi", "-f", &format!("{}/service1:dev", self.name)]).output();
+        let _ = Command::new(target_dir().join("debug/devd")).args(["down", "--env", "bench", "--volumes"]).current_dir(&self.root).output();
+        if !self.images.is_empty() {
+            let _ = Command::new("docker").args(["rmi", "-f"]).args(&self.images).output();
+        }
     }
+}
+
+/// The scale rows' workspace in `root`: the real service-kit, a library crate every
+/// service shares (`scale-shared`, its `MESSAGE`), and `count` services `svc01`...
+/// (binaries `<name>-svcNN`), each with its own container on the docker target and no
+/// database. Returns the services' names.
+fn make_scale(root: &Path, name: &str, count: usize) -> Result<Vec<String>, String> {
+    let repo = repo();
+    let io = |e: std::io::Error| e.to_string();
+    copy_tree(&repo.join("services/kit"), &root.join("services/kit")).map_err(io)?;
+    let services: Vec<String> = (1..=count).map(|i| format!("svc{i:02}")).collect();
+    let workspace = std::fs::read_to_string(repo.join("Cargo.toml")).map_err(io)?;
+    let start = workspace.find("members = [").ok_or("no members")?;
+    let end = start + workspace[start..].find(']').ok_or("no members end")? + 1;
+    let members: Vec<String> =
+        ["services/kit".to_owned(), "shared".to_owned()].into_iter().chain(services.iter().map(|s| format!("services/{s}"))).collect();
+    let workspace = format!("{}members = {members:?}{}", &workspace[..start], &workspace[end..]);
+    std::fs::write(root.join("Cargo.toml"), workspace).map_err(io)?;
+    std::fs::copy(repo.join("Cargo.lock"), root.join("Cargo.lock")).map_err(io)?;
+    let package = |name: &str| format!("[package]\nname = \"{name}\"\nedition.workspace = true\nversion.workspace = true\npublish.workspace = true\n");
+    std::fs::create_dir_all(root.join("shared/src")).map_err(io)?;
+    std::fs::write(root.join("shared/Cargo.toml"), package("scale-shared")).map_err(io)?;
+    set_shared_message(root, "scale start")?;
+    let mut toml = format!(
+        "[stand]\nname = \"{name}\"\nchart = \"chart\"\nrelease = \"{name}\"\ndefault_env = \"bench\"\n\n"
+    );
+    for (i, service) in services.iter().enumerate() {
+        let dir = root.join("services").join(service);
+        std::fs::create_dir_all(dir.join("src")).map_err(io)?;
+        let manifest = format!(
+            "{}\n[[bin]]\nname = \"{name}-{service}\"\npath = \"src/main.rs\"\n\n[dependencies]\nservice-kit.workspace = true\nscale-shared = {{ path = \"../../shared\" }}\n",
+            package(service)
+        );
+        std::fs::write(dir.join("Cargo.toml"), manifest).map_err(io)?;
+        set_own_version(root, service, "own start")?;
+        let port = 5101 + i;
+        toml.push_str(&format!("[services.{service}]\npackage = \"{service}\"\npath = \"services/{service}\"\nport = {port}\nimage = \"{name}/{service}\"\n\n"));
+    }
+    toml.push_str(&format!(
+        "[env.bench]\nservices = {services:?}\ntarget = \"docker\"\nvalues = [\"chart/values.yaml\"]\nlive_sync = true\ndatabase = {{ mode = \"none\" }}\n"
+    ));
+    std::fs::write(root.join("stand.toml"), toml).map_err(io)?;
+    std::fs::create_dir_all(root.join("chart")).map_err(io)?;
+    std::fs::write(root.join("chart/values.yaml"), "services: {}\n").map_err(io)?;
+    Ok(services)
+}
+
+/// The shared crate's `MESSAGE`, which every scale service serves.
+fn set_shared_message(root: &Path, message: &str) -> Result<(), String> {
+    let text = format!("//! What every scale service says.\n\npub const MESSAGE: &str = \"{message}\";\n");
+    std::fs::write(root.join("shared/src/lib.rs"), text).map_err(|e| e.to_string())
+}
+
+/// One scale service's own source: its `main`, with `version` as what it reports.
+fn set_own_version(root: &Path, service: &str, version: &str) -> Result<(), String> {
+    let main = format!(
+        "fn main() -> std::process::ExitCode {{\n    service_kit::server::main(service_kit::ServiceSpec {{\n        info: service_kit::ServiceInfo {{ name: \"{service}\", version: \"{version}\", message: scale_shared::MESSAGE }},\n        default_port: 5001,\n        migrations: &[],\n    }})\n}}\n"
+    );
+    std::fs::write(root.join("services").join(service).join("src/main.rs"), main).map_err(|e| e.to_string())
+}
+
+/// What the scale rows measured: edits of the shared crate until every service serves
+/// them, and edits of one service until it does (ms).
+struct Scale {
+    services: usize,
+    shared: Vec<u64>,
+    one: Vec<u64>,
+    ready_ms: u128,
+}
+
+/// The scale rows: devd over [`make_scale`]'s workspace; `n` edits of the shared crate
+/// (from the write until all services answer with the new text), then `n` edits of one
+/// service's own source (until it answers with it). Between edits the bench waits until
+/// every delivery has finished, as in (a).
+fn scale(devd: &Path, dir: &Path, name: &str, target_dir: &Path, count: usize, n: usize) -> Result<Scale, String> {
+    let root = dir.join("scale");
+    let services = make_scale(&root, name, count)?;
+    let http = reqwest::blocking::Client::builder().no_proxy().build().map_err(|e| e.to_string())?;
+    let images = services.iter().map(|s| format!("{name}/{s}:dev")).collect();
+    let mut cleanup = Cleanup { devd: None, root: root.clone(), images };
+    let log = std::env::temp_dir().join(format!("{name}-devd-scale.log"));
+    let started = Instant::now();
+    cleanup.devd = Some(start_devd(devd, &root, target_dir, &log, None)?);
+    let api = devd_api(&root).ok_or("devd did not start on the scale workspace")?;
+    let urls = |within: Duration| -> Result<Vec<String>, String> {
+        services
+            .iter()
+            .map(|s| service_serving_url(&http, &api, s, within).ok_or_else(|| format!("{s} never served; see {}", log.display())))
+            .collect()
+    };
+    let serving = urls(Duration::from_secs(1200))?;
+    let ready_ms = started.elapsed().as_millis();
+    eprintln!("  scale: {count} services serving after {ready_ms} ms");
+    let answers = |url: &str, service: &str, field: &str, text: &str| describes(&http, url, service, field).is_some_and(|m| m == text);
+    let mut shared = Vec::new();
+    for i in 0..n {
+        let text = format!("scale s{i}");
+        set_shared_message(&root, &text)?;
+        let t0 = Instant::now();
+        let mut waiting: Vec<usize> = (0..services.len()).collect();
+        let end = t0 + Duration::from_secs(300);
+        while !waiting.is_empty() {
+            if Instant::now() > end {
+                return Err(format!("shared edit {i}: {} services never served it; see {}", waiting.len(), log.display()));
+            }
+            waiting.retain(|&k| !answers(&serving[k], &services[k], "message", &text));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        shared.push(t0.elapsed().as_millis() as u64);
+        eprintln!("  scale shared {i:>2}: {} ms", shared[i]);
+        urls(Duration::from_secs(60))?;
+    }
+    let mut one = Vec::new();
+    let (k, service) = (services.len() / 2, &services[services.len() / 2]);
+    for i in 0..n {
+        let text = format!("own {i}");
+        set_own_version(&root, service, &text)?;
+        let t0 = Instant::now();
+        poll(Duration::from_secs(120), Duration::from_millis(10), || answers(&serving[k], service, "version", &text).then_some(()))
+            .ok_or_else(|| format!("edit {i} of {service} never served; see {}", log.display()))?;
+        one.push(t0.elapsed().as_millis() as u64);
+        eprintln!("  scale {service} {i:>2}: {} ms", one[i]);
+        service_serving_url(&http, &api, service, Duration::from_secs(60)).ok_or("the delivery never finished")?;
+    }
+    drop(cleanup);
+    Ok(Scale { services: count, shared, one, ready_ms })
+}
+
+/// `http://127.0.0.1:<host port>` of `container`'s published `port`.
+async fn published_url(engine: &bollard::Docker, container: &str, port: u16) -> Result<String, String> {
+    let inspected = engine
+        .inspect_container(container, None::<bollard::query_parameters::InspectContainerOptions>)
+        .await
+        .map_err(|e| e.to_string())?;
+    let host_port = inspected
+        .network_settings
+        .and_then(|n| n.ports)
+        .and_then(|p| p.get(&format!("{port}/tcp")).cloned().flatten())
+        .and_then(|b| b.first().and_then(|b| b.host_port.clone()))
+        .ok_or_else(|| format!("{container}: port {port} is not published"))?;
+    Ok(format!("http://127.0.0.1:{host_port}"))
+}
+
+/// Polls service1 at `url` (every 10 ms, for up to 120 s) until it answers with `text`.
+async fn served(http: &reqwest::Client, url: &str, text: &str) -> Result<(), String> {
+    let end = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < end {
+        let got = match http.get(format!("{url}/api/service1")).timeout(Duration::from_secs(2)).send().await {
+            Ok(r) => r.json::<Value>().await.ok().and_then(|v| v["message"].as_str().map(str::to_owned)),
+            Err(_) => None,
+        };
+        if got.as_deref() == Some(text) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err(format!("{text:?} never served at {url}"))
+}
+
+/// The trigger file of path (d)'s restart wrapper (where tilt-restart-wrapper has it).
+const RESTART_TRIGGER: &str = "/tmp/.restart-proc";
+
+/// The Dockerfile of path (d): the dev image's base and binary, with the restart
+/// wrapper in front of the service instead of the shim (what
+/// `docker_build_with_restart` does to an image's entrypoint).
+const TILT_DOCKERFILE: &str = r#"ARG BASE_IMAGE=stand/base:bookworm
+FROM ${BASE_IMAGE}
+COPY --chown=65532:65532 app/ /app/
+COPY restart-wrapper /usr/local/bin/restart-wrapper
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/restart-wrapper", "/tmp/.restart-proc", "--", "/app/${BINARY}"]
+"#;
+
+/// A tar that puts `binary` at `/app/<name>` and then touches the restart trigger, as
+/// Tilt's live update of a compiled binary does (`sync` of the host-built file through
+/// the Docker API's archive endpoint; then the trigger, which Tilt writes with a `run`
+/// step: here in the same archive, as the image has no shell: one API call less than
+/// Tilt makes).
+fn sync_archive(binary: &[u8], name: &str) -> Result<Vec<u8>, String> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    for (path, mode, data) in [(format!("app/{name}"), 0o755, binary), (RESTART_TRIGGER.trim_start_matches('/').to_owned(), 0o644, &b"x"[..])] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_uid(65532);
+        header.set_gid(65532);
+        header.set_mtime(now);
+        header.set_cksum();
+        tar.append_data(&mut header, path, data).map_err(|e| e.to_string())?;
+    }
+    tar.into_inner().map_err(|e| e.to_string())
+}
+
+/// Path (d), Tilt's recommended recipe for a compiled service: an image with the
+/// restart wrapper (built once, not timed), then per edit a host `cargo build` (the
+/// `local_resource`), the binary copied into the running container through the Docker
+/// API's archive endpoint, the process restarted by the wrapper, until the new text is
+/// served. Returns the times of `n` edits.
+#[allow(clippy::too_many_arguments)]
+async fn tilt_recipe(
+    docker: &DockerStand,
+    service: &ServicePlan,
+    root: &Path,
+    dir: &Path,
+    binary: &Path,
+    wrapper: &Path,
+    tag: &str,
+    n: usize,
+    cargo_build: &dyn Fn() -> Result<(), String>,
+) -> Result<Vec<u64>, String> {
+    let io = |e: std::io::Error| e.to_string();
+    let context = dir.join("tilt-image");
+    std::fs::create_dir_all(&context).map_err(io)?;
+    std::fs::write(context.join("Dockerfile"), TILT_DOCKERFILE).map_err(io)?;
+    std::fs::copy(wrapper, context.join("restart-wrapper")).map_err(io)?;
+    let name = binary.file_name().and_then(|n| n.to_str()).ok_or("binary name")?.to_owned();
+    set_message(root, "bench d start")?;
+    cargo_build()?;
+    let host = devd::commands::host_triple();
+    let shim = devd::image::ensure_shim(root, &host, |_| {}).await.map_err(|e| e.to_string())?;
+    let engine = docker.target.docker();
+    let spec = devd::image::ImageSpec {
+        service: service.name.clone(),
+        binary: binary.to_owned(),
+        binary_name: name.clone(),
+        binary_sha256: devd::image::file_sha256(binary).map_err(|e| e.to_string())?,
+        shim,
+        tag: tag.to_owned(),
+        base_image: devd::image::base_image(engine, None).await,
+        dockerfile: Some(context.join("Dockerfile")),
+        labels: Default::default(),
+    };
+    devd::image::build(engine, &spec, |_| {}).await.map_err(|e| format!("(d) image: {e}"))?;
+    let state_dir = root.join(".stand");
+    let db_password = devd::runtime::docker::kept_secret(&state_dir, &format!("postgres-{}", service.name)).map_err(io)?;
+    let settings = devd::runtime::docker::ServiceContainer { image: tag.to_owned(), shim_token: String::new(), db_password: Some(db_password) };
+    let container = docker.target.replace_service(service, &settings).await.map_err(|e| e.to_string())?;
+    let url = published_url(engine, &container, service.port).await?;
+    let http = reqwest::Client::builder().no_proxy().build().map_err(|e| e.to_string())?;
+    served(&http, &url, "bench d start").await?;
+    let mut d = Vec::new();
+    for i in 0..n {
+        let text = format!("bench d{i}");
+        set_message(root, &text)?;
+        let t0 = Instant::now();
+        cargo_build()?;
+        let archive = sync_archive(&std::fs::read(binary).map_err(io)?, &name)?;
+        let options = bollard::query_parameters::UploadToContainerOptions { path: "/".to_owned(), ..Default::default() };
+        engine.upload_to_container(&container, Some(options), bollard::body_full(archive.into())).await.map_err(|e| format!("(d) upload: {e}"))?;
+        served(&http, &url, &text).await?;
+        d.push(t0.elapsed().as_millis() as u64);
+        eprintln!("  (d) {i:>2}: {} ms", d[i]);
+    }
+    Ok(d)
 }
 
 fn run() -> Result<(), String> {
@@ -314,15 +601,23 @@ fn run() -> Result<(), String> {
         // The image-rebuild path builds images in this process, the sync path in devd.
         std::env::set_var("STAND_BASE_IMAGE", BASE_IMAGE);
     }
-    let n: usize = std::env::args().nth(1).map_or(Ok(20), |a| a.parse()).map_err(|e| format!("N: {e}"))?;
+    // BENCH_QUICK=1: fewer edits and shorter windows, every row still measured.
+    let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let n: usize = std::env::args().nth(1).map_or(Ok(if quick { 5 } else { 20 }), |a| a.parse()).map_err(|e| format!("N: {e}"))?;
     let dir = tempfile::Builder::new().prefix("stand-bench-").tempdir().map_err(|e| e.to_string())?;
     let root = dir.path().canonicalize().map_err(|e| e.to_string())?.join("stand");
     let name = format!("bench{}", std::process::id());
+    if std::env::var_os("BENCH_ONLY_SCALE").is_some() {
+        let scaled = scale(&target_dir().join("debug/devd"), dir.path(), &name, &target_dir(), env_or("BENCH_SCALE_SERVICES", 20), n)?;
+        let ((s50, s95), (o50, o95)) = (stats(&scaled.shared), stats(&scaled.one));
+        println!("scale{}: shared p50={s50} p95={s95} one p50={o50} p95={o95} ready_ms={}", scaled.services, scaled.ready_ms);
+        return Ok(());
+    }
     make_stand(&root, &name)?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from);
+    let target_dir = target_dir();
     let devd = target_dir.join("debug/devd");
     let http = reqwest::blocking::Client::builder().no_proxy().build().map_err(|e| e.to_string())?;
-    let mut cleanup = Cleanup { devd: None, root: root.clone(), name: name.clone() };
+    let mut cleanup = Cleanup { devd: None, root: root.clone(), images: vec![format!("{name}/service1:dev"), format!("{name}/service1-tilt:dev")] };
 
     // (a) devd's sync path.
     eprintln!("bench: {n} edits per path on a copy of service1 in {}", root.display());
@@ -338,12 +633,12 @@ fn run() -> Result<(), String> {
     for i in 0..n {
         a.push(edit_served(&root, &http, &service_url, &format!("bench a{i}"), &log_path)?.as_millis() as u64);
         // devd's own figure for the same edit, once delivery has finished.
-        reported.extend(delivered(&http, &api));
+        reported.extend(delivered(&http, &api).map(|stages| (a[i], stages)));
         eprintln!("  (a) {i:>2}: {} ms", a[i]);
     }
     // The status API while edits are served: wrk, ~2000 req/s (24 connections pausing
     // 10 ms after each answer), BENCH_API_SECS (default 10).
-    let api_secs: u64 = env_or("BENCH_API_SECS", 10);
+    let api_secs: u64 = env_or("BENCH_API_SECS", if quick { 3 } else { 10 });
     let load = api_under_wrk(&api, api_secs, API_CONNECTIONS, 10, dir.path(), |i| {
         edit_served(&root, &http, &service_url, &format!("bench api{i}"), &log_path).map(|_| ())
     })?;
@@ -359,7 +654,7 @@ fn run() -> Result<(), String> {
     // devd watching a big tree (BENCH_TREE_FILES, default 100000): ready, idle CPU and
     // memory over BENCH_IDLE_SECS (default 60), then edits in it.
     let tree_files: usize = env_or("BENCH_TREE_FILES", 100_000);
-    let idle_secs: u64 = env_or("BENCH_IDLE_SECS", 60);
+    let idle_secs: u64 = env_or("BENCH_IDLE_SECS", if quick { 10 } else { 60 });
     let tree_dirs = big_tree(&root, tree_files)?;
     let tree_log = std::env::temp_dir().join(format!("{name}-devd-tree.log"));
     let started = Instant::now();
@@ -430,7 +725,7 @@ fn run() -> Result<(), String> {
 
     // (c) the image-rebuild path: host build, new image (bollard), container replaced.
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let c = runtime.block_on(async {
+    let (c, d) = runtime.block_on(async {
         let stand = devd::config::load(&root.join("stand.toml")).map_err(|e| e.to_string())?;
         let plan = devd::plan::resolve(&stand, "bench", "").map_err(|e| e.to_string())?;
         let service: ServicePlan = plan.services[0].clone();
@@ -449,8 +744,20 @@ fn run() -> Result<(), String> {
             cause: edited.iter().cloned().collect(),
             replay: graph.replay_scope(&edited, &["service1"]),
         };
+        // Warm-up (not timed): cargo records, devd's first deploy brings up the
+        // network, the database and a container.
         set_message(&root, "bench c warm-up")?;
-        builder.build(&BuildRequest { replay: None, ..request.clone() }, None).await.map_err(|e| e.message)?;
+        let warm = builder.build(&BuildRequest { replay: None, ..request.clone() }, None).await.map_err(|e| e.message)?;
+        docker.ensure(&service, &warm.artifacts[0], &mut |_| {}).await?;
+        let engine = docker.target.docker();
+        let shim = devd::image::ensure_shim(&root, &host, |_| {}).await.map_err(|e| e.to_string())?;
+        let base_image = devd::image::base_image(engine, None).await;
+        let secret = |name: &str| devd::runtime::docker::kept_secret(&state_dir, name).map_err(|e| e.to_string());
+        let settings = devd::runtime::docker::ServiceContainer {
+            image: format!("{name}/service1:dev"),
+            shim_token: secret("shim-token")?,
+            db_password: Some(secret("postgres-service1")?),
+        };
         let http = reqwest::Client::builder().no_proxy().build().map_err(|e| e.to_string())?;
         let mut c = Vec::new();
         for i in 0..n {
@@ -459,44 +766,63 @@ fn run() -> Result<(), String> {
             let t0 = Instant::now();
             let output = builder.build(&request, None).await.map_err(|e| e.message)?;
             let artifact = &output.artifacts[0];
-            docker.ensure(&service, artifact, &mut |_| {}).await?;
-            let end = Instant::now() + Duration::from_secs(120);
-            loop {
-                if Instant::now() > end {
-                    return Err(format!("edit c{i} never served"));
-                }
-                let instances = docker.target.instances("service1").await.unwrap_or_default();
-                if let Some(instance) = instances.first() {
-                    let got = match http.get(format!("{}/api/service1", instance.service_url)).timeout(Duration::from_secs(2)).send().await {
-                        Ok(r) => r.json::<Value>().await.ok().and_then(|v| v["message"].as_str().map(str::to_owned)),
-                        Err(_) => None,
-                    };
-                    if got.as_deref() == Some(text.as_str()) {
-                        break;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            let spec = devd::image::ImageSpec {
+                service: service.name.clone(),
+                binary: artifact.path.clone(),
+                binary_name: artifact.bin.clone(),
+                binary_sha256: artifact.sha256.clone(),
+                shim: shim.clone(),
+                tag: settings.image.clone(),
+                base_image: base_image.clone(),
+                dockerfile: None,
+                labels: Default::default(),
+            };
+            let built = devd::image::build(engine, &spec, |_| {}).await.map_err(|e| format!("(c) image: {e}"))?;
+            let container = docker.target.replace_service(&service, &settings).await.map_err(|e| e.to_string())?;
+            served(&http, &published_url(engine, &container, service.port).await?, &text).await?;
             c.push(t0.elapsed().as_millis() as u64);
             eprintln!("  (c) {i:>2}: {} ms", c[i]);
+            if let Some(previous) = &built.previous {
+                devd::image::remove_if_unused(engine, previous).await;
+            }
         }
-        Ok::<_, String>(c)
+        // (d) Tilt's recipe, in the container (c) left (same network and database).
+        let wrapper = target_dir.join("debug/examples/restart_wrapper");
+        let binary = target_dir.join("debug").join(format!("{name}-service1"));
+        let tag = format!("{name}/service1-tilt:dev");
+        let d = tilt_recipe(&docker, &service, &root, dir.path(), &binary, &wrapper, &tag, n, &|| build(&root)).await?;
+        Ok::<_, String>((c, d))
     })?;
     drop(cleanup);
+
+    // The scale rows: BENCH_SCALE_SERVICES (default 20) services sharing one crate.
+    let scale_count: usize = env_or("BENCH_SCALE_SERVICES", 20);
+    let scaled = scale(&devd, dir.path(), &name, &target_dir, scale_count, if quick { 3 } else { n })?;
 
     let (a50, a95) = stats(&a);
     let (b50, b95) = stats(&b);
     let (c50, c95) = stats(&c);
+    let (d50, d95) = stats(&d);
     println!("edit → new response served, {n} one-line edits of service1's MESSAGE per path (ms)");
     println!("{:<52} {:>7} {:>7}", "path", "p50", "p95");
     println!("{:<52} {:>7} {:>7}", "(a) devd sync: watch, build, shim swap, serving", a50, a95);
     println!("{:<52} {:>7} {:>7}", "(b) floor: bare incremental cargo build", b50, b95);
     println!("{:<52} {:>7} {:>7}", "(c) image rebuild: build, bollard image, new container", c50, c95);
+    println!("{:<52} {:>7} {:>7}", "(d) Tilt recipe: cargo build, archive copy, restart", d50, d95);
     println!("{:<52} {:>7} {:>7}", "a − b", a50 as i64 - b50 as i64, a95 as i64 - b95 as i64);
-    println!("{:<52} {:>7.1} {:>7.1}", "c / a", c50 as f64 / a50.max(1) as f64, c95 as f64 / a95.max(1) as f64);
+    println!("{:<52} {:>7.2} {:>7.2}", "a / b (goal: p50 ≤ 0.7, p95 / b p50 ≤ 1)", a50 as f64 / b50.max(1) as f64, a95 as f64 / b50.max(1) as f64);
+    println!("{:<52} {:>7.1} {:>7.1}", "c / a (goal ≥ 4)", c50 as f64 / a50.max(1) as f64, c95 as f64 / a95.max(1) as f64);
+    println!("{:<52} {:>7.1} {:>7.1}", "d / a", d50 as f64 / a50.max(1) as f64, d95 as f64 / a95.max(1) as f64);
     if !reported.is_empty() {
-        let (r50, r95) = stats(&reported);
-        println!("{:<52} {:>7} {:>7}", "devd's own last_edit_to_serving_ms for (a)", r50, r95);
+        let row = |what: &str, f: &dyn Fn(&(u64, Stages)) -> u64| {
+            let (p50, p95) = stats(&reported.iter().map(f).collect::<Vec<_>>());
+            println!("{what:<52} {p50:>7} {p95:>7}");
+        };
+        row("devd's own last_edit_to_serving_ms for (a)", &|(_, s)| s.serving);
+        row("  (a) by stage: first event → batch closed, stored", &|(_, s)| s.artifact.saturating_sub(s.build));
+        row("  (a) by stage: build (rustc replayed)", &|(_, s)| s.build);
+        row("  (a) by stage: delivery (upload, swap, health)", &|(_, s)| s.serving.saturating_sub(s.artifact));
+        row("  (a) outside devd: write → event, answer polled", &|(a, s)| a.saturating_sub(s.serving));
     }
     println!(
         "{:<52} {:>7.2} {:>7.2}",
@@ -504,10 +830,18 @@ fn run() -> Result<(), String> {
         load.p50_ms,
         load.p99_ms
     );
+    let (s50, s95) = stats(&scaled.shared);
+    let (o50, o95) = stats(&scaled.one);
+    let count = scaled.services;
+    println!("{:<52} {:>7} {:>7}", format!("scale: shared crate edit, until all {count} serve it"), s50, s95);
+    println!("{:<52} {:>7} {:>7}", format!("scale: one service's edit (of {count}), until it serves"), o50, o95);
+    println!("{:<52} {:>7.2} {:>7.2}", "scale shared / a (goal ≤ 2.5); one / a (goal ≤ 1.1)", s50 as f64 / a50.max(1) as f64, o50 as f64 / a50.max(1) as f64);
+    println!("{:<52} {:>7} {:>7}", format!("scale: all {count} serving after devd up (ms)"), scaled.ready_ms, "");
     println!("{:<52} {:>7} {:>7}", format!("(e) edit in a {tree_files}-file tree, p50 / watching after (ms)"), e50, ready.as_millis());
+    println!("{:<52} {:>7.2} {:>7}", "(e) / a (goal ≤ 1.1)", e50 as f64 / a50.max(1) as f64, "");
     println!("{:<52} {:>7.2} {:>7.1}", format!("devd idle over {idle_secs} s in that tree: CPU % / RSS MB"), idle_cpu_pct, idle_rss_mb);
     println!(
-        "edit_to_serving_p50_ms={a50} p95_ms={a95} floor_p50_ms={b50} naive_p50_ms={c50} idle_cpu_pct={idle_cpu_pct:.2} idle_rss_mb={idle_rss_mb:.1} api_p99_ms={api_p99:.2}"
+        "edit_to_serving_p50_ms={a50} p95_ms={a95} floor_p50_ms={b50} naive_p50_ms={c50} tilt_recipe_p50_ms={d50} scale{count}_shared_p50_ms={s50} idle_cpu_pct={idle_cpu_pct:.2} idle_rss_mb={idle_rss_mb:.1} api_p99_ms={api_p99:.2}"
     );
     Ok(())
 }

@@ -1100,3 +1100,104 @@ fn devd_logs_follows_the_service_across_edits_and_new_containers() {
     assert!(stand.log().contains("the stand's containers keep running (`devd down --env"), "{}", stand.log());
     assert!(docker(&["inspect", &new_id]).status.success(), "the container stays");
 }
+
+/// The file the service container runs (the shim's child, the entrypoint's last word),
+/// copied out of the container: its sha256.
+fn running_binary_sha256(stand: &Stand) -> String {
+    let out = docker(&["inspect", "-f", "{{json .Config.Entrypoint}}", &stand.container()]);
+    let entrypoint: Vec<String> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("entrypoint ({e}): {}", text(&out)));
+    let binary = entrypoint.last().expect("an entrypoint");
+    let copy = stand.path("running-binary");
+    let out = docker(&["cp", &format!("{}:{binary}", stand.container()), &copy.display().to_string()]);
+    assert!(out.status.success(), "docker cp {binary}: {}", text(&out));
+    let bytes = std::fs::read(&copy).expect("copied binary");
+    let _ = std::fs::remove_file(&copy);
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(&bytes))
+}
+
+/// The build that follows event `after`: (replayed, sha256 of its artifact).
+fn next_build(stand: &Stand, after: u64) -> (bool, String) {
+    wait_event(stand, after, |b| match b {
+        EventBody::BuildFinished(finished) => Some((finished.replayed, finished.sha256)),
+        _ => None,
+    })
+}
+
+/// devd's fast path (issue 14): an edit of service1's sources is built by replaying the
+/// recorded rustc runs, without cargo, and the container then runs exactly that binary
+/// (same bytes) with the edit in it; a dependency change (service1 gains a crate), which
+/// the replay must not take, goes through cargo and reaches the running container too.
+#[test]
+fn fast_path_delivers_the_edited_binary_and_a_dependency_change_goes_through_cargo() {
+    require_docker();
+    let mut stand = Stand::new("fast", "{ mode = \"in-cluster\", persistence = false }");
+    stand.up();
+    stand.wait_synced("the first deploy", FIRST_DEADLINE);
+    wait_message(&stand, "hello from service1", Duration::from_secs(60));
+    let seq = || stand.status()["event_seq"].as_u64().expect("event_seq");
+
+    // 1. A source edit: replayed; the container runs the replay's artifact.
+    let after = seq();
+    stand.edit("services/service1/src/lib.rs", "\"hello from service1\"", "\"hello from the replay\"");
+    let (replayed, sha) = next_build(&stand, after);
+    assert!(replayed, "a source-only edit should be built by the replay; log:\n{}", stand.log());
+    wait_message(&stand, "hello from the replay", EDIT_DEADLINE);
+    let synced = stand.wait_synced("the replayed artifact in the container", EDIT_DEADLINE);
+    assert_eq!(synced["artifact"]["sha256"], sha.as_str());
+    assert_eq!(running_binary_sha256(&stand), sha, "the container runs other bytes than the replay built");
+
+    // 2. A dependency change: service1 gains a crate (a new path crate of the workspace:
+    //    cargo resolves it without the registry), and uses it.
+    std::fs::create_dir_all(stand.path("services/greeting/src")).expect("greeting dir");
+    std::fs::write(
+        stand.path("services/greeting/Cargo.toml"),
+        "[package]\nname = \"greeting\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\npath = \"src/lib.rs\"\n",
+    )
+    .expect("greeting manifest");
+    std::fs::write(stand.path("services/greeting/src/lib.rs"), "pub fn suffix() -> &'static str {\n    \"with greeting 0.1\"\n}\n")
+        .expect("greeting lib");
+    let after = seq();
+    stand.edit("Cargo.toml", "members = [\"services/kit\", \"services/service1\"]", "members = [\"services/kit\", \"services/service1\", \"services/greeting\"]");
+    stand.edit("services/service1/Cargo.toml", "service-kit.workspace = true\n", "service-kit.workspace = true\ngreeting = { path = \"../greeting\" }\n");
+    stand.edit(
+        "services/service1/src/lib.rs",
+        "message: MESSAGE",
+        "message: Box::leak(format!(\"{MESSAGE}, {}\", greeting::suffix()).into_boxed_str())",
+    );
+    let message = "hello from the replay, with greeting 0.1";
+    wait_message(&stand, message, EDIT_DEADLINE);
+    let synced = stand.wait_synced("the artifact with the new dependency", EDIT_DEADLINE);
+    let sha = synced["artifact"]["sha256"].as_str().expect("sha").to_owned();
+    assert_eq!(running_binary_sha256(&stand), sha);
+    let lock = std::fs::read_to_string(stand.path("Cargo.lock")).expect("Cargo.lock");
+    let entry = lock.split("\n\n").find(|p| p.contains("name = \"service1\"")).expect("service1 in Cargo.lock");
+    assert!(entry.contains("\"greeting\""), "cargo resolved the new dependency: {entry}");
+    // The build that took the manifest edit (the first after it, whether the lib.rs
+    // edit came in the same batch or the next) went through cargo: the replay cannot
+    // add a crate to the compile and the link.
+    let (replayed, _) = next_build(&stand, after);
+    assert!(!replayed, "the manifest edit was replayed; log:\n{}", stand.log());
+
+    // 3. The next source edit is replayed again (cargo recorded the new link line).
+    let after = seq();
+    stand.edit("services/service1/src/lib.rs", "\"hello from the replay\"", "\"hello again\"");
+    let (replayed, sha) = next_build(&stand, after);
+    assert!(replayed, "after cargo's build the replay resumes; log:\n{}", stand.log());
+    wait_message(&stand, "hello again, with greeting 0.1", EDIT_DEADLINE);
+    stand.wait_synced("the second replayed artifact", EDIT_DEADLINE);
+    assert_eq!(running_binary_sha256(&stand), sha);
+
+    // 4. The dependency bumped (its version and its code): through cargo again, and the
+    //    container runs the binary with the new version of it.
+    let after = seq();
+    stand.edit("services/greeting/Cargo.toml", "version = \"0.1.0\"", "version = \"0.2.0\"");
+    stand.edit("services/greeting/src/lib.rs", "with greeting 0.1", "with greeting 0.2");
+    let (replayed, _) = next_build(&stand, after);
+    assert!(!replayed, "the version bump was replayed; log:\n{}", stand.log());
+    wait_message(&stand, "hello again, with greeting 0.2", EDIT_DEADLINE);
+    let synced = stand.wait_synced("the artifact with the bumped dependency", EDIT_DEADLINE);
+    assert_eq!(running_binary_sha256(&stand), synced["artifact"]["sha256"].as_str().expect("sha"));
+    let lock = std::fs::read_to_string(stand.path("Cargo.lock")).expect("Cargo.lock");
+    assert!(lock.contains("name = \"greeting\"\nversion = \"0.2.0\""), "the lock has the bumped version");
+}
