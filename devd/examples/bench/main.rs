@@ -18,6 +18,14 @@ use devd::plan::ServicePlan;
 use devd::runtime::docker::DockerStand;
 use serde_json::Value;
 
+mod api;
+mod scale;
+mod tilt_recipe;
+
+use api::api_under_wrk;
+use scale::scale;
+use tilt_recipe::tilt_recipe;
+
 const BASE_IMAGE: &str = "stand/base:bookworm";
 /// wrk's connections to the status API (each pausing 10 ms after an answer: ~2000
 /// requests per second in all).
@@ -132,66 +140,6 @@ fn poll<T>(deadline: Duration, every: Duration, mut f: impl FnMut() -> Option<T>
 fn percentile(sorted: &[u64], q: f64) -> u64 {
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
-}
-
-/// What wrk measured of the status API.
-struct ApiLoad {
-    requests_per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    /// Socket errors and non-2xx answers.
-    errors: u64,
-    edits: usize,
-}
-
-/// wrk's latency (`812.00us`, `3.06ms`, `1.20s`) in ms.
-fn wrk_ms(text: &str) -> Option<f64> {
-    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
-        (n, 0.001)
-    } else if let Some(n) = text.strip_suffix("ms") {
-        (n, 1.0)
-    } else {
-        (text.strip_suffix('s')?, 1000.0)
-    };
-    number.parse::<f64>().ok().map(|n| n * factor)
-}
-
-/// The status API under wrk (`GET /api/v1/status` on `connections` keep-alive
-/// connections, each pausing `pause_ms` after every answer: about
-/// `connections * 1000 / pause_ms` requests per second) for `secs`, while `edit` runs
-/// again and again here (the edit loop) until wrk is done.
-fn api_under_wrk(api: &str, secs: u64, connections: u32, pause_ms: u32, dir: &Path, mut edit: impl FnMut(usize) -> Result<(), String>) -> Result<ApiLoad, String> {
-    let script = dir.join("pace.lua");
-    std::fs::write(&script, format!("function delay()\n  return {pause_ms}\nend\n")).map_err(|e| e.to_string())?;
-    let mut wrk = Command::new("wrk")
-        .args(["-t2", &format!("-c{connections}"), &format!("-d{secs}s"), "--latency", "-s"])
-        .arg(&script)
-        .arg(format!("{api}/api/v1/status"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run wrk ({e}); bench/run installs it"))?;
-    let mut edits = 0;
-    // Bounded by wrk's own duration.
-    while wrk.try_wait().map_err(|e| e.to_string())?.is_none() {
-        edit(edits)?;
-        edits += 1;
-    }
-    let out = wrk.wait_with_output().map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let field = |prefix: &str| text.lines().map(str::trim).find_map(|l| l.strip_prefix(prefix)).map(str::trim);
-    let latency = |q: &str| field(q).and_then(wrk_ms).ok_or_else(|| format!("no {q} latency in wrk's output:\n{text}"));
-    let socket_errors: u64 = field("Socket errors:")
-        .map(|l| l.split(',').filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok()).sum())
-        .unwrap_or(0);
-    let non_2xx: u64 = field("Non-2xx or 3xx responses:").and_then(|n| n.parse().ok()).unwrap_or(0);
-    Ok(ApiLoad {
-        requests_per_sec: field("Requests/sec:").and_then(|r| r.parse().ok()).ok_or_else(|| format!("no rate in wrk's output:\n{text}"))?,
-        p50_ms: latency("50%")?,
-        p99_ms: latency("99%")?,
-        errors: socket_errors + non_2xx,
-        edits,
-    })
 }
 
 /// Writes `files` files under `root`: half in `tree-ignored/` (ignored by the stand's
@@ -341,132 +289,6 @@ impl Drop for Cleanup {
     }
 }
 
-/// The scale rows' workspace in `root`: the real service-kit, a library crate every
-/// service shares (`scale-shared`, its `MESSAGE`), and `count` services `svc01`...
-/// (binaries `<name>-svcNN`), each with its own container on the docker target and no
-/// database. Returns the services' names.
-fn make_scale(root: &Path, name: &str, count: usize) -> Result<Vec<String>, String> {
-    let repo = repo();
-    let io = |e: std::io::Error| e.to_string();
-    copy_tree(&repo.join("services/kit"), &root.join("services/kit")).map_err(io)?;
-    let services: Vec<String> = (1..=count).map(|i| format!("svc{i:02}")).collect();
-    let workspace = std::fs::read_to_string(repo.join("Cargo.toml")).map_err(io)?;
-    let start = workspace.find("members = [").ok_or("no members")?;
-    let end = start + workspace[start..].find(']').ok_or("no members end")? + 1;
-    let members: Vec<String> =
-        ["services/kit".to_owned(), "shared".to_owned()].into_iter().chain(services.iter().map(|s| format!("services/{s}"))).collect();
-    let workspace = format!("{}members = {members:?}{}", &workspace[..start], &workspace[end..]);
-    std::fs::write(root.join("Cargo.toml"), workspace).map_err(io)?;
-    std::fs::copy(repo.join("Cargo.lock"), root.join("Cargo.lock")).map_err(io)?;
-    let package = |name: &str| format!("[package]\nname = \"{name}\"\nedition.workspace = true\nversion.workspace = true\npublish.workspace = true\n");
-    std::fs::create_dir_all(root.join("shared/src")).map_err(io)?;
-    std::fs::write(root.join("shared/Cargo.toml"), package("scale-shared")).map_err(io)?;
-    set_shared_message(root, "scale start")?;
-    let mut toml = format!(
-        "[stand]\nname = \"{name}\"\nchart = \"chart\"\nrelease = \"{name}\"\ndefault_env = \"bench\"\n\n"
-    );
-    for (i, service) in services.iter().enumerate() {
-        let dir = root.join("services").join(service);
-        std::fs::create_dir_all(dir.join("src")).map_err(io)?;
-        let manifest = format!(
-            "{}\n[[bin]]\nname = \"{name}-{service}\"\npath = \"src/main.rs\"\n\n[dependencies]\nservice-kit.workspace = true\nscale-shared = {{ path = \"../../shared\" }}\n",
-            package(service)
-        );
-        std::fs::write(dir.join("Cargo.toml"), manifest).map_err(io)?;
-        set_own_version(root, service, "own start")?;
-        let port = 5101 + i;
-        toml.push_str(&format!("[services.{service}]\npackage = \"{service}\"\npath = \"services/{service}\"\nport = {port}\nimage = \"{name}/{service}\"\n\n"));
-    }
-    toml.push_str(&format!(
-        "[env.bench]\nservices = {services:?}\ntarget = \"docker\"\nvalues = [\"chart/values.yaml\"]\nlive_sync = true\ndatabase = {{ mode = \"none\" }}\n"
-    ));
-    std::fs::write(root.join("stand.toml"), toml).map_err(io)?;
-    std::fs::create_dir_all(root.join("chart")).map_err(io)?;
-    std::fs::write(root.join("chart/values.yaml"), "services: {}\n").map_err(io)?;
-    Ok(services)
-}
-
-/// The shared crate's `MESSAGE`, which every scale service serves.
-fn set_shared_message(root: &Path, message: &str) -> Result<(), String> {
-    let text = format!("//! What every scale service says.\n\npub const MESSAGE: &str = \"{message}\";\n");
-    std::fs::write(root.join("shared/src/lib.rs"), text).map_err(|e| e.to_string())
-}
-
-/// One scale service's own source: its `main`, with `version` as what it reports.
-fn set_own_version(root: &Path, service: &str, version: &str) -> Result<(), String> {
-    let main = format!(
-        "fn main() -> std::process::ExitCode {{\n    service_kit::server::main(service_kit::ServiceSpec {{\n        info: service_kit::ServiceInfo {{ name: \"{service}\", version: \"{version}\", message: scale_shared::MESSAGE }},\n        default_port: 5001,\n        migrations: &[],\n    }})\n}}\n"
-    );
-    std::fs::write(root.join("services").join(service).join("src/main.rs"), main).map_err(|e| e.to_string())
-}
-
-/// What the scale rows measured: edits of the shared crate until every service serves
-/// them, and edits of one service until it does (ms).
-struct Scale {
-    services: usize,
-    shared: Vec<u64>,
-    one: Vec<u64>,
-    ready_ms: u128,
-}
-
-/// The scale rows: devd over [`make_scale`]'s workspace; `n` edits of the shared crate
-/// (from the write until all services answer with the new text), then `n` edits of one
-/// service's own source (until it answers with it). Between edits the bench waits until
-/// every delivery has finished, as in (a).
-fn scale(devd: &Path, dir: &Path, name: &str, target_dir: &Path, count: usize, n: usize) -> Result<Scale, String> {
-    let root = dir.join("scale");
-    let services = make_scale(&root, name, count)?;
-    let http = reqwest::blocking::Client::builder().no_proxy().build().map_err(|e| e.to_string())?;
-    let images = services.iter().map(|s| format!("{name}/{s}:dev")).collect();
-    let mut cleanup = Cleanup { devd: None, root: root.clone(), images };
-    let log = std::env::temp_dir().join(format!("{name}-devd-scale.log"));
-    let started = Instant::now();
-    cleanup.devd = Some(start_devd(devd, &root, target_dir, &log, None)?);
-    let api = devd_api(&root).ok_or("devd did not start on the scale workspace")?;
-    let urls = |within: Duration| -> Result<Vec<String>, String> {
-        services
-            .iter()
-            .map(|s| service_serving_url(&http, &api, s, within).ok_or_else(|| format!("{s} never served; see {}", log.display())))
-            .collect()
-    };
-    let serving = urls(Duration::from_secs(1200))?;
-    let ready_ms = started.elapsed().as_millis();
-    eprintln!("  scale: {count} services serving after {ready_ms} ms");
-    let answers = |url: &str, service: &str, field: &str, text: &str| describes(&http, url, service, field).is_some_and(|m| m == text);
-    let mut shared = Vec::new();
-    for i in 0..n {
-        let text = format!("scale s{i}");
-        set_shared_message(&root, &text)?;
-        let t0 = Instant::now();
-        let mut waiting: Vec<usize> = (0..services.len()).collect();
-        let end = t0 + Duration::from_secs(300);
-        while !waiting.is_empty() {
-            if Instant::now() > end {
-                return Err(format!("shared edit {i}: {} services never served it; see {}", waiting.len(), log.display()));
-            }
-            waiting.retain(|&k| !answers(&serving[k], &services[k], "message", &text));
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        shared.push(t0.elapsed().as_millis() as u64);
-        eprintln!("  scale shared {i:>2}: {} ms", shared[i]);
-        urls(Duration::from_secs(60))?;
-    }
-    let mut one = Vec::new();
-    let (k, service) = (services.len() / 2, &services[services.len() / 2]);
-    for i in 0..n {
-        let text = format!("own {i}");
-        set_own_version(&root, service, &text)?;
-        let t0 = Instant::now();
-        poll(Duration::from_secs(120), Duration::from_millis(10), || answers(&serving[k], service, "version", &text).then_some(()))
-            .ok_or_else(|| format!("edit {i} of {service} never served; see {}", log.display()))?;
-        one.push(t0.elapsed().as_millis() as u64);
-        eprintln!("  scale {service} {i:>2}: {} ms", one[i]);
-        service_serving_url(&http, &api, service, Duration::from_secs(60)).ok_or("the delivery never finished")?;
-    }
-    drop(cleanup);
-    Ok(Scale { services: count, shared, one, ready_ms })
-}
-
 /// `http://127.0.0.1:<host port>` of `container`'s published `port`.
 async fn published_url(engine: &bollard::Docker, container: &str, port: u16) -> Result<String, String> {
     let inspected = engine
@@ -496,104 +318,6 @@ async fn served(http: &reqwest::Client, url: &str, text: &str) -> Result<(), Str
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Err(format!("{text:?} never served at {url}"))
-}
-
-/// The trigger file of path (d)'s restart wrapper (where tilt-restart-wrapper has it).
-const RESTART_TRIGGER: &str = "/tmp/.restart-proc";
-
-/// The Dockerfile of path (d): the dev image's base and binary, with the restart
-/// wrapper in front of the service instead of the shim (what
-/// `docker_build_with_restart` does to an image's entrypoint).
-const TILT_DOCKERFILE: &str = r#"ARG BASE_IMAGE=stand/base:bookworm
-FROM ${BASE_IMAGE}
-COPY --chown=65532:65532 app/ /app/
-COPY restart-wrapper /usr/local/bin/restart-wrapper
-USER 65532:65532
-ENTRYPOINT ["/usr/local/bin/restart-wrapper", "/tmp/.restart-proc", "--", "/app/${BINARY}"]
-"#;
-
-/// A tar that puts `binary` at `/app/<name>` and then touches the restart trigger, as
-/// Tilt's live update of a compiled binary does (`sync` of the host-built file through
-/// the Docker API's archive endpoint; then the trigger, which Tilt writes with a `run`
-/// step: here in the same archive, as the image has no shell: one API call less than
-/// Tilt makes).
-fn sync_archive(binary: &[u8], name: &str) -> Result<Vec<u8>, String> {
-    let mut tar = tar::Builder::new(Vec::new());
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    for (path, mode, data) in [(format!("app/{name}"), 0o755, binary), (RESTART_TRIGGER.trim_start_matches('/').to_owned(), 0o644, &b"x"[..])] {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(mode);
-        header.set_uid(65532);
-        header.set_gid(65532);
-        header.set_mtime(now);
-        header.set_cksum();
-        tar.append_data(&mut header, path, data).map_err(|e| e.to_string())?;
-    }
-    tar.into_inner().map_err(|e| e.to_string())
-}
-
-/// Path (d), Tilt's recommended recipe for a compiled service: an image with the
-/// restart wrapper (built once, not timed), then per edit a host `cargo build` (the
-/// `local_resource`), the binary copied into the running container through the Docker
-/// API's archive endpoint, the process restarted by the wrapper, until the new text is
-/// served. Returns the times of `n` edits.
-#[allow(clippy::too_many_arguments)]
-async fn tilt_recipe(
-    docker: &DockerStand,
-    service: &ServicePlan,
-    root: &Path,
-    dir: &Path,
-    binary: &Path,
-    wrapper: &Path,
-    tag: &str,
-    n: usize,
-    cargo_build: &dyn Fn() -> Result<(), String>,
-) -> Result<Vec<u64>, String> {
-    let io = |e: std::io::Error| e.to_string();
-    let context = dir.join("tilt-image");
-    std::fs::create_dir_all(&context).map_err(io)?;
-    std::fs::write(context.join("Dockerfile"), TILT_DOCKERFILE).map_err(io)?;
-    std::fs::copy(wrapper, context.join("restart-wrapper")).map_err(io)?;
-    let name = binary.file_name().and_then(|n| n.to_str()).ok_or("binary name")?.to_owned();
-    set_message(root, "bench d start")?;
-    cargo_build()?;
-    let host = devd::commands::host_triple();
-    let shim = devd::image::ensure_shim(root, &host, |_| {}).await.map_err(|e| e.to_string())?;
-    let engine = docker.target.docker();
-    let spec = devd::image::ImageSpec {
-        service: service.name.clone(),
-        binary: binary.to_owned(),
-        binary_name: name.clone(),
-        binary_sha256: devd::image::file_sha256(binary).map_err(|e| e.to_string())?,
-        shim,
-        tag: tag.to_owned(),
-        base_image: devd::image::base_image(engine, None).await,
-        dockerfile: Some(context.join("Dockerfile")),
-        labels: Default::default(),
-    };
-    devd::image::build(engine, &spec, |_| {}).await.map_err(|e| format!("(d) image: {e}"))?;
-    let state_dir = root.join(".stand");
-    let db_password = devd::runtime::docker::kept_secret(&state_dir, &format!("postgres-{}", service.name)).map_err(io)?;
-    let settings = devd::runtime::docker::ServiceContainer { image: tag.to_owned(), shim_token: String::new(), db_password: Some(db_password) };
-    let container = docker.target.replace_service(service, &settings).await.map_err(|e| e.to_string())?;
-    let url = published_url(engine, &container, service.port).await?;
-    let http = reqwest::Client::builder().no_proxy().build().map_err(|e| e.to_string())?;
-    served(&http, &url, "bench d start").await?;
-    let mut d = Vec::new();
-    for i in 0..n {
-        let text = format!("bench d{i}");
-        set_message(root, &text)?;
-        let t0 = Instant::now();
-        cargo_build()?;
-        let archive = sync_archive(&std::fs::read(binary).map_err(io)?, &name)?;
-        let options = bollard::query_parameters::UploadToContainerOptions { path: "/".to_owned(), ..Default::default() };
-        engine.upload_to_container(&container, Some(options), bollard::body_full(archive.into())).await.map_err(|e| format!("(d) upload: {e}"))?;
-        served(&http, &url, &text).await?;
-        d.push(t0.elapsed().as_millis() as u64);
-        eprintln!("  (d) {i:>2}: {} ms", d[i]);
-    }
-    Ok(d)
 }
 
 fn run() -> Result<(), String> {
