@@ -7,7 +7,10 @@
 //!     into the running container through the shim;
 //! (b) the floor: a bare incremental `cargo build` of the same change (no serving);
 //! (c) the image-rebuild path (Tilt without live update): the same host build, a new
-//!     image through bollard, the container replaced, until the new one serves.
+//!     image through bollard, the container replaced, until the new one serves;
+//! (d) Tilt's recipe for compiled languages ([`tilt_recipe`]).
+//! Then the status API under wrk during edits ([`api`]), devd in a 100k-file tree, and
+//! 20 services sharing one crate ([`scale`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
