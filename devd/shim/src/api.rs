@@ -38,6 +38,80 @@ pub struct App {
     pub ready_timeout: Duration,
     /// Serializes everything that replaces the binary or restarts the child.
     pub ops: tokio::sync::Mutex<()>,
+    /// Verified uploads waiting for `ops`: a binary on probation gives way to them.
+    pub newer: Newer,
+}
+
+/// Counts the verified uploads that wait for their swap. A binary on probation whose
+/// successor is already here ends its probation at once (it answers 200): the next
+/// swap replaces it anyway, and two saves in a row are not a second apart because
+/// the first one's probation ran to its end. Its rollback target is then the binary
+/// that gave way.
+#[derive(Default)]
+pub struct Newer {
+    waiting: std::sync::atomic::AtomicUsize,
+    arrived: tokio::sync::Notify,
+}
+
+/// One waiting upload; dropped once its swap holds `ops`.
+struct Waiting<'a>(&'a Newer);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Newer {
+    fn arrive(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.arrived.notify_waiters();
+        Waiting(self)
+    }
+
+    /// Resolves once an upload waits for its swap (at once if one does).
+    async fn waiting(&self) {
+        loop {
+            let arrived = self.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            if self.waiting.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                return;
+            }
+            arrived.await;
+        }
+    }
+}
+
+/// How a probation ended without the new child exiting.
+enum Probation {
+    Served,
+    /// A newer upload is waiting: this one gave way early.
+    GaveWay,
+}
+
+/// Waits out the probation of a new child (`rest`), or less when a newer upload
+/// arrives. `Err`: the child exited meanwhile.
+async fn probation(
+    app: &App,
+    started: &mut Started,
+    rest: Duration,
+) -> Result<Probation, ExitRecord> {
+    let exit = async {
+        match started.exit.as_mut() {
+            Some(rx) => match rx.await {
+                Ok(record) => record,
+                Err(_) => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        record = exit => Err(record),
+        () = tokio::time::sleep(rest) => Ok(Probation::Served),
+        () = app.newer.waiting() => Ok(Probation::GaveWay),
+    }
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -320,7 +394,10 @@ async fn put_binary(
 }
 
 async fn swap(app: Arc<App>, staged: upload::Staged) -> Result<Json<Swapped>, AppError> {
-    let _ops = app.ops.lock().await;
+    let _ops = {
+        let _waiting = app.newer.arrive();
+        app.ops.lock().await
+    };
     let sha256 = staged.sha256.clone();
     let previous = app.status.get().sha256;
     let binary = app.binary.clone();
@@ -377,23 +454,14 @@ type Verdict = Result<Swapped, (String, Option<ExitRecord>, Restore)>;
 /// Without shared sockets: stop the old child, start the new one on probation.
 async fn swap_stop_start(app: &App, sha256: &str, start: Instant) -> Result<Verdict, AppError> {
     match app.supervisor.restart(true, Some(sha256.to_owned())).await {
-        Ok(mut started) => {
-            let exited = match started.exit.as_mut() {
-                Some(rx) => tokio::time::timeout(app.grace, rx)
-                    .await
-                    .ok()
-                    .and_then(Result::ok),
-                None => None,
-            };
-            match exited {
-                None => {
-                    app.supervisor.release().await;
-                    tracing::info!(pid = started.pid, %sha256, "new binary running");
-                    Ok(Ok(swapped(sha256, &started)))
-                }
-                Some(record) => Ok(Err((exit_reason(&record, start), Some(record), Restore::Start))),
+        Ok(mut started) => match probation(app, &mut started, app.grace).await {
+            Ok(how) => {
+                app.supervisor.release().await;
+                tracing::info!(pid = started.pid, %sha256, gave_way = matches!(how, Probation::GaveWay), "new binary running");
+                Ok(Ok(swapped(sha256, &started)))
             }
-        }
+            Err(record) => Ok(Err((exit_reason(&record, start), Some(record), Restore::Start))),
+        },
         Err(RestartError::Spawn(record)) => Ok(Err((
             format!("new binary did not start: {}", record.description),
             Some(*record),
@@ -424,21 +492,22 @@ async fn swap_overlapping(app: &App, sha256: &str, start: Instant) -> Result<Ver
     }
     let gone = app.supervisor.promote().await;
     let rest = app.grace.saturating_sub(start.elapsed());
-    let exited = match started.exit.as_mut() {
-        Some(rx) => tokio::time::timeout(rest, rx).await.ok().and_then(Result::ok),
-        None => None,
-    };
+    let verdict = probation(app, &mut started, rest).await;
     if let Some(gone) = gone {
         let _ = gone.await;
     }
-    match exited {
-        None => {
+    match verdict {
+        Ok(how) => {
             app.supervisor.release().await;
-            tracing::info!(pid = started.pid, %sha256, ms = start.elapsed().as_millis() as u64, "new binary serving, the previous one stopped");
+            let ms = start.elapsed().as_millis() as u64;
+            match how {
+                Probation::Served => tracing::info!(pid = started.pid, %sha256, ms, "new binary serving, the previous one stopped"),
+                Probation::GaveWay => tracing::info!(pid = started.pid, %sha256, ms, "new binary serving, the previous one stopped; a newer upload ends its probation"),
+            }
             Ok(Ok(swapped(sha256, &started)))
         }
         // Ready, then dead within the grace period: the old one is already gone.
-        Some(record) => Ok(Err((exit_reason(&record, start), Some(record), Restore::Start))),
+        Err(record) => Ok(Err((exit_reason(&record, start), Some(record), Restore::Start))),
     }
 }
 

@@ -30,7 +30,8 @@ pub struct Config {
     pub token: Option<String>,
     /// SIGTERM -> SIGKILL escalation when stopping the child.
     pub stop_timeout: Duration,
-    /// A new binary that exits within this window after an upload is rolled back.
+    /// A new binary that exits within this window after an upload is rolled back
+    /// (the window ends early when a newer upload arrives: [`crate::api::Newer`]).
     pub grace: Duration,
     /// The service's listening sockets, owned by the shim and passed to every child
     /// (fd 3.., `LISTEN_FDS`). Empty: the child binds its own (swaps stop, then start).

@@ -145,6 +145,7 @@ pub async fn run(config: Config) -> i32 {
                 overlap: !config.listen.is_empty(),
                 ready_timeout: config.ready_timeout,
                 ops: tokio::sync::Mutex::new(()),
+                newer: api::Newer::default(),
             });
             let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.port));
             match tokio::net::TcpListener::bind(addr).await {

@@ -277,6 +277,37 @@ async fn without_shared_sockets_swaps_stop_then_start() {
     shim.wait_serving("v3").await;
 }
 
+/// Two saves in a row: the second upload does not wait out the first binary's
+/// probation (a grace of 120 s here, far beyond every deadline of this test). The
+/// first answers 200 once the second arrives; the second, dying after ready, is rolled
+/// back to the first, which gave way but is the binary that served.
+#[tokio::test]
+async fn a_newer_upload_ends_the_probation_of_the_one_before() {
+    let mut opts = Options::default();
+    opts.env.push(("STAND_SHIM_GRACE_MS", "120000".into()));
+    let shim = Shim::start_with(json!({"text": "v1"}), opts).await;
+    let v2 = variant(json!({"text": "v2"}));
+    let flaky = variant(json!({"text": "v3", "exit_after_ready_ms": 100}));
+    let (v2_sha, flaky_sha) = (sha256(&v2), sha256(&flaky));
+    let first = shim.upload(v2.clone(), &v2_sha);
+    let second = async {
+        shim.wait_serving("v2").await;
+        shim.upload(flaky.clone(), &flaky_sha).await
+    };
+    let both = tokio::time::timeout(DEADLINE, async { tokio::join!(first, second) }).await;
+    let ((code, body), (flaky_code, flaky_body)) =
+        both.unwrap_or_else(|_| panic!("the uploads waited out the 120 s probation (no answer within {DEADLINE:?})"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["sha256"], v2_sha);
+    assert_eq!(flaky_code, 409, "{flaky_body}");
+    assert_eq!(error_code(&flaky_body), "rolled_back");
+    assert_eq!(flaky_body["error"]["details"]["rollback"]["restored_sha256"], v2_sha);
+    shim.wait_serving("v2").await;
+    let status = shim.status().await;
+    assert_eq!(status["sha256"], v2_sha);
+    assert_eq!(std::fs::read(&shim.binary).expect("read"), v2, "the binary that gave way is back");
+}
+
 #[tokio::test]
 async fn concurrent_uploads_are_serialized_and_leave_one_intact_binary() {
     let shim = Shim::start(json!({"text": "v0"})).await;
