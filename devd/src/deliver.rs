@@ -7,7 +7,9 @@
 //!   the new binary on probation, polls the shim's status and the service's /health:
 //!   the moment the new hash answers /health (ok or degraded) is "serving" (edit→serving is measured to
 //!   it); the shim's 409 means the binary died at start and the old one serves again,
-//!   which the instance's status says;
+//!   which the instance's status says; a newer artifact that arrives while the shim
+//!   still holds this one on probation goes out at once (the shim ends that probation
+//!   when the next upload arrives: two saves in a row do not wait out the grace);
 //! - reconciles every `interval`: lists the instances, asks each shim what it runs,
 //!   and re-sends the artifact to an instance that runs another hash (a container
 //!   restarted from its image). A hash an instance rolled back is not sent to it again.
@@ -113,7 +115,8 @@ impl Syncer {
                     let next = desired.borrow_and_update().clone();
                     if let Some(next) = next {
                         self.current = Some(next.clone());
-                        self.sync(&next).await;
+                        // A clone that has seen `next`: it tells the delivery of a newer one.
+                        self.sync(&next, &desired.clone()).await;
                     }
                 }
                 _ = tick.tick() => self.reconcile().await,
@@ -153,7 +156,7 @@ impl Syncer {
     /// Sends `desired` to every instance that does not run it already, and records how
     /// it went. An instance whose shim reports the artifact's hash gets nothing: an
     /// edit that produced the same binary (an undone change) restarts no process.
-    async fn sync(&mut self, desired: &Desired) {
+    async fn sync(&mut self, desired: &Desired, newer: &watch::Receiver<Option<Desired>>) {
         let Ok(all) = self.instances().await else { return };
         if all.is_empty() {
             return;
@@ -187,7 +190,7 @@ impl Syncer {
             unchanged: unchanged_statuses.len(),
         });
         self.hub.update_service(&self.service, body, |_| {});
-        let deliveries = instances.iter().map(|i| deliver_one(self.target.as_ref(), i, desired));
+        let deliveries = instances.iter().map(|i| deliver_one(self.target.as_ref(), i, desired, Some(newer.clone())));
         let outcomes = futures_util::future::join_all(deliveries).await;
         for (instance, outcome) in instances.iter().zip(&outcomes) {
             if let (Some(error), true) = (&outcome.error, outcome.status.hash.as_deref() != Some(desired.sha256.as_str())) {
@@ -250,7 +253,7 @@ impl Syncer {
                                 sha256: current.sha256.clone(),
                             });
                             self.hub.update_service(&self.service, body, |_| {});
-                            let outcome = deliver_one(self.target.as_ref(), instance, &current).await;
+                            let outcome = deliver_one(self.target.as_ref(), instance, &current, None).await;
                             if let Some(error) = &outcome.error {
                                 if error.starts_with("rolled back") {
                                     self.rolled_back.insert(key, error.clone());
@@ -318,7 +321,18 @@ fn unknown_status(instance: &Instance) -> InstanceStatus {
 }
 
 /// PUTs the artifact and, meanwhile, watches for the new hash answering /health.
-async fn deliver_one(target: &dyn Target, instance: &Instance, desired: &Desired) -> Outcome {
+///
+/// The shim answers the PUT once the new binary's probation is over (its grace
+/// period, a second by default), or as soon as a newer upload arrives. So when `newer`
+/// reports a newer artifact while this one already serves, the answer is not awaited:
+/// the request is dropped (the shim finishes the swap on its own) and the next
+/// delivery goes out at once, which ends this binary's probation.
+async fn deliver_one(
+    target: &dyn Target,
+    instance: &Instance,
+    desired: &Desired,
+    mut newer: Option<watch::Receiver<Option<Desired>>>,
+) -> Outcome {
     // Callers send only to instances whose shim said it runs another hash (`sync`
     // partitions them, the reconcile pass compares): no second status round trip here.
     let mut status = unknown_status(instance);
@@ -327,11 +341,22 @@ async fn deliver_one(target: &dyn Target, instance: &Instance, desired: &Desired
     let watch = serving(target, instance, &desired.sha256);
     tokio::pin!(watch);
     let mut serving_at = None;
+    let mut superseded = newer.as_ref().is_some_and(|rx| rx.has_changed().unwrap_or(false));
     let result = loop {
-        tokio::select! {
-            result = &mut put => break result,
-            at = &mut watch, if serving_at.is_none() => serving_at = Some(at),
+        if superseded && serving_at.is_some() {
+            tracing::debug!(instance = %instance.name, sha256 = %short(&desired.sha256), "serving; a newer artifact ends its probation");
+            break None;
         }
+        tokio::select! {
+            result = &mut put => break Some(result),
+            at = &mut watch, if serving_at.is_none() => serving_at = Some(at),
+            () = newer_artifact(&mut newer), if !superseded => superseded = true,
+        }
+    };
+    let Some(result) = result else {
+        status.hash = Some(desired.sha256.clone());
+        status.set_health(target.health(instance).await);
+        return Outcome { status, serving_at, error: None };
     };
     match result {
         Ok(reply) => {
@@ -361,6 +386,18 @@ async fn deliver_one(target: &dyn Target, instance: &Instance, desired: &Desired
     }
 }
 
+/// Resolves when `newer` sees a newer artifact; never without one (or once its sender
+/// is gone).
+async fn newer_artifact(newer: &mut Option<watch::Receiver<Option<Desired>>>) {
+    if let Some(rx) = newer {
+        if rx.changed().await.is_ok() {
+            return;
+        }
+        *newer = None;
+    }
+    std::future::pending::<()>().await;
+}
+
 /// Resolves when the instance's shim runs `sha256` and the service answers /health (or
 /// after [`SERVING_DEADLINE`], with the time of giving up).
 async fn serving(target: &dyn Target, instance: &Instance, sha256: &str) -> Instant {
@@ -388,7 +425,7 @@ mod tests {
     use super::*;
     use crate::status::StandStatus;
     use crate::runtime::shim::DirectHttp;
-    use crate::runtime::ShimTransport;
+    use crate::runtime::{ShimReply, ShimStatus, ShimTransport};
 
     /// A target whose instances cannot be listed.
     struct Broken(DirectHttp);
@@ -403,6 +440,112 @@ mod tests {
         fn transport(&self) -> &dyn ShimTransport {
             &self.0
         }
+    }
+
+    /// One instance whose shim holds every PUT on probation until the next upload
+    /// arrives (as stand-shim does when its grace period is long): the new hash runs
+    /// and answers /health at once, the PUT's answer waits.
+    struct OnProbation {
+        http: DirectHttp,
+        instance: Instance,
+        running: std::sync::Mutex<Option<String>>,
+        uploads: std::sync::Mutex<Vec<String>>,
+        arrived: tokio::sync::Notify,
+    }
+
+    impl Target for OnProbation {
+        fn kind(&self) -> &'static str {
+            "on-probation"
+        }
+        fn instances<'a>(&'a self, _service: &'a str) -> futures_util::future::BoxFuture<'a, Result<Vec<Instance>, TargetError>> {
+            Box::pin(async { Ok(vec![self.instance.clone()]) })
+        }
+        fn transport(&self) -> &dyn ShimTransport {
+            &self.http
+        }
+        fn deliver<'a>(&'a self, _instance: &'a Instance, _binary: &'a std::path::Path, sha256: &'a str) -> futures_util::future::BoxFuture<'a, Result<ShimReply, ShimError>> {
+            Box::pin(async move {
+                // Ends the probation of the one before; then waits for the next.
+                self.arrived.notify_waiters();
+                let next = self.arrived.notified();
+                *self.running.lock().expect("lock") = Some(sha256.to_owned());
+                self.uploads.lock().expect("lock").push(sha256.to_owned());
+                // Bounded by the test's own deadline: a minute's probation.
+                let _ = tokio::time::timeout(Duration::from_secs(60), next).await;
+                Ok(ShimReply { sha256: Some(sha256.to_owned()), pid: 1, restarts: 1 })
+            })
+        }
+        fn shim_status<'a>(&'a self, _instance: &'a Instance) -> futures_util::future::BoxFuture<'a, Result<ShimStatus, ShimError>> {
+            Box::pin(async move { Ok(ShimStatus {
+                    binary: "/app/svc1".into(),
+                    sha256: self.running.lock().expect("lock").clone(),
+                    pid: Some(1),
+                    restarts: 0,
+                    started_at: None,
+                    last_exit: None,
+                    last_rollback: None,
+                }) })
+        }
+        fn health<'a>(&'a self, _instance: &'a Instance) -> futures_util::future::BoxFuture<'a, HealthReport> {
+            Box::pin(async { HealthReport { health: crate::status::Health::Ok, detail: None } })
+        }
+    }
+
+    /// Two saves in a row: once the first artifact serves, a newer one goes out without
+    /// waiting for the first PUT's answer (the shim gives it only after its probation, or
+    /// when the next upload arrives), and the first is recorded as served.
+    #[tokio::test]
+    async fn a_newer_artifact_goes_out_while_the_one_before_is_on_probation() {
+        // A subscriber on this thread too: a `sync` span first seen with none would be
+        // cached as uninteresting for the span test beside this one.
+        let (_logs, _guard) = crate::test_logs::capture_warnings();
+        let hub = StatusHub::new(StandStatus::default());
+        let (_, mut events) = hub.subscribe(0);
+        let instance = Instance {
+            id: "c1".into(),
+            name: "svc1-1".into(),
+            service: "svc1".into(),
+            shim_url: "http://127.0.0.1:9".into(),
+            shim_token: "t".into(),
+            service_url: "http://127.0.0.1:9".into(),
+            started_at: None,
+        };
+        let target = Arc::new(OnProbation {
+            http: DirectHttp::new(reqwest::Client::new()),
+            instance,
+            running: std::sync::Mutex::new(Some("00".repeat(32))),
+            uploads: std::sync::Mutex::default(),
+            arrived: tokio::sync::Notify::new(),
+        });
+        let handle = spawn("svc1".into(), target.clone(), hub, Duration::from_secs(60));
+        let (first, second) = ("aa".repeat(32), "bb".repeat(32));
+        let desired = |sha: &str| Desired { sha256: sha.to_owned(), path: PathBuf::from("/unused"), first_event_at: Some(Instant::now()) };
+        handle.deliver(desired(&first));
+        // Bounded: 10 s for the first to serve.
+        let synced = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Ok(event) = events.recv().await {
+                    if let EventBody::Synced(s) = event.body {
+                        return s;
+                    }
+                }
+            }
+        });
+        // The first serves at once but its PUT waits: it counts as served only because
+        // the second one arrives.
+        let uploads = || target.uploads.lock().expect("lock").clone();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while uploads().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        handle.deliver(desired(&second));
+        let synced = synced.await.unwrap_or_else(|_| panic!("the first artifact was never recorded as served; uploads {:?}", uploads()));
+        assert_eq!(synced.sha256, first);
+        assert!(synced.edit_to_serving_ms.is_some());
+        while uploads().len() < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(uploads(), [first, second], "the second went out while the first PUT was unanswered");
     }
 
     /// What a service's delivery task logs is inside its `sync{service=...}` span.
