@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// What wrk measured of the status API.
 pub(crate) struct ApiLoad {
@@ -10,7 +11,9 @@ pub(crate) struct ApiLoad {
     pub(crate) p99_ms: f64,
     /// Socket errors and non-2xx answers.
     pub(crate) errors: u64,
-    pub(crate) edits: usize,
+    /// Each edit's time to serving (ms): one after the other, the next written as soon
+    /// as the last one answers, so each lands while the one before is on probation.
+    pub(crate) edits: Vec<u64>,
 }
 
 /// wrk's latency (`812.00us`, `3.06ms`, `1.20s`) in ms.
@@ -28,8 +31,16 @@ fn wrk_ms(text: &str) -> Option<f64> {
 /// The status API under wrk (`GET /api/v1/status` on `connections` keep-alive
 /// connections, each pausing `pause_ms` after every answer: about
 /// `connections * 1000 / pause_ms` requests per second) for `secs`, while `edit` runs
-/// again and again here (the edit loop) until wrk is done.
-pub(crate) fn api_under_wrk(api: &str, secs: u64, connections: u32, pause_ms: u32, dir: &Path, mut edit: impl FnMut(usize) -> Result<(), String>) -> Result<ApiLoad, String> {
+/// again and again here (the edit loop) until wrk is done; `edit` returns its time to
+/// serving.
+pub(crate) fn api_under_wrk(
+    api: &str,
+    secs: u64,
+    connections: u32,
+    pause_ms: u32,
+    dir: &Path,
+    mut edit: impl FnMut(usize) -> Result<Duration, String>,
+) -> Result<ApiLoad, String> {
     let script = dir.join("pace.lua");
     std::fs::write(&script, format!("function delay()\n  return {pause_ms}\nend\n")).map_err(|e| e.to_string())?;
     let mut wrk = Command::new("wrk")
@@ -40,11 +51,10 @@ pub(crate) fn api_under_wrk(api: &str, secs: u64, connections: u32, pause_ms: u3
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run wrk ({e}); bench/run installs it"))?;
-    let mut edits = 0;
+    let mut edits = Vec::new();
     // Bounded by wrk's own duration.
     while wrk.try_wait().map_err(|e| e.to_string())?.is_none() {
-        edit(edits)?;
-        edits += 1;
+        edits.push(edit(edits.len())?.as_millis() as u64);
     }
     let out = wrk.wait_with_output().map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

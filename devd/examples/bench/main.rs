@@ -367,11 +367,11 @@ fn run() -> Result<(), String> {
     // 10 ms after each answer), BENCH_API_SECS (default 10).
     let api_secs: u64 = env_or("BENCH_API_SECS", if quick { 3 } else { 10 });
     let load = api_under_wrk(&api, api_secs, API_CONNECTIONS, 10, dir.path(), |i| {
-        edit_served(&root, &http, &service_url, &format!("bench api{i}"), &log_path).map(|_| ())
+        edit_served(&root, &http, &service_url, &format!("bench api{i}"), &log_path)
     })?;
     let api_p99 = load.p99_ms;
     eprintln!(
-        "  api: {:.0} req/s for {api_secs} s, {} errors, p50 {:.2} ms, p99 {:.2} ms, {} edits served meanwhile",
+        "  api: {:.0} req/s for {api_secs} s, {} errors, p50 {:.2} ms, p99 {:.2} ms, edits served meanwhile, back to back: {:?} ms",
         load.requests_per_sec, load.errors, load.p50_ms, load.p99_ms, load.edits
     );
     if let Some(mut child) = cleanup.devd.take() {
@@ -557,6 +557,8 @@ fn run() -> Result<(), String> {
         load.p50_ms,
         load.p99_ms
     );
+    let (l50, l95) = stats(&load.edits);
+    println!("{:<52} {:>7} {:>7}", format!("(a) back to back during it ({} edits)", load.edits.len()), l50, l95);
     let (s50, s95) = stats(&scaled.shared);
     let (o50, o95) = stats(&scaled.one);
     let count = scaled.services;
