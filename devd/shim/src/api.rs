@@ -18,6 +18,7 @@ use stand_shim_protocol::{
     code, ErrorBody, ErrorDetails, ErrorInfo, Swapped, BINARY_PATH, RESTART_PATH, SHA_HEADER,
     STATUS_PATH, TOKEN_HEADER,
 };
+use tokio::sync::oneshot;
 
 use crate::status::{self, ExitRecord, Rollback, Shared, Status};
 use crate::supervisor::{Handle, RestartError, Started};
@@ -83,6 +84,17 @@ impl Newer {
     }
 }
 
+/// Resolves with the held child's exit report; never if it has none.
+async fn exited(exit: &mut Option<oneshot::Receiver<ExitRecord>>) -> ExitRecord {
+    match exit.as_mut() {
+        Some(rx) => match rx.await {
+            Ok(record) => record,
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
 /// How a probation ended without the new child exiting.
 enum Probation {
     Served,
@@ -97,15 +109,7 @@ async fn probation(
     started: &mut Started,
     rest: Duration,
 ) -> Result<Probation, ExitRecord> {
-    let exit = async {
-        match started.exit.as_mut() {
-            Some(rx) => match rx.await {
-                Ok(record) => record,
-                Err(_) => std::future::pending().await,
-            },
-            None => std::future::pending().await,
-        }
-    };
+    let exit = exited(&mut started.exit);
     tokio::select! {
         biased;
         record = exit => Err(record),
@@ -305,8 +309,9 @@ async fn wait_ready(
     start: Instant,
 ) -> Result<(), (String, Option<ExitRecord>)> {
     let never = || async { std::future::pending::<()>().await };
+    let Started { ready, exit, .. } = started;
     let ready = async {
-        match started.ready.as_mut() {
+        match ready.as_mut() {
             Some(rx) => {
                 if rx.await.is_err() {
                     never().await;
@@ -315,15 +320,7 @@ async fn wait_ready(
             None => never().await,
         }
     };
-    let exit = async {
-        match started.exit.as_mut() {
-            Some(rx) => match rx.await {
-                Ok(record) => record,
-                Err(_) => std::future::pending().await,
-            },
-            None => std::future::pending().await,
-        }
-    };
+    let exit = exited(exit);
     tokio::select! {
         () = ready => Ok(()),
         record = exit => Err((exit_reason(&record, start), Some(record))),
