@@ -37,6 +37,7 @@ use crate::graph::ReplayScope;
 use crate::replay::{self, Recipes};
 
 mod cargo;
+pub mod priority;
 mod store;
 mod toolchain;
 #[cfg(test)]
@@ -449,6 +450,7 @@ impl Builder {
                 format!("{command_line}: {e}"),
             )
         })?;
+        priority::lower(child.id());
         let mut group = ProcessGroupGuard(child.id());
         if let (Some(tx), Some(pid)) = (&progress, child.id()) {
             let _ = tx.send(BuildProgress::Started { pid, command: command_line.clone() });

@@ -160,6 +160,32 @@ async fn cargo_and_toolchain_failures_are_reported() {
     assert!(err.rendered.contains("`rustup target add x86_64-devd-none`"), "{}", err.rendered);
 }
 
+/// The niceness of a process from `/proc/<pid>/stat` (field 19, after the `)` of the
+/// command name).
+fn niceness(stat: &str) -> i32 {
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("stat has a command name").1.split_whitespace().collect();
+    fields[16].parse().expect("niceness")
+}
+
+/// Builds run below devd's priority, and what cargo starts inherits it: a build script
+/// reads its own niceness from /proc.
+#[tokio::test]
+async fn builds_run_nicer_than_devd() {
+    let e = env();
+    let recorded = e.fx.root.join("build-script-niceness");
+    e.fx.write(
+        "services/svc1/build.rs",
+        &format!(
+            "fn main() {{\n    let stat = std::fs::read_to_string(\"/proc/self/stat\").unwrap();\n    std::fs::write({:?}, stat).unwrap();\n}}\n",
+            recorded.display().to_string()
+        ),
+    );
+    e.builder.build(&request(&["svc1"], &[]), None).await.expect("fixture builds");
+    let own = niceness(&std::fs::read_to_string("/proc/self/stat").expect("own stat"));
+    let script = niceness(&std::fs::read_to_string(&recorded).expect("the build script ran"));
+    assert_eq!(script, (own + devd::build::priority::BUILD_NICENESS).min(19), "build script niceness");
+}
+
 #[tokio::test]
 async fn dropping_a_build_kills_cargo() {
     let e = env();
