@@ -37,7 +37,6 @@ use crate::graph::ReplayScope;
 use crate::replay::{self, Recipes};
 
 mod cargo;
-pub mod priority;
 mod store;
 mod toolchain;
 #[cfg(test)]
@@ -450,7 +449,7 @@ impl Builder {
                 format!("{command_line}: {e}"),
             )
         })?;
-        priority::lower(child.id());
+        crate::priority::lower(child.id());
         let mut group = ProcessGroupGuard(child.id());
         if let (Some(tx), Some(pid)) = (&progress, child.id()) {
             let _ = tx.send(BuildProgress::Started { pid, command: command_line.clone() });

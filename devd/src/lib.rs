@@ -1,7 +1,8 @@
 //! devd: turns `stand.toml` into a running stand and keeps it current while you edit.
 //!
 //! Owns the IO around the pure parts: the cargo workspace graph ([`graph`]), the file
-//! watch ([`watch`]), builds and the artifact store ([`build`], [`replay`]), dev images
+//! watch ([`watch`]), builds and the artifact store ([`build`], [`replay`], their
+//! [`priority`]), dev images
 //! ([`image`]), the runtimes where the stand runs ([`runtime`]: docker, kubernetes, the
 //! shim client), delivery ([`deliver`]), the status hub and its events ([`status`]), the
 //! API ([`api`]), the daemon loop ([`daemon`]) and the commands ([`commands`]).
@@ -23,6 +24,7 @@ pub mod helm;
 pub mod image;
 pub mod logs;
 pub mod new;
+pub mod priority;
 pub mod progress;
 pub mod replay;
 pub mod status;

@@ -424,7 +424,7 @@ async fn run_unit(recipe: &Recipe, on_start: &std::sync::Mutex<&mut dyn FnMut(u3
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", recipe.program))?;
-    crate::build::priority::lower(child.id());
+    crate::priority::lower(child.id());
     if let Some(pid) = child.id() {
         let mut on_start = on_start.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         on_start(pid, recipe.describe());

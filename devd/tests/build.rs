@@ -183,7 +183,7 @@ async fn builds_run_nicer_than_devd() {
     e.builder.build(&request(&["svc1"], &[]), None).await.expect("fixture builds");
     let own = niceness(&std::fs::read_to_string("/proc/self/stat").expect("own stat"));
     let script = niceness(&std::fs::read_to_string(&recorded).expect("the build script ran"));
-    assert_eq!(script, (own + devd::build::priority::BUILD_NICENESS).min(19), "build script niceness");
+    assert_eq!(script, (own + devd::priority::BUILD_NICENESS).min(19), "build script niceness");
 }
 
 #[tokio::test]
