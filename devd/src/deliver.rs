@@ -341,15 +341,20 @@ async fn deliver_one(
     let watch = serving(target, instance, &desired.sha256);
     tokio::pin!(watch);
     let mut serving_at = None;
+    // Seen serving (not only given up on after the deadline).
+    let mut served = false;
     let mut superseded = newer.as_ref().is_some_and(|rx| rx.has_changed().unwrap_or(false));
     let result = loop {
-        if superseded && serving_at.is_some() {
+        if superseded && served {
             tracing::debug!(instance = %instance.name, sha256 = %short(&desired.sha256), "serving; a newer artifact ends its probation");
             break None;
         }
         tokio::select! {
             result = &mut put => break Some(result),
-            at = &mut watch, if serving_at.is_none() => serving_at = Some(at),
+            at = &mut watch, if serving_at.is_none() => {
+                served = at.is_ok();
+                serving_at = Some(at.unwrap_or_else(|gave_up| gave_up));
+            }
             () = newer_artifact(&mut newer), if !superseded => superseded = true,
         }
     };
@@ -361,7 +366,7 @@ async fn deliver_one(
     match result {
         Ok(reply) => {
             if serving_at.is_none() {
-                serving_at = Some(watch.await);
+                serving_at = Some(watch.await.unwrap_or_else(|gave_up| gave_up));
             }
             status.hash = reply.sha256.or_else(|| Some(desired.sha256.clone()));
             status.set_health(target.health(instance).await);
@@ -398,18 +403,18 @@ async fn newer_artifact(newer: &mut Option<watch::Receiver<Option<Desired>>>) {
     std::future::pending::<()>().await;
 }
 
-/// Resolves when the instance's shim runs `sha256` and the service answers /health (or
-/// after [`SERVING_DEADLINE`], with the time of giving up).
-async fn serving(target: &dyn Target, instance: &Instance, sha256: &str) -> Instant {
+/// Resolves when the instance's shim runs `sha256` and the service answers /health
+/// (`Ok`), or after [`SERVING_DEADLINE`] (`Err`); with the time either way.
+async fn serving(target: &dyn Target, instance: &Instance, sha256: &str) -> Result<Instant, Instant> {
     let end = Instant::now() + SERVING_DEADLINE;
     loop {
         let runs = matches!(target.shim_status(instance).await, Ok(s) if s.sha256.as_deref() == Some(sha256) && s.pid.is_some());
         // Degraded counts: the new binary runs and answers; its database is another matter.
         if runs && target.health(instance).await.health.answers() {
-            return Instant::now();
+            return Ok(Instant::now());
         }
         if Instant::now() >= end {
-            return Instant::now();
+            return Err(Instant::now());
         }
         tokio::time::sleep(POLL).await;
     }
