@@ -41,13 +41,25 @@ pub struct App {
     pub ops: tokio::sync::Mutex<()>,
     /// Verified uploads waiting for `ops`: a binary on probation gives way to them.
     pub newer: Newer,
+    /// Set while the current binary is one that gave way before its probation was
+    /// over: the last binary that lived through a whole probation, kept as
+    /// `<binary>.good`. A binary that dies on probation is replaced by that one, not by
+    /// one that never proved itself (it may crash a moment later). Changed under `ops`.
+    pub unproven: std::sync::Mutex<Option<Good>>,
+}
+
+/// The last binary that lived through a whole probation (or the one the shim started
+/// with), while a newer one that gave way early runs.
+#[derive(Clone, Debug)]
+pub struct Good {
+    pub sha256: Option<String>,
 }
 
 /// Counts the verified uploads that wait for their swap. A binary on probation whose
 /// successor is already here ends its probation at once (it answers 200): the next
 /// swap replaces it anyway, and two saves in a row are not a second apart because
-/// the first one's probation ran to its end. Its rollback target is then the binary
-/// that gave way.
+/// the first one's probation ran to its end. The rollback target stays the last
+/// binary that lived through a whole probation ([`App::unproven`]).
 #[derive(Default)]
 pub struct Newer {
     waiting: std::sync::atomic::AtomicUsize,
@@ -397,6 +409,8 @@ async fn swap(app: Arc<App>, staged: upload::Staged) -> Result<Json<Swapped>, Ap
     };
     let sha256 = staged.sha256.clone();
     let previous = app.status.get().sha256;
+    // `Some`: the binary being replaced never finished its probation.
+    let good = lock(&app.unproven).clone();
     let binary = app.binary.clone();
     blocking(move || upload::install(&binary, staged)).await?;
     let start = Instant::now();
@@ -406,26 +420,48 @@ async fn swap(app: Arc<App>, staged: upload::Staged) -> Result<Json<Swapped>, Ap
         swap_stop_start(&app, &sha256, start).await?
     };
     let (reason, exit, restore) = match verdict {
-        Ok(swapped) => return Ok(Json(swapped)),
+        Ok((swapped, Probation::Served)) => {
+            *lock(&app.unproven) = None;
+            let binary = app.binary.clone();
+            if let Err(e) = blocking(move || upload::forget_good(&binary)).await {
+                tracing::warn!(error = %e.message, "cannot remove the kept good binary");
+            }
+            return Ok(Json(swapped));
+        }
+        Ok((swapped, Probation::GaveWay)) => {
+            if good.is_none() {
+                // The binary just replaced (`.prev`) did live through its probation.
+                let binary = app.binary.clone();
+                match blocking(move || upload::keep_good(&binary)).await {
+                    Ok(()) => *lock(&app.unproven) = Some(Good { sha256: previous }),
+                    Err(e) => tracing::warn!(error = %e.message, "cannot keep the previous binary as the good one; a rollback restores the one that gave way"),
+                }
+            }
+            return Ok(Json(swapped));
+        }
         Err(rejected) => rejected,
     };
-    tracing::warn!(%sha256, %reason, "rolling back to the previous binary");
+    // A child still serving the replaced binary keeps it; a restart takes the last
+    // binary that lived through its probation.
+    let (from, restored_sha256) = match (&restore, good) {
+        (Restore::Start, Some(good)) => (upload::Kept::Good, good.sha256),
+        _ => (upload::Kept::Prev, previous),
+    };
+    tracing::warn!(%sha256, %reason, restored = ?restored_sha256, "rolling back");
     let binary = app.binary.clone();
-    blocking(move || upload::restore(&binary)).await?;
+    blocking(move || upload::restore(&binary, from)).await?;
     let restored_pid = match restore {
         // The previous child never stopped: it serves on, nothing to start.
         Restore::StillServing => app.status.get().pid,
-        Restore::Start => app
-            .supervisor
-            .restart(false, previous.clone())
-            .await
-            .ok()
-            .map(|s| s.pid),
+        Restore::Start => {
+            *lock(&app.unproven) = None;
+            app.supervisor.restart(false, restored_sha256.clone()).await.ok().map(|s| s.pid)
+        }
     };
     let rollback = Rollback {
         at: status::now(),
         rejected_sha256: sha256,
-        restored_sha256: previous,
+        restored_sha256,
         reason: reason.clone(),
         exit,
     };
@@ -440,13 +476,17 @@ async fn swap(app: Arc<App>, staged: upload::Staged) -> Result<Json<Swapped>, Ap
     Err(err)
 }
 
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// After a rejected binary: is the previous child still serving, or must it be started?
 enum Restore {
     StillServing,
     Start,
 }
 
-type Verdict = Result<Swapped, (String, Option<ExitRecord>, Restore)>;
+type Verdict = Result<(Swapped, Probation), (String, Option<ExitRecord>, Restore)>;
 
 /// Without shared sockets: stop the old child, start the new one on probation.
 async fn swap_stop_start(app: &App, sha256: &str, start: Instant) -> Result<Verdict, AppError> {
@@ -455,7 +495,7 @@ async fn swap_stop_start(app: &App, sha256: &str, start: Instant) -> Result<Verd
             Ok(how) => {
                 app.supervisor.release().await;
                 tracing::info!(pid = started.pid, %sha256, gave_way = matches!(how, Probation::GaveWay), "new binary running");
-                Ok(Ok(swapped(sha256, &started)))
+                Ok(Ok((swapped(sha256, &started), how)))
             }
             Err(record) => Ok(Err((exit_reason(&record, start), Some(record), Restore::Start))),
         },
@@ -501,7 +541,7 @@ async fn swap_overlapping(app: &App, sha256: &str, start: Instant) -> Result<Ver
                 Probation::Served => tracing::info!(pid = started.pid, %sha256, ms, "new binary serving, the previous one stopped"),
                 Probation::GaveWay => tracing::info!(pid = started.pid, %sha256, ms, "new binary serving, the previous one stopped; a newer upload ends its probation"),
             }
-            Ok(Ok(swapped(sha256, &started)))
+            Ok(Ok((swapped(sha256, &started), how)))
         }
         // Ready, then dead within the grace period: the old one is already gone.
         Err(record) => Ok(Err((exit_reason(&record, start), Some(record), Restore::Start))),

@@ -146,6 +146,7 @@ pub async fn run(config: Config) -> i32 {
                 ready_timeout: config.ready_timeout,
                 ops: tokio::sync::Mutex::new(()),
                 newer: api::Newer::default(),
+                unproven: std::sync::Mutex::new(None),
             });
             let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.port));
             match tokio::net::TcpListener::bind(addr).await {

@@ -68,11 +68,29 @@ fn temp_path(binary: &Path, tag: &str) -> PathBuf {
 }
 
 pub fn prev_path(binary: &Path) -> PathBuf {
+    kept_path(binary, Kept::Prev)
+}
+
+/// A binary kept beside `<binary>` for a rollback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// `<binary>.prev`: the binary the last install replaced.
+    Prev,
+    /// `<binary>.good`: the last binary that lived through a whole probation, kept
+    /// while `.prev` holds one that gave way before its probation was over.
+    Good,
+}
+
+pub fn kept_path(binary: &Path, kept: Kept) -> PathBuf {
     let name = binary
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    binary.with_file_name(format!("{name}.prev"))
+    let suffix = match kept {
+        Kept::Prev => "prev",
+        Kept::Good => "good",
+    };
+    binary.with_file_name(format!("{name}.{suffix}"))
 }
 
 /// Streams `body` into a temp file while hashing; checks the hash, fsyncs, chmods 0755.
@@ -141,10 +159,26 @@ pub fn install(binary: &Path, mut staged: Staged) -> Result<(), UploadError> {
     sync_dir(binary)
 }
 
-/// Puts `<binary>.prev` back at `<binary>` (`.prev` stays). Blocking.
-pub fn restore(binary: &Path) -> Result<(), UploadError> {
-    replace_with_copy(&prev_path(binary), binary)?;
+/// Puts a kept binary back at `<binary>` (the kept file stays). Blocking.
+pub fn restore(binary: &Path, from: Kept) -> Result<(), UploadError> {
+    replace_with_copy(&kept_path(binary, from), binary)?;
     sync_dir(binary)
+}
+
+/// Keeps `<binary>.prev` as `<binary>.good` too (a hard link when possible), before
+/// the next install replaces `.prev`. Blocking.
+pub fn keep_good(binary: &Path) -> Result<(), UploadError> {
+    replace_with_copy(&prev_path(binary), &kept_path(binary, Kept::Good))?;
+    sync_dir(binary)
+}
+
+/// Removes `<binary>.good`, if there is one. Blocking.
+pub fn forget_good(binary: &Path) -> Result<(), UploadError> {
+    let good = kept_path(binary, Kept::Good);
+    match fs::remove_file(&good) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("removing", &good)(e)),
+        _ => Ok(()),
+    }
 }
 
 /// Atomically makes `to` a copy of `from` (a hard link when possible).
@@ -229,13 +263,37 @@ mod tests {
         );
         assert_eq!(hash_file(&bin).expect("hash"), sha);
 
-        restore(&bin).expect("restore");
+        restore(&bin, Kept::Prev).expect("restore");
         assert_eq!(fs::read(&bin).expect("read"), b"old");
         assert_eq!(
             fs::read_dir(dir.path()).expect("ls").count(),
             2,
             "binary and .prev only"
         );
+    }
+
+    #[tokio::test]
+    async fn a_good_binary_outlives_the_next_installs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("svc");
+        fs::write(&bin, b"good").expect("write");
+        let put = |bytes: &'static [u8]| {
+            let bin = bin.clone();
+            async move {
+                let sha = hex::encode(Sha256::digest(bytes));
+                let staged = stage(&bin, Body::from(bytes), &sha, 1 << 20).await.expect("stage");
+                install(&bin, staged).expect("install");
+            }
+        };
+        put(b"gave way").await;
+        keep_good(&bin).expect("keep .prev as .good");
+        put(b"newest").await;
+        assert_eq!(fs::read(prev_path(&bin)).expect("read prev"), b"gave way");
+        restore(&bin, Kept::Good).expect("restore the good one");
+        assert_eq!(fs::read(&bin).expect("read"), b"good");
+        forget_good(&bin).expect("forget");
+        forget_good(&bin).expect("forgetting twice is no error");
+        assert!(!kept_path(&bin, Kept::Good).exists());
     }
 
     #[test]

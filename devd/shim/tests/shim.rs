@@ -280,15 +280,20 @@ async fn without_shared_sockets_swaps_stop_then_start() {
 /// Two saves in a row: the second upload does not wait out the first binary's
 /// probation (a grace of 120 s here, far beyond every deadline of this test). The
 /// first answers 200 once the second arrives; the second, dying after ready, is rolled
-/// back to the first, which gave way but is the binary that served.
-#[tokio::test]
-async fn a_newer_upload_ends_the_probation_of_the_one_before() {
+/// back, and not to the first: that one gave way before its probation was over (a
+/// binary that may crash a moment later, as the next one did), so the binary the shim
+/// started with, the last one that lived through its probation, serves again.
+async fn newer_upload_cuts_the_probation(listen: Option<&str>) {
     let mut opts = Options::default();
     opts.env.push(("STAND_SHIM_GRACE_MS", "120000".into()));
+    if let Some(listen) = listen {
+        opts.env.push(("STAND_SHIM_LISTEN", listen.into()));
+    }
+    let v1 = variant(json!({"text": "v1"}));
     let shim = Shim::start_with(json!({"text": "v1"}), opts).await;
     let v2 = variant(json!({"text": "v2"}));
     let flaky = variant(json!({"text": "v3", "exit_after_ready_ms": 100}));
-    let (v2_sha, flaky_sha) = (sha256(&v2), sha256(&flaky));
+    let (v1_sha, v2_sha, flaky_sha) = (sha256(&v1), sha256(&v2), sha256(&flaky));
     let first = shim.upload(v2.clone(), &v2_sha);
     let second = async {
         shim.wait_serving("v2").await;
@@ -301,11 +306,74 @@ async fn a_newer_upload_ends_the_probation_of_the_one_before() {
     assert_eq!(body["sha256"], v2_sha);
     assert_eq!(flaky_code, 409, "{flaky_body}");
     assert_eq!(error_code(&flaky_body), "rolled_back");
-    assert_eq!(flaky_body["error"]["details"]["rollback"]["restored_sha256"], v2_sha);
-    shim.wait_serving("v2").await;
+    assert_eq!(flaky_body["error"]["details"]["rollback"]["restored_sha256"], v1_sha);
+    shim.wait_serving("v1").await;
     let status = shim.status().await;
-    assert_eq!(status["sha256"], v2_sha);
-    assert_eq!(std::fs::read(&shim.binary).expect("read"), v2, "the binary that gave way is back");
+    assert_eq!(status["sha256"], v1_sha);
+    assert_eq!(status["last_rollback"]["restored_sha256"], v1_sha);
+    assert_eq!(std::fs::read(&shim.binary).expect("read"), v1, "the last binary that lived through its probation is back");
+}
+
+#[tokio::test]
+async fn a_newer_upload_ends_the_probation_of_the_one_before() {
+    newer_upload_cuts_the_probation(None).await;
+}
+
+#[tokio::test]
+async fn without_shared_sockets_a_newer_upload_ends_the_probation_too() {
+    newer_upload_cuts_the_probation(Some("off")).await;
+}
+
+/// A binary that gave way keeps serving when its successor never gets ready (the
+/// shared sockets never left it): the rollback keeps it, on disk too.
+#[tokio::test]
+async fn a_binary_that_gave_way_serves_on_when_the_next_never_gets_ready() {
+    let mut opts = Options::default();
+    opts.env.push(("STAND_SHIM_GRACE_MS", "120000".into()));
+    opts.env.push(("STAND_SHIM_READY_TIMEOUT", "1".into()));
+    let shim = Shim::start_with(json!({"text": "v1"}), opts).await;
+    let v2 = variant(json!({"text": "v2"}));
+    let stuck = variant(json!({"text": "v3", "no_ready": true}));
+    let (v2_sha, stuck_sha) = (sha256(&v2), sha256(&stuck));
+    let first = shim.upload(v2.clone(), &v2_sha);
+    let second = async {
+        shim.wait_serving("v2").await;
+        shim.upload(stuck.clone(), &stuck_sha).await
+    };
+    let both = tokio::time::timeout(DEADLINE, async { tokio::join!(first, second) }).await;
+    let ((code, body), (stuck_code, stuck_body)) =
+        both.unwrap_or_else(|_| panic!("no answers within {DEADLINE:?}"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(stuck_code, 409, "{stuck_body}");
+    assert_eq!(stuck_body["error"]["details"]["rollback"]["restored_sha256"], v2_sha);
+    assert_eq!(shim.served().await.map(|(t, _)| t).as_deref(), Some("v2"));
+    assert_eq!(std::fs::read(&shim.binary).expect("read"), v2, "the binary that still serves is the one on disk");
+    assert!(shim.dir.path().join("app.good").exists(), "v1 is kept: v2 never finished its probation");
+}
+
+/// After a binary that gave way, the next one that lives through its whole probation
+/// is what a later rollback restores (the kept good binary is gone).
+#[tokio::test]
+async fn a_binary_that_serves_out_its_probation_is_the_next_rollback_target() {
+    let mut opts = Options::default();
+    opts.env.push(("STAND_SHIM_GRACE_MS", "1500".into()));
+    let shim = Shim::start_with(json!({"text": "v1"}), opts).await;
+    let v2 = variant(json!({"text": "v2"}));
+    let v3 = variant(json!({"text": "v3"}));
+    let flaky = variant(json!({"text": "v4", "exit_after_ready_ms": 100}));
+    let (v2_sha, v3_sha, flaky_sha) = (sha256(&v2), sha256(&v3), sha256(&flaky));
+    let first = shim.upload(v2.clone(), &v2_sha);
+    let second = async {
+        shim.wait_serving("v2").await;
+        shim.upload(v3.clone(), &v3_sha).await
+    };
+    let ((code, body), (v3_code, v3_body)) = tokio::join!(first, second);
+    assert_eq!((code, v3_code), (200, 200), "{body} {v3_body}");
+    assert!(!shim.dir.path().join("app.good").exists(), "v3 lived through its probation");
+    let (code, body) = shim.upload(flaky.clone(), &flaky_sha).await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["error"]["details"]["rollback"]["restored_sha256"], v3_sha);
+    shim.wait_serving("v3").await;
 }
 
 #[tokio::test]
