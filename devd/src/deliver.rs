@@ -12,7 +12,10 @@
 //!   when the next upload arrives: two saves in a row do not wait out the grace);
 //! - reconciles every `interval`: lists the instances, asks each shim what it runs,
 //!   and re-sends the artifact to an instance that runs another hash (a container
-//!   restarted from its image). A hash an instance rolled back is not sent to it again.
+//!   restarted from its image). A hash an instance rolled back is not sent to it again;
+//!   a rollback of the current hash that only the shim's status tells (its answer was
+//!   dropped because the binary served and a newer artifact went out) is reported
+//!   then, as `sync_failed` and in the instance's detail.
 //!
 //! An instance that already runs the artifact's hash gets nothing (no upload, no
 //! restart); when that is every instance, the event is `delivery_skipped` with
@@ -242,10 +245,25 @@ impl Syncer {
                     if let Some(current) = self.current.clone() {
                         let key = (instance.id.clone(), current.sha256.clone());
                         let rejected_here =
-                            shim.last_rollback.as_ref().is_some_and(|r| r.rejected_sha256 == current.sha256);
+                            shim.last_rollback.as_ref().filter(|r| r.rejected_sha256 == current.sha256);
                         if let Some(reason) = self.rolled_back.get(&key) {
                             status.detail = Some(reason.clone());
-                        } else if shim.sha256.as_deref() != Some(current.sha256.as_str()) && !rejected_here {
+                        } else if let (Some(rollback), false) =
+                            (rejected_here, shim.sha256.as_deref() == Some(current.sha256.as_str()))
+                        {
+                            // A rollback whose answer devd never read: the PUT was dropped
+                            // once the binary served and a newer artifact went out (that
+                            // one unchanged, the binary's probation went on), and it died.
+                            let error = format!("rolled back {}: {}", short(&current.sha256), rollback.reason);
+                            tracing::warn!(service = %self.service, instance = %instance.name, %error, "the instance rolled back a binary that had served");
+                            self.rolled_back.insert(key, error.clone());
+                            status.detail = Some(error.clone());
+                            let body = EventBody::SyncFailed(event::SyncFailed {
+                                errors: vec![format!("{}: {error}", instance.id)],
+                                sha256: current.sha256.clone(),
+                            });
+                            self.hub.update_service(&self.service, body, |_| {});
+                        } else if shim.sha256.as_deref() != Some(current.sha256.as_str()) && rejected_here.is_none() {
                             tracing::info!(service = %self.service, instance = %instance.name, running = ?shim.sha256.as_deref().map(short), "re-syncing");
                             let body = EventBody::Resync(event::Resync {
                                 instance: instance.id.clone(),
@@ -456,6 +474,42 @@ mod tests {
         running: std::sync::Mutex<Option<String>>,
         uploads: std::sync::Mutex<Vec<String>>,
         arrived: tokio::sync::Notify,
+        /// What the shim's status reports as its last rollback.
+        rollback: std::sync::Mutex<Option<stand_shim_protocol::Rollback>>,
+    }
+
+    impl OnProbation {
+        fn new(running: &str) -> Self {
+            let instance = Instance {
+                id: "c1".into(),
+                name: "svc1-1".into(),
+                service: "svc1".into(),
+                shim_url: "http://127.0.0.1:9".into(),
+                shim_token: "t".into(),
+                service_url: "http://127.0.0.1:9".into(),
+                started_at: None,
+            };
+            OnProbation {
+                http: DirectHttp::new(reqwest::Client::new()),
+                instance,
+                running: std::sync::Mutex::new(Some(running.to_owned())),
+                uploads: std::sync::Mutex::default(),
+                arrived: tokio::sync::Notify::new(),
+                rollback: std::sync::Mutex::new(None),
+            }
+        }
+
+        fn uploads(&self) -> Vec<String> {
+            self.uploads.lock().expect("lock").clone()
+        }
+
+        /// Bounded: 10 s in steps of 10 ms.
+        async fn wait_uploads(&self, n: usize) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.uploads().len() < n && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 
     impl Target for OnProbation {
@@ -488,7 +542,7 @@ mod tests {
                     restarts: 0,
                     started_at: None,
                     last_exit: None,
-                    last_rollback: None,
+                    last_rollback: self.rollback.lock().expect("lock").clone(),
                 }) })
         }
         fn health<'a>(&'a self, _instance: &'a Instance) -> futures_util::future::BoxFuture<'a, HealthReport> {
@@ -506,51 +560,88 @@ mod tests {
         let (_logs, _guard) = crate::test_logs::capture_warnings();
         let hub = StatusHub::new(StandStatus::default());
         let (_, mut events) = hub.subscribe(0);
-        let instance = Instance {
-            id: "c1".into(),
-            name: "svc1-1".into(),
-            service: "svc1".into(),
-            shim_url: "http://127.0.0.1:9".into(),
-            shim_token: "t".into(),
-            service_url: "http://127.0.0.1:9".into(),
-            started_at: None,
-        };
-        let target = Arc::new(OnProbation {
-            http: DirectHttp::new(reqwest::Client::new()),
-            instance,
-            running: std::sync::Mutex::new(Some("00".repeat(32))),
-            uploads: std::sync::Mutex::default(),
-            arrived: tokio::sync::Notify::new(),
-        });
+        let target = Arc::new(OnProbation::new(&"00".repeat(32)));
         let handle = spawn("svc1".into(), target.clone(), hub, Duration::from_secs(60));
         let (first, second) = ("aa".repeat(32), "bb".repeat(32));
-        let desired = |sha: &str| Desired { sha256: sha.to_owned(), path: PathBuf::from("/unused"), first_event_at: Some(Instant::now()) };
         handle.deliver(desired(&first));
-        // Bounded: 10 s for the first to serve.
-        let synced = tokio::time::timeout(Duration::from_secs(10), async {
+        // The first serves at once but its PUT waits: it counts as served only because
+        // the second one arrives.
+        target.wait_uploads(1).await;
+        handle.deliver(desired(&second));
+        let synced = next_event(&mut events, |b| matches!(b, EventBody::Synced(_))).await;
+        let Some(EventBody::Synced(synced)) = synced else {
+            panic!("the first artifact was never recorded as served; uploads {:?}", target.uploads())
+        };
+        assert_eq!(synced.sha256, first);
+        assert!(synced.edit_to_serving_ms.is_some());
+        target.wait_uploads(2).await;
+        let uploads = || target.uploads();
+        assert_eq!(uploads(), [first, second], "the second went out while the first PUT was unanswered");
+    }
+
+    /// The next event whose body `want`s, within 10 s.
+    async fn next_event(
+        events: &mut tokio::sync::broadcast::Receiver<crate::status::Event>,
+        want: fn(&EventBody) -> bool,
+    ) -> Option<EventBody> {
+        let found = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 if let Ok(event) = events.recv().await {
-                    if let EventBody::Synced(s) = event.body {
-                        return s;
+                    if want(&event.body) {
+                        return event.body;
                     }
                 }
             }
         });
-        // The first serves at once but its PUT waits: it counts as served only because
-        // the second one arrives.
-        let uploads = || target.uploads.lock().expect("lock").clone();
+        found.await.ok()
+    }
+
+    fn desired(sha: &str) -> Desired {
+        Desired { sha256: sha.to_owned(), path: PathBuf::from("/unused"), first_event_at: Some(Instant::now()) }
+    }
+
+    /// A binary recorded as served whose PUT was dropped (a newer artifact, the same
+    /// binary rebuilt, went out and found it running) and which then died on
+    /// probation: the shim rolled it back and devd never read that answer. The next
+    /// reconcile reads it from the shim's status: the instance says so and the service
+    /// gets `sync_failed`, instead of showing the restored hash with nothing said.
+    #[tokio::test]
+    async fn a_rollback_after_a_dropped_answer_is_reported() {
+        let (_logs, _guard) = crate::test_logs::capture_warnings();
+        let service = crate::status::ServiceStatus { name: "svc1".into(), ..Default::default() };
+        let hub = StatusHub::new(StandStatus { services: vec![service], ..StandStatus::default() });
+        let (_, mut events) = hub.subscribe(0);
+        let (old, new) = ("00".repeat(32), "aa".repeat(32));
+        let target = Arc::new(OnProbation::new(&old));
+        let handle = spawn("svc1".into(), target.clone(), hub.clone(), Duration::from_millis(50));
+        handle.deliver(desired(&new));
+        target.wait_uploads(1).await;
+        handle.deliver(desired(&new));
+        next_event(&mut events, |b| matches!(b, EventBody::DeliverySkipped(_))).await.expect("the rebuild found the binary running");
+        // The binary dies on probation: the shim restores the old one.
+        *target.rollback.lock().expect("lock") = Some(stand_shim_protocol::Rollback {
+            at: "2026-12-04T00:00:00Z".into(),
+            rejected_sha256: new.clone(),
+            restored_sha256: Some(old.clone()),
+            reason: "new binary exited 300 ms after start (exit code 4)".into(),
+            exit: None,
+        });
+        *target.running.lock().expect("lock") = Some(old.clone());
+        let failed = next_event(&mut events, |b| matches!(b, EventBody::SyncFailed(_))).await.expect("no sync_failed after the rollback");
+        let EventBody::SyncFailed(failed) = failed else { unreachable!() };
+        assert_eq!(failed.sha256, new);
+        assert!(failed.errors.iter().any(|e| e.contains("rolled back") && e.contains("exit code 4")), "{:?}", failed.errors);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while uploads().is_empty() && Instant::now() < deadline {
+        let instance = loop {
+            let instance = hub.service("svc1").and_then(|s| s.instances.first().cloned());
+            if instance.as_ref().is_some_and(|i| i.detail.is_some()) || Instant::now() >= deadline {
+                break instance.expect("an instance");
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        handle.deliver(desired(&second));
-        let synced = synced.await.unwrap_or_else(|_| panic!("the first artifact was never recorded as served; uploads {:?}", uploads()));
-        assert_eq!(synced.sha256, first);
-        assert!(synced.edit_to_serving_ms.is_some());
-        while uploads().len() < 2 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(uploads(), [first, second], "the second went out while the first PUT was unanswered");
+        };
+        assert_eq!(instance.hash.as_deref(), Some(old.as_str()));
+        assert!(instance.detail.as_deref().is_some_and(|d| d.contains("rolled back")), "{instance:?}");
+        assert_eq!(target.uploads(), [new], "a rolled-back hash is not sent again");
     }
 
     /// What a service's delivery task logs is inside its `sync{service=...}` span.
