@@ -214,7 +214,7 @@ async fn require_token(State(state): State<ApiState>, headers: HeaderMap, reques
 }
 
 async fn status(State(state): State<ApiState>) -> impl IntoResponse {
-    Json(state.hub.snapshot())
+    ([(header::CONTENT_TYPE, "application/json")], state.hub.snapshot_json())
 }
 
 fn known(state: &ApiState, name: &str) -> Result<crate::status::ServiceStatus, ApiError> {

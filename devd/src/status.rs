@@ -270,6 +270,9 @@ struct Inner {
     status: StandStatus,
     history: VecDeque<Event>,
     next_seq: u64,
+    /// `status` serialized, made on the first ask after a change: the status API
+    /// answers the same bytes to every poll between two events.
+    json: Option<bytes::Bytes>,
 }
 
 /// Shared, cheap to clone.
@@ -282,7 +285,7 @@ pub struct StatusHub {
 impl StatusHub {
     pub fn new(status: StandStatus) -> Self {
         let (events, _) = broadcast::channel(HISTORY);
-        Self { inner: Arc::new(Mutex::new(Inner { status, history: VecDeque::new(), next_seq: 1 })), events }
+        Self { inner: Arc::new(Mutex::new(Inner { status, history: VecDeque::new(), next_seq: 1, json: None })), events }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -295,6 +298,19 @@ impl StatusHub {
         self.lock().status.clone()
     }
 
+    /// The status as JSON (what [`Self::snapshot`] serializes to), serialized once
+    /// per change.
+    pub fn snapshot_json(&self) -> bytes::Bytes {
+        let mut inner = self.lock();
+        if let Some(json) = &inner.json {
+            return json.clone();
+        }
+        // A status of strings, numbers and maps: serializing it cannot fail.
+        let json = bytes::Bytes::from(serde_json::to_vec(&inner.status).unwrap_or_default());
+        inner.json = Some(json.clone());
+        json
+    }
+
     pub fn service(&self, name: &str) -> Option<ServiceStatus> {
         self.lock().status.services.iter().find(|s| s.name == name).cloned()
     }
@@ -305,6 +321,7 @@ impl StatusHub {
         let event = {
             let mut inner = self.lock();
             change(&mut inner.status);
+            inner.json = None;
             inner.status.event_seq = inner.next_seq;
             let event = Event { seq: inner.next_seq, at: Utc::now(), service: service.map(str::to_owned), body };
             inner.next_seq += 1;
@@ -360,6 +377,18 @@ mod tests {
         assert_eq!(past.iter().map(|e| (e.seq, e.body.clone())).collect::<Vec<_>>(), [(2, body(2)), (3, body(3))]);
         assert!(past.iter().all(|e| e.service.as_deref() == Some("a")));
         assert_eq!(hub.service("a").unwrap().build.count, 3);
+    }
+
+    /// The status API's bytes are the snapshot's JSON, made anew after every change.
+    #[test]
+    fn the_json_snapshot_follows_every_change() {
+        let hub = StatusHub::new(StandStatus { services: vec![service("a")], ..StandStatus::default() });
+        let parsed = |hub: &StatusHub| serde_json::from_slice::<StandStatus>(&hub.snapshot_json()).expect("status JSON");
+        assert_eq!(parsed(&hub), hub.snapshot());
+        assert_eq!(hub.snapshot_json(), hub.snapshot_json(), "the same bytes until a change");
+        hub.update_service("a", EventBody::Instances(event::Instances { instances: 1 }), |s| s.build.count = 7);
+        assert_eq!(parsed(&hub).services[0].build.count, 7);
+        assert_eq!(parsed(&hub), hub.snapshot());
     }
 
     #[test]
