@@ -353,7 +353,9 @@ pub async fn ensure_shim(stand_root: &Path, host_triple: &str, mut progress: imp
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     progress(&format!("building the static shim ({})", output.display()));
-    let out = cmd.output().await.map_err(|e| ImageError::Shim(format!("cannot run cargo: {e}")))?;
+    let child = cmd.spawn().map_err(|e| ImageError::Shim(format!("cannot run cargo: {e}")))?;
+    crate::priority::lower(child.id());
+    let out = child.wait_with_output().await.map_err(|e| ImageError::Shim(format!("waiting for cargo: {e}")))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     for line in stderr.lines().filter(|l| l.trim_start().starts_with("Compiling")) {
         progress(line.trim());

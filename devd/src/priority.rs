@@ -10,7 +10,8 @@
 /// How much nicer than devd a build runs (capped at 19, the lowest priority).
 pub const BUILD_NICENESS: i32 = 10;
 
-/// Lowers the priority of a process devd just started (cargo, or a replayed rustc);
+/// Lowers the priority of a process devd just started (cargo, for a build or the
+/// static shim of the images, or a replayed rustc);
 /// what it starts from then on (rustc, the linker, build scripts) inherits it. A
 /// failure costs only the priority, so it is logged and the build goes on.
 pub(crate) fn lower(pid: Option<u32>) {

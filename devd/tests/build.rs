@@ -183,6 +183,7 @@ async fn builds_run_nicer_than_devd() {
     e.builder.build(&request(&["svc1"], &[]), None).await.expect("fixture builds");
     let own = niceness(&std::fs::read_to_string("/proc/self/stat").expect("own stat"));
     let script = niceness(&std::fs::read_to_string(&recorded).expect("the build script ran"));
+    assert!(own < 19, "the suite runs at niceness {own}: nothing can be nicer, this test proves nothing there");
     assert_eq!(script, (own + devd::priority::BUILD_NICENESS).min(19), "build script niceness");
 }
 

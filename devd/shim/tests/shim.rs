@@ -277,6 +277,19 @@ async fn without_shared_sockets_swaps_stop_then_start() {
     shim.wait_serving("v3").await;
 }
 
+/// Uploads `first`, then `second` as soon as `first` serves (`first_text`), without
+/// waiting for `first`'s answer: two saves in a row. Both answers, within [`DEADLINE`].
+async fn back_to_back(shim: &Shim, first: &[u8], first_text: &str, second: &[u8]) -> ((u16, Value), (u16, Value)) {
+    let first_sha = sha256(first);
+    let one = shim.upload(first.to_vec(), &first_sha);
+    let two = async {
+        shim.wait_serving(first_text).await;
+        shim.upload(second.to_vec(), &sha256(second)).await
+    };
+    let both = tokio::time::timeout(DEADLINE, async { tokio::join!(one, two) }).await;
+    both.unwrap_or_else(|_| panic!("no answers within {DEADLINE:?} (a probation waited out?)"))
+}
+
 /// Two saves in a row: the second upload does not wait out the first binary's
 /// probation (a grace of 120 s here, far beyond every deadline of this test). The
 /// first answers 200 once the second arrives; the second, dying after ready, is rolled
@@ -293,15 +306,8 @@ async fn newer_upload_cuts_the_probation(listen: Option<&str>) {
     let shim = Shim::start_with(json!({"text": "v1"}), opts).await;
     let v2 = variant(json!({"text": "v2"}));
     let flaky = variant(json!({"text": "v3", "exit_after_ready_ms": 100}));
-    let (v1_sha, v2_sha, flaky_sha) = (sha256(&v1), sha256(&v2), sha256(&flaky));
-    let first = shim.upload(v2.clone(), &v2_sha);
-    let second = async {
-        shim.wait_serving("v2").await;
-        shim.upload(flaky.clone(), &flaky_sha).await
-    };
-    let both = tokio::time::timeout(DEADLINE, async { tokio::join!(first, second) }).await;
-    let ((code, body), (flaky_code, flaky_body)) =
-        both.unwrap_or_else(|_| panic!("the uploads waited out the 120 s probation (no answer within {DEADLINE:?})"));
+    let (v1_sha, v2_sha) = (sha256(&v1), sha256(&v2));
+    let ((code, body), (flaky_code, flaky_body)) = back_to_back(&shim, &v2, "v2", &flaky).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["sha256"], v2_sha);
     assert_eq!(flaky_code, 409, "{flaky_body}");
@@ -334,15 +340,8 @@ async fn a_binary_that_gave_way_serves_on_when_the_next_never_gets_ready() {
     let shim = Shim::start_with(json!({"text": "v1"}), opts).await;
     let v2 = variant(json!({"text": "v2"}));
     let stuck = variant(json!({"text": "v3", "no_ready": true}));
-    let (v2_sha, stuck_sha) = (sha256(&v2), sha256(&stuck));
-    let first = shim.upload(v2.clone(), &v2_sha);
-    let second = async {
-        shim.wait_serving("v2").await;
-        shim.upload(stuck.clone(), &stuck_sha).await
-    };
-    let both = tokio::time::timeout(DEADLINE, async { tokio::join!(first, second) }).await;
-    let ((code, body), (stuck_code, stuck_body)) =
-        both.unwrap_or_else(|_| panic!("no answers within {DEADLINE:?}"));
+    let v2_sha = sha256(&v2);
+    let ((code, body), (stuck_code, stuck_body)) = back_to_back(&shim, &v2, "v2", &stuck).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(stuck_code, 409, "{stuck_body}");
     assert_eq!(stuck_body["error"]["details"]["rollback"]["restored_sha256"], v2_sha);
@@ -361,13 +360,8 @@ async fn a_binary_that_serves_out_its_probation_is_the_next_rollback_target() {
     let v2 = variant(json!({"text": "v2"}));
     let v3 = variant(json!({"text": "v3"}));
     let flaky = variant(json!({"text": "v4", "exit_after_ready_ms": 100}));
-    let (v2_sha, v3_sha, flaky_sha) = (sha256(&v2), sha256(&v3), sha256(&flaky));
-    let first = shim.upload(v2.clone(), &v2_sha);
-    let second = async {
-        shim.wait_serving("v2").await;
-        shim.upload(v3.clone(), &v3_sha).await
-    };
-    let ((code, body), (v3_code, v3_body)) = tokio::join!(first, second);
+    let (v3_sha, flaky_sha) = (sha256(&v3), sha256(&flaky));
+    let ((code, body), (v3_code, v3_body)) = back_to_back(&shim, &v2, "v2", &v3).await;
     assert_eq!((code, v3_code), (200, 200), "{body} {v3_body}");
     assert!(!shim.dir.path().join("app.good").exists(), "v3 lived through its probation");
     let (code, body) = shim.upload(flaky.clone(), &flaky_sha).await;
