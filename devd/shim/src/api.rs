@@ -442,14 +442,28 @@ async fn swap(app: Arc<App>, staged: upload::Staged) -> Result<Json<Swapped>, Ap
         Err(rejected) => rejected,
     };
     // A child still serving the replaced binary keeps it; a restart takes the last
-    // binary that lived through its probation.
-    let (from, restored_sha256) = match (&restore, good) {
-        (Restore::Start, Some(good)) => (upload::Kept::Good, good.sha256),
-        _ => (upload::Kept::Prev, previous),
-    };
+    // binary that lived through its probation (unless that is the one just rejected:
+    // the good one uploaded again, and dead this time).
+    let mut restored_sha256 = previous.clone();
+    let mut from = upload::Kept::Prev;
+    if let (Restore::Start, Some(good)) = (&restore, good) {
+        if good.sha256.as_deref() != Some(sha256.as_str()) {
+            from = upload::Kept::Good;
+            restored_sha256 = good.sha256;
+        }
+    }
     tracing::warn!(%sha256, %reason, restored = ?restored_sha256, "rolling back");
     let binary = app.binary.clone();
-    blocking(move || upload::restore(&binary, from)).await?;
+    if let Err(e) = blocking(move || upload::restore(&binary, from)).await {
+        if from == upload::Kept::Prev {
+            return Err(e);
+        }
+        // The good one is gone (removed by hand?): the one that gave way, then.
+        tracing::warn!(error = %e.message, "cannot restore the kept good binary; restoring the one it replaced");
+        restored_sha256 = previous;
+        let binary = app.binary.clone();
+        blocking(move || upload::restore(&binary, upload::Kept::Prev)).await?;
+    }
     let restored_pid = match restore {
         // The previous child never stopped: it serves on, nothing to start.
         Restore::StillServing => app.status.get().pid,

@@ -348,6 +348,15 @@ async fn a_binary_that_gave_way_serves_on_when_the_next_never_gets_ready() {
     assert_eq!(shim.served().await.map(|(t, _)| t).as_deref(), Some("v2"));
     assert_eq!(std::fs::read(&shim.binary).expect("read"), v2, "the binary that still serves is the one on disk");
     assert!(shim.dir.path().join("app.good").exists(), "v1 is kept: v2 never finished its probation");
+    // v2 still has not lived through a whole probation: a binary dying after ready now
+    // is replaced by v1.
+    let flaky = variant(json!({"text": "v4", "exit_after_ready_ms": 100}));
+    let (code, body) = tokio::time::timeout(DEADLINE, shim.upload(flaky.clone(), &sha256(&flaky)))
+        .await
+        .unwrap_or_else(|_| panic!("no answer within {DEADLINE:?}"));
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["error"]["details"]["rollback"]["restored_sha256"], sha256(&variant(json!({"text": "v1"}))));
+    shim.wait_serving("v1").await;
 }
 
 /// After a binary that gave way, the next one that lives through its whole probation
