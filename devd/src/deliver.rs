@@ -81,7 +81,7 @@ pub fn spawn(service: String, target: Arc<dyn Target>, hub: StatusHub, interval:
     // is there whenever a warning is: `RUST_LOG=warn` keeps it).
     // A root span: the task outlives whatever span spawned it (the first build's).
     let span = tracing::warn_span!(parent: None, "sync", service = %service);
-    let syncer = Syncer { service, target, hub, current: None, rolled_back: BTreeMap::new(), list_error: None };
+    let syncer = Syncer { service, target, hub, current: None, rolled_back: BTreeMap::new(), unread: std::collections::BTreeSet::new(), list_error: None };
     let task = tokio::spawn(tracing::Instrument::instrument(syncer.run(desired_rx, restart_rx, interval), span));
     SyncHandle { desired: desired_tx, restart: restart_tx, task }
 }
@@ -93,6 +93,10 @@ struct Syncer {
     current: Option<Desired>,
     /// (instance id, sha256) → why that instance rolled that binary back.
     rolled_back: BTreeMap<(String, String), String>,
+    /// (instance id, sha256) of deliveries recorded as served whose PUT answer was
+    /// dropped (a newer artifact went out): a rollback of them only the shim's status
+    /// can tell.
+    unread: std::collections::BTreeSet<(String, String)>,
     /// Why the last listing of instances failed: logged when it changes, not per try.
     list_error: Option<String>,
 }
@@ -102,6 +106,8 @@ struct Outcome {
     status: InstanceStatus,
     serving_at: Option<Instant>,
     error: Option<String>,
+    /// Served, and the shim's answer was not awaited.
+    unread: bool,
 }
 
 impl Syncer {
@@ -196,6 +202,12 @@ impl Syncer {
         let deliveries = instances.iter().map(|i| deliver_one(self.target.as_ref(), i, desired, Some(newer.clone())));
         let outcomes = futures_util::future::join_all(deliveries).await;
         for (instance, outcome) in instances.iter().zip(&outcomes) {
+            let key = (instance.id.clone(), desired.sha256.clone());
+            if outcome.unread {
+                self.unread.insert(key);
+            } else {
+                self.unread.remove(&key);
+            }
             if let (Some(error), true) = (&outcome.error, outcome.status.hash.as_deref() != Some(desired.sha256.as_str())) {
                 if error.starts_with("rolled back") {
                     self.rolled_back.insert((instance.id.clone(), desired.sha256.clone()), error.clone());
@@ -232,6 +244,9 @@ impl Syncer {
     /// Re-syncs instances that run another hash; refreshes their status.
     async fn reconcile(&mut self) {
         let Ok(instances) = self.instances().await else { return };
+        // Only a rollback of the current artifact is still news.
+        let current_sha = self.current.as_ref().map(|c| c.sha256.clone());
+        self.unread.retain(|(_, sha)| Some(sha) == current_sha.as_ref());
         let mut statuses = Vec::with_capacity(instances.len());
         for instance in &instances {
             let mut status = unknown_status(instance);
@@ -246,16 +261,22 @@ impl Syncer {
                         let key = (instance.id.clone(), current.sha256.clone());
                         let rejected_here =
                             shim.last_rollback.as_ref().filter(|r| r.rejected_sha256 == current.sha256);
+                        let runs_current = shim.sha256.as_deref() == Some(current.sha256.as_str());
+                        if runs_current {
+                            // Delivered again since, and running: the rollback is history.
+                            self.rolled_back.remove(&key);
+                        }
                         if let Some(reason) = self.rolled_back.get(&key) {
                             status.detail = Some(reason.clone());
-                        } else if let (Some(rollback), false) =
-                            (rejected_here, shim.sha256.as_deref() == Some(current.sha256.as_str()))
+                        } else if let (Some(rollback), false, true) =
+                            (rejected_here, runs_current, self.unread.contains(&key))
                         {
                             // A rollback whose answer devd never read: the PUT was dropped
                             // once the binary served and a newer artifact went out (that
                             // one unchanged, the binary's probation went on), and it died.
                             let error = format!("rolled back {}: {}", short(&current.sha256), rollback.reason);
                             tracing::warn!(service = %self.service, instance = %instance.name, %error, "the instance rolled back a binary that had served");
+                            self.unread.remove(&key);
                             self.rolled_back.insert(key, error.clone());
                             status.detail = Some(error.clone());
                             let body = EventBody::SyncFailed(event::SyncFailed {
@@ -263,7 +284,7 @@ impl Syncer {
                                 sha256: current.sha256.clone(),
                             });
                             self.hub.update_service(&self.service, body, |_| {});
-                        } else if shim.sha256.as_deref() != Some(current.sha256.as_str()) && rejected_here.is_none() {
+                        } else if !runs_current && rejected_here.is_none() {
                             tracing::info!(service = %self.service, instance = %instance.name, running = ?shim.sha256.as_deref().map(short), "re-syncing");
                             let body = EventBody::Resync(event::Resync {
                                 instance: instance.id.clone(),
@@ -379,7 +400,7 @@ async fn deliver_one(
     let Some(result) = result else {
         status.hash = Some(desired.sha256.clone());
         status.set_health(target.health(instance).await);
-        return Outcome { status, serving_at, error: None };
+        return Outcome { status, serving_at, error: None, unread: true };
     };
     match result {
         Ok(reply) => {
@@ -391,7 +412,7 @@ async fn deliver_one(
             if !status.health.answers() {
                 status.detail = Some("not answering /health".to_owned());
             }
-            Outcome { status, serving_at, error: None }
+            Outcome { status, serving_at, error: None, unread: false }
         }
         Err(e) => {
             let message = match &e {
@@ -404,7 +425,7 @@ async fn deliver_one(
             }
             status.set_health(target.health(instance).await);
             status.detail = Some(message.clone());
-            Outcome { status, serving_at: None, error: Some(message) }
+            Outcome { status, serving_at: None, error: Some(message), unread: false }
         }
     }
 }
@@ -476,6 +497,10 @@ mod tests {
         arrived: tokio::sync::Notify,
         /// What the shim's status reports as its last rollback.
         rollback: std::sync::Mutex<Option<stand_shim_protocol::Rollback>>,
+        /// Every PUT is refused (500) and changes nothing.
+        refuse: bool,
+        /// How many times its status was asked for.
+        polls: std::sync::atomic::AtomicUsize,
     }
 
     impl OnProbation {
@@ -496,6 +521,8 @@ mod tests {
                 uploads: std::sync::Mutex::default(),
                 arrived: tokio::sync::Notify::new(),
                 rollback: std::sync::Mutex::new(None),
+                refuse: false,
+                polls: std::sync::atomic::AtomicUsize::new(0),
             }
         }
 
@@ -524,6 +551,10 @@ mod tests {
         }
         fn deliver<'a>(&'a self, _instance: &'a Instance, _binary: &'a std::path::Path, sha256: &'a str) -> futures_util::future::BoxFuture<'a, Result<ShimReply, ShimError>> {
             Box::pin(async move {
+                if self.refuse {
+                    let url = self.instance.shim_url.clone();
+                    return Err(ShimError::Refused { url, status: 500, code: "internal".into(), message: "disk full".into() });
+                }
                 // Ends the probation of the one before; then waits for the next.
                 self.arrived.notify_waiters();
                 let next = self.arrived.notified();
@@ -535,6 +566,7 @@ mod tests {
             })
         }
         fn shim_status<'a>(&'a self, _instance: &'a Instance) -> futures_util::future::BoxFuture<'a, Result<ShimStatus, ShimError>> {
+            self.polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Box::pin(async move { Ok(ShimStatus {
                     binary: "/app/svc1".into(),
                     sha256: self.running.lock().expect("lock").clone(),
@@ -642,6 +674,41 @@ mod tests {
         assert_eq!(instance.hash.as_deref(), Some(old.as_str()));
         assert!(instance.detail.as_deref().is_some_and(|d| d.contains("rolled back")), "{instance:?}");
         assert_eq!(target.uploads(), [new], "a rolled-back hash is not sent again");
+    }
+
+    /// A rollback of the current hash that the shim's status still reports from before
+    /// (devd restarted since, or an earlier delivery's 409 was read then) is not news:
+    /// a PUT of that hash that failed on its own is reported as that failure only.
+    #[tokio::test]
+    async fn an_old_rollback_in_the_shims_status_is_not_reported_again() {
+        let (_logs, _guard) = crate::test_logs::capture_warnings();
+        let service = crate::status::ServiceStatus { name: "svc1".into(), ..Default::default() };
+        let hub = StatusHub::new(StandStatus { services: vec![service], ..StandStatus::default() });
+        let (_, mut events) = hub.subscribe(0);
+        let (old, new) = ("00".repeat(32), "aa".repeat(32));
+        let target = Arc::new(OnProbation { refuse: true, ..OnProbation::new(&old) });
+        *target.rollback.lock().expect("lock") = Some(stand_shim_protocol::Rollback {
+            at: "2026-12-04T00:00:00Z".into(),
+            rejected_sha256: new.clone(),
+            restored_sha256: Some(old.clone()),
+            reason: "new binary exited 300 ms after start (exit code 4)".into(),
+            exit: None,
+        });
+        let handle = spawn("svc1".into(), target.clone(), hub.clone(), Duration::from_millis(20));
+        handle.deliver(desired(&new));
+        let failed = next_event(&mut events, |b| matches!(b, EventBody::SyncFailed(_))).await;
+        let Some(EventBody::SyncFailed(failed)) = failed else { panic!("no sync_failed for the refused PUT") };
+        assert!(failed.errors.iter().all(|e| e.contains("disk full")), "{:?}", failed.errors);
+        // Some reconcile passes later (bounded: 10 s), nothing more was said.
+        let polls = target.polls.load(std::sync::atomic::Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while target.polls.load(std::sync::atomic::Ordering::SeqCst) < polls + 5 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(target.polls.load(std::sync::atomic::Ordering::SeqCst) >= polls + 5, "no reconcile passes");
+        while let Ok(event) = events.try_recv() {
+            assert!(!matches!(event.body, EventBody::SyncFailed(_)), "reported again: {:?}", event.body);
+        }
     }
 
     /// What a service's delivery task logs is inside its `sync{service=...}` span.

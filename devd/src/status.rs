@@ -320,8 +320,8 @@ impl StatusHub {
     pub fn update(&self, body: EventBody, service: Option<&str>, change: impl FnOnce(&mut StandStatus)) -> Event {
         let event = {
             let mut inner = self.lock();
-            change(&mut inner.status);
             inner.json = None;
+            change(&mut inner.status);
             inner.status.event_seq = inner.next_seq;
             let event = Event { seq: inner.next_seq, at: Utc::now(), service: service.map(str::to_owned), body };
             inner.next_seq += 1;
