@@ -628,6 +628,23 @@ mod tests {
         found.await.ok()
     }
 
+    /// A hub that knows the service `svc1`.
+    fn svc1_hub() -> StatusHub {
+        let service = crate::status::ServiceStatus { name: "svc1".into(), ..Default::default() };
+        StatusHub::new(StandStatus { services: vec![service], ..StandStatus::default() })
+    }
+
+    /// The shim's record of `rejected` dying after ready, `restored` running again.
+    fn rollback(rejected: &str, restored: &str) -> stand_shim_protocol::Rollback {
+        stand_shim_protocol::Rollback {
+            at: "2026-12-04T00:00:00Z".into(),
+            rejected_sha256: rejected.to_owned(),
+            restored_sha256: Some(restored.to_owned()),
+            reason: "new binary exited 300 ms after start (exit code 4)".into(),
+            exit: None,
+        }
+    }
+
     fn desired(sha: &str) -> Desired {
         Desired { sha256: sha.to_owned(), path: PathBuf::from("/unused"), first_event_at: Some(Instant::now()) }
     }
@@ -640,8 +657,7 @@ mod tests {
     #[tokio::test]
     async fn a_rollback_after_a_dropped_answer_is_reported() {
         let (_logs, _guard) = crate::test_logs::capture_warnings();
-        let service = crate::status::ServiceStatus { name: "svc1".into(), ..Default::default() };
-        let hub = StatusHub::new(StandStatus { services: vec![service], ..StandStatus::default() });
+        let hub = svc1_hub();
         let (_, mut events) = hub.subscribe(0);
         let (old, new) = ("00".repeat(32), "aa".repeat(32));
         let target = Arc::new(OnProbation::new(&old));
@@ -651,13 +667,7 @@ mod tests {
         handle.deliver(desired(&new));
         next_event(&mut events, |b| matches!(b, EventBody::DeliverySkipped(_))).await.expect("the rebuild found the binary running");
         // The binary dies on probation: the shim restores the old one.
-        *target.rollback.lock().expect("lock") = Some(stand_shim_protocol::Rollback {
-            at: "2026-12-04T00:00:00Z".into(),
-            rejected_sha256: new.clone(),
-            restored_sha256: Some(old.clone()),
-            reason: "new binary exited 300 ms after start (exit code 4)".into(),
-            exit: None,
-        });
+        *target.rollback.lock().expect("lock") = Some(rollback(&new, &old));
         *target.running.lock().expect("lock") = Some(old.clone());
         let failed = next_event(&mut events, |b| matches!(b, EventBody::SyncFailed(_))).await.expect("no sync_failed after the rollback");
         let EventBody::SyncFailed(failed) = failed else { unreachable!() };
@@ -682,18 +692,11 @@ mod tests {
     #[tokio::test]
     async fn an_old_rollback_in_the_shims_status_is_not_reported_again() {
         let (_logs, _guard) = crate::test_logs::capture_warnings();
-        let service = crate::status::ServiceStatus { name: "svc1".into(), ..Default::default() };
-        let hub = StatusHub::new(StandStatus { services: vec![service], ..StandStatus::default() });
+        let hub = svc1_hub();
         let (_, mut events) = hub.subscribe(0);
         let (old, new) = ("00".repeat(32), "aa".repeat(32));
         let target = Arc::new(OnProbation { refuse: true, ..OnProbation::new(&old) });
-        *target.rollback.lock().expect("lock") = Some(stand_shim_protocol::Rollback {
-            at: "2026-12-04T00:00:00Z".into(),
-            rejected_sha256: new.clone(),
-            restored_sha256: Some(old.clone()),
-            reason: "new binary exited 300 ms after start (exit code 4)".into(),
-            exit: None,
-        });
+        *target.rollback.lock().expect("lock") = Some(rollback(&new, &old));
         let handle = spawn("svc1".into(), target.clone(), hub.clone(), Duration::from_millis(20));
         handle.deliver(desired(&new));
         let failed = next_event(&mut events, |b| matches!(b, EventBody::SyncFailed(_))).await;
