@@ -106,7 +106,14 @@ fn request_spans() -> RequestSpans {
     fn span(request: &Request) -> tracing::Span {
         // At warn, devd's default filter: a span below the filter is off, and the
         // warnings and errors inside it would not carry it.
-        tracing::warn_span!("request", method = %request.method(), uri = %request.uri())
+        // An origin-form target (`/path?query`, every request but a proxy's) as the
+        // string it already is: `Uri`'s Display, piece by piece, was ~25 us of the
+        // ~120 us of CPU a status answer took (debug build).
+        let uri = request.uri();
+        match uri.path_and_query().filter(|_| uri.scheme().is_none() && uri.authority().is_none()) {
+            Some(target) => tracing::warn_span!("request", method = %request.method(), uri = %target.as_str()),
+            None => tracing::warn_span!("request", method = %request.method(), uri = %uri),
+        }
     }
     tower_http::trace::TraceLayer::new_for_http()
         .make_span_with(span as fn(&Request) -> tracing::Span)
