@@ -37,15 +37,14 @@ pub struct App {
     pub overlap: bool,
     /// With `overlap`: how long a new child may take to report ready.
     pub ready_timeout: Duration,
-    /// Serializes everything that replaces the binary or restarts the child.
-    pub ops: tokio::sync::Mutex<()>,
+    /// Serializes everything that replaces the binary or restarts the child. It holds
+    /// what only a swap changes: while the current binary is one that gave way before
+    /// its probation was over, the last binary that lived through a whole probation,
+    /// kept as `<binary>.good`. A binary that dies on probation is replaced by that
+    /// one, not by one that never proved itself (it may crash a moment later).
+    pub ops: tokio::sync::Mutex<Option<Good>>,
     /// Verified uploads waiting for `ops`: a binary on probation gives way to them.
     pub newer: Newer,
-    /// Set while the current binary is one that gave way before its probation was
-    /// over: the last binary that lived through a whole probation, kept as
-    /// `<binary>.good`. A binary that dies on probation is replaced by that one, not by
-    /// one that never proved itself (it may crash a moment later). Changed under `ops`.
-    pub unproven: std::sync::Mutex<Option<Good>>,
 }
 
 /// The last binary that lived through a whole probation (or the one the shim started
@@ -59,7 +58,7 @@ pub struct Good {
 /// successor is already here ends its probation at once (it answers 200): the next
 /// swap replaces it anyway, and two saves in a row are not a second apart because
 /// the first one's probation ran to its end. The rollback target stays the last
-/// binary that lived through a whole probation ([`App::unproven`]).
+/// binary that lived through a whole probation ([`App::ops`]).
 #[derive(Default)]
 pub struct Newer {
     waiting: std::sync::atomic::AtomicUsize,
@@ -403,14 +402,14 @@ async fn put_binary(
 }
 
 async fn swap(app: Arc<App>, staged: upload::Staged) -> Result<Json<Swapped>, AppError> {
-    let _ops = {
+    let mut ops = {
         let _waiting = app.newer.arrive();
         app.ops.lock().await
     };
     let sha256 = staged.sha256.clone();
     let previous = app.status.get().sha256;
     // `Some`: the binary being replaced never finished its probation.
-    let good = lock(&app.unproven).clone();
+    let good = ops.clone();
     let binary = app.binary.clone();
     blocking(move || upload::install(&binary, staged)).await?;
     let start = Instant::now();
@@ -421,7 +420,7 @@ async fn swap(app: Arc<App>, staged: upload::Staged) -> Result<Json<Swapped>, Ap
     };
     let (reason, exit, restore) = match verdict {
         Ok((swapped, Probation::Served)) => {
-            *lock(&app.unproven) = None;
+            *ops = None;
             let binary = app.binary.clone();
             if let Err(e) = blocking(move || upload::forget_good(&binary)).await {
                 tracing::warn!(error = %e.message, "cannot remove the kept good binary");
@@ -433,7 +432,7 @@ async fn swap(app: Arc<App>, staged: upload::Staged) -> Result<Json<Swapped>, Ap
                 // The binary just replaced (`.prev`) did live through its probation.
                 let binary = app.binary.clone();
                 match blocking(move || upload::keep_good(&binary)).await {
-                    Ok(()) => *lock(&app.unproven) = Some(Good { sha256: previous }),
+                    Ok(()) => *ops = Some(Good { sha256: previous }),
                     Err(e) => tracing::warn!(error = %e.message, "cannot keep the previous binary as the good one; a rollback restores the one that gave way"),
                 }
             }
@@ -468,7 +467,7 @@ async fn swap(app: Arc<App>, staged: upload::Staged) -> Result<Json<Swapped>, Ap
         // The previous child never stopped: it serves on, nothing to start.
         Restore::StillServing => app.status.get().pid,
         Restore::Start => {
-            *lock(&app.unproven) = None;
+            *ops = None;
             app.supervisor.restart(false, restored_sha256.clone()).await.ok().map(|s| s.pid)
         }
     };
@@ -488,10 +487,6 @@ async fn swap(app: Arc<App>, staged: upload::Staged) -> Result<Json<Swapped>, Ap
         ..ErrorDetails::default()
     });
     Err(err)
-}
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// After a rejected binary: is the previous child still serving, or must it be started?

@@ -144,9 +144,8 @@ pub async fn run(config: Config) -> i32 {
                 grace: config.grace,
                 overlap: !config.listen.is_empty(),
                 ready_timeout: config.ready_timeout,
-                ops: tokio::sync::Mutex::new(()),
+                ops: tokio::sync::Mutex::new(None),
                 newer: api::Newer::default(),
-                unproven: std::sync::Mutex::new(None),
             });
             let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.port));
             match tokio::net::TcpListener::bind(addr).await {
