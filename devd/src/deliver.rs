@@ -204,13 +204,13 @@ impl Syncer {
         for (instance, outcome) in instances.iter().zip(&outcomes) {
             let key = (instance.id.clone(), desired.sha256.clone());
             if outcome.unread {
-                self.unread.insert(key);
+                self.unread.insert(key.clone());
             } else {
                 self.unread.remove(&key);
             }
             if let (Some(error), true) = (&outcome.error, outcome.status.hash.as_deref() != Some(desired.sha256.as_str())) {
                 if error.starts_with("rolled back") {
-                    self.rolled_back.insert((instance.id.clone(), desired.sha256.clone()), error.clone());
+                    self.rolled_back.insert(key, error.clone());
                 }
             }
         }
@@ -274,7 +274,7 @@ impl Syncer {
                             // A rollback whose answer devd never read: the PUT was dropped
                             // once the binary served and a newer artifact went out (that
                             // one unchanged, the binary's probation went on), and it died.
-                            let error = format!("rolled back {}: {}", short(&current.sha256), rollback.reason);
+                            let error = rolled_back(&current.sha256, &rollback.reason);
                             tracing::warn!(service = %self.service, instance = %instance.name, %error, "the instance rolled back a binary that had served");
                             self.unread.remove(&key);
                             self.rolled_back.insert(key, error.clone());
@@ -416,7 +416,7 @@ async fn deliver_one(
         }
         Err(e) => {
             let message = match &e {
-                ShimError::RolledBack { reason } => format!("rolled back {}: {reason}", short(&desired.sha256)),
+                ShimError::RolledBack { reason } => rolled_back(&desired.sha256, reason),
                 other => other.to_string(),
             };
             // What runs now: the previous binary after a rollback, or unchanged.
@@ -457,6 +457,12 @@ async fn serving(target: &dyn Target, instance: &Instance, sha256: &str) -> Resu
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Why an instance does not run `sha256`: the shim rolled it back. (`sync` and the
+/// reconcile pass know a recorded rollback by this message's start.)
+fn rolled_back(sha256: &str, reason: &str) -> String {
+    format!("rolled back {}: {reason}", short(sha256))
 }
 
 fn short(sha: &str) -> String {
