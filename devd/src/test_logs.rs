@@ -25,7 +25,16 @@ impl std::io::Write for Logs {
 
 /// Captures warnings and errors on this thread (a current-thread tokio test's tasks
 /// included) until the guard is dropped.
+///
+/// tracing caches each callsite's interest process-wide, computed by the first thread
+/// that reaches it: a sibling test with no subscriber would pin a line this test
+/// asserts on to "never" (1 failure in ~15 full `--lib` runs). A global registry with
+/// no layers, installed once, makes those threads answer "always" instead, and the
+/// scoped subscriber below still filters what it writes.
 pub fn capture_warnings() -> (Logs, tracing::subscriber::DefaultGuard) {
+    static BASE: std::sync::Once = std::sync::Once::new();
+    // Fails only when a test already installed a global subscriber, which serves too.
+    BASE.call_once(|| drop(tracing::subscriber::set_global_default(tracing_subscriber::registry())));
     let logs = Logs::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
