@@ -24,6 +24,34 @@ pub const STATUS_PATH: &str = "/v1/status";
 /// `POST`: restart the service process.
 pub const RESTART_PATH: &str = "/v1/restart";
 
+/// `GET` (200 when the shim has it, 404 `not_found` when not) and `PUT` (the file's
+/// bytes, verified against the path's sha256): a shared library a dynamically linked
+/// binary needs, at `/v1/libs/<sha256>/<file name>` ([`lib_url_path`]). devd puts the
+/// libraries of an artifact before the binary that needs them.
+pub const LIBS_PATH: &str = "/v1/libs";
+/// Where the libraries live, beside the binary: `<binary's dir>/.stand-libs/<sha256>/<file
+/// name>`. A binary devd links against shared libraries names those directories in its
+/// rpath (`$ORIGIN/.stand-libs/<sha256>`), so each binary, the kept ones included, finds
+/// exactly the bytes it was linked with; a directory is never rewritten.
+pub const LIBS_DIR: &str = ".stand-libs";
+
+/// `/v1/libs/<sha256>/<name>`.
+pub fn lib_url_path(sha256: &str, name: &str) -> String {
+    format!("{LIBS_PATH}/{sha256}/{name}")
+}
+
+/// Whether `sha256` (64 lowercase hex digits) and `name` (a plain file name ending in
+/// `.so`, no path) may name a library: what the shim accepts.
+pub fn valid_lib(sha256: &str, name: &str) -> bool {
+    let hex = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let plain = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name.ends_with(".so")
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    hex && plain
+}
+
 /// The sha256 (hex) of an uploaded binary.
 pub const SHA_HEADER: &str = "x-stand-sha256";
 /// The token; works where `Authorization` belongs to a proxy (the Kubernetes API server).
@@ -41,6 +69,8 @@ pub mod code {
     pub const HASH_MISMATCH: &str = "hash_mismatch";
     pub const MISSING_SHA256: &str = "missing_sha256";
     pub const BAD_SHA256: &str = "bad_sha256";
+    /// 400: a library path that is not `/v1/libs/<sha256>/<name>.so` ([`super::valid_lib`]).
+    pub const BAD_LIBRARY: &str = "bad_library";
     pub const TOO_LARGE: &str = "too_large";
     pub const BAD_BODY: &str = "bad_body";
     pub const IO: &str = "io";
@@ -202,6 +232,18 @@ mod tests {
             Refusal::from_answer(502, b" bad gateway \n"),
             Refusal::Other { status: 502, code: String::new(), message: "bad gateway".into() }
         );
+    }
+
+    #[test]
+    fn library_names_are_plain_so_files_under_a_full_sha256() {
+        let sha = "0a".repeat(32);
+        assert!(valid_lib(&sha, "libstd-d1237ef7159db0a2.so"));
+        assert_eq!(lib_url_path(&sha, "libx.so"), format!("/v1/libs/{sha}/libx.so"));
+        for name in ["", "../libx.so", "a/libx.so", ".libx.so", "libx", "libx.so\n", "lib x.so"] {
+            assert!(!valid_lib(&sha, name), "{name:?}");
+        }
+        assert!(!valid_lib(&"0A".repeat(32), "libx.so"), "upper case");
+        assert!(!valid_lib("0a", "libx.so"), "short");
     }
 
     #[test]

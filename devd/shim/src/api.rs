@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -15,8 +15,8 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use http_body_util::BodyExt;
 use stand_shim_protocol::{
-    code, ErrorBody, ErrorDetails, ErrorInfo, Swapped, BINARY_PATH, RESTART_PATH, SHA_HEADER,
-    STATUS_PATH, TOKEN_HEADER,
+    code, valid_lib, ErrorBody, ErrorDetails, ErrorInfo, Swapped, BINARY_PATH, LIBS_PATH,
+    RESTART_PATH, SHA_HEADER, STATUS_PATH, TOKEN_HEADER,
 };
 use tokio::sync::oneshot;
 
@@ -134,6 +134,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route(BINARY_PATH, put(put_binary))
         .route(STATUS_PATH, get(get_status))
         .route(RESTART_PATH, post(post_restart))
+        .route(&format!("{LIBS_PATH}/{{sha256}}/{{name}}"), get(get_lib).put(put_lib))
         .fallback(|| async {
             AppError::new(StatusCode::NOT_FOUND, code::NOT_FOUND, "no such endpoint")
         })
@@ -259,6 +260,66 @@ async fn drain(body: Body) {
         }
     })
     .await;
+}
+
+/// What `GET` and `PUT /v1/libs/<sha256>/<name>` answer with 200.
+#[derive(serde::Serialize)]
+struct Lib {
+    sha256: String,
+    name: String,
+}
+
+/// The file of a library, or a 400 for a name or hash the shim does not take.
+fn lib_file(app: &App, sha256: &str, name: &str) -> Result<PathBuf, AppError> {
+    if !valid_lib(sha256, name) {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            code::BAD_LIBRARY,
+            "a library is /v1/libs/<sha256: 64 lowercase hex digits>/<file name ending in .so>",
+        ));
+    }
+    Ok(upload::lib_path(&app.binary, sha256, name))
+}
+
+async fn get_lib(
+    State(app): State<Arc<App>>,
+    UrlPath((sha256, name)): UrlPath<(String, String)>,
+) -> Result<Json<Lib>, AppError> {
+    if lib_file(&app, &sha256, &name)?.is_file() {
+        Ok(Json(Lib { sha256, name }))
+    } else {
+        Err(AppError::new(StatusCode::NOT_FOUND, code::NOT_FOUND, format!("no library {sha256}/{name}")))
+    }
+}
+
+/// Stores a library (verified against the sha256 of its path) for the binaries
+/// linked against it; one that is there already stays as it is.
+async fn put_lib(
+    State(app): State<Arc<App>>,
+    UrlPath((sha256, name)): UrlPath<(String, String)>,
+    body: Body,
+) -> Result<Json<Lib>, AppError> {
+    let path = match lib_file(&app, &sha256, &name) {
+        Ok(path) => path,
+        Err(e) => {
+            drain(body).await;
+            return Err(e);
+        }
+    };
+    if path.is_file() {
+        drain(body).await;
+        return Ok(Json(Lib { sha256, name }));
+    }
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(|source| {
+            AppError::from(UploadError::Io { what: "creating", path: dir.to_path_buf(), source })
+        })?;
+    }
+    let staged = upload::stage(&path, body, &sha256, MAX_UPLOAD_BYTES).await?;
+    tracing::info!(sha256 = %staged.sha256, bytes = staged.size, %name, "library stored");
+    let at = path.clone();
+    blocking(move || upload::install_lib(&at, staged)).await?;
+    Ok(Json(Lib { sha256, name }))
 }
 
 async fn get_status(State(app): State<Arc<App>>) -> Json<Status> {

@@ -200,6 +200,26 @@ fn replace_with_copy(from: &Path, to: &Path) -> Result<(), UploadError> {
     })
 }
 
+/// `<binary's dir>/.stand-libs/<sha256>/<name>`: where a shared library a binary was
+/// linked against lives (its rpath names the directory).
+pub fn lib_path(binary: &Path, sha256: &str, name: &str) -> PathBuf {
+    binary
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join(stand_shim_protocol::LIBS_DIR)
+        .join(sha256)
+        .join(name)
+}
+
+/// Puts a staged library at `path` (its directory made first by the caller's
+/// [`stage`] call site). A library's file is written once and never replaced: the
+/// binaries linked against it may be running. Blocking.
+pub fn install_lib(path: &Path, mut staged: Staged) -> Result<(), UploadError> {
+    fs::rename(&staged.path, path).map_err(io("renaming to", path))?;
+    staged.installed = true;
+    sync_dir(path)
+}
+
 fn sync_dir(binary: &Path) -> Result<(), UploadError> {
     let dir = binary.parent().unwrap_or(Path::new("/"));
     fs::File::open(dir)
@@ -294,6 +314,23 @@ mod tests {
         forget_good(&bin).expect("forget");
         forget_good(&bin).expect("forgetting twice is no error");
         assert!(!kept_path(&bin, Kept::Good).exists());
+    }
+
+    #[tokio::test]
+    async fn a_library_lands_under_its_sha256_beside_the_binary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("svc");
+        let bytes = b"\x7fELF library".to_vec();
+        let sha = hex::encode(Sha256::digest(&bytes));
+        let path = lib_path(&bin, &sha, "libx-1.so");
+        assert_eq!(path, dir.path().join(".stand-libs").join(&sha).join("libx-1.so"));
+        fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+        let err = stage(&path, Body::from(bytes.clone()), &"0".repeat(64), 1 << 20).await.expect_err("mismatch");
+        assert!(matches!(err, UploadError::HashMismatch { .. }), "{err}");
+        let staged = stage(&path, Body::from(bytes.clone()), &sha, 1 << 20).await.expect("stage");
+        install_lib(&path, staged).expect("install");
+        assert_eq!(fs::read(&path).expect("read"), bytes);
+        assert_eq!(fs::read_dir(path.parent().expect("dir")).expect("ls").count(), 1, "no temp file left");
     }
 
     #[test]

@@ -571,3 +571,53 @@ async fn orphans_of_the_child_are_reaped() {
     assert_eq!(shim.status().await["restarts"], 0);
     assert!(shim.served().await.is_some());
 }
+
+/// `GET` and `PUT /v1/libs/<sha256>/<name>`: 404 until the library was put, then 200;
+/// it lands under its sha256 beside the binary (where a dynamically linked binary's
+/// rpath looks); a body of other bytes, a bad name or no token is refused and stores
+/// nothing; the child serves on untouched.
+#[tokio::test]
+async fn a_library_is_stored_under_its_sha256_beside_the_binary() {
+    let shim = Shim::start(json!({"text": "v1"})).await;
+    let before = shim.status().await;
+    let bytes = b"\x7fELF not really a library".to_vec();
+    let sha = sha256(&bytes);
+    let url = |name: &str| format!("{}/v1/libs/{sha}/{name}", shim.api);
+    let call = |method: reqwest::Method, url: String, body: Vec<u8>, token: bool| {
+        let mut request = shim.client.request(method, url).body(body);
+        if token {
+            request = request.bearer_auth(TOKEN);
+        }
+        async move {
+            let resp = request.send().await.expect("request");
+            let code = resp.status().as_u16();
+            (code, resp.json::<Value>().await.expect("json body"))
+        }
+    };
+    let (code, body) = call(reqwest::Method::GET, url("libx-1.so"), Vec::new(), true).await;
+    assert_eq!((code, error_code(&body)), (404, "not_found"), "{body}");
+    let (code, body) = call(reqwest::Method::PUT, url("libx-1.so"), bytes.clone(), false).await;
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = call(reqwest::Method::PUT, url("libx-1.so"), b"other bytes".to_vec(), true).await;
+    assert_eq!((code, error_code(&body)), (422, "hash_mismatch"), "{body}");
+    for bad in ["..so", "libx", "lib%2Fx.so"] {
+        let (code, body) = call(reqwest::Method::PUT, url(bad), bytes.clone(), true).await;
+        assert_eq!((code, error_code(&body)), (400, "bad_library"), "{bad}: {body}");
+    }
+    let dir = shim.binary.parent().expect("binary dir").join(".stand-libs");
+    assert!(!dir.join(&sha).join("libx-1.so").exists(), "nothing stored yet");
+
+    let (code, body) = call(reqwest::Method::PUT, url("libx-1.so"), bytes.clone(), true).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(std::fs::read(dir.join(&sha).join("libx-1.so")).expect("stored"), bytes);
+    let (code, body) = call(reqwest::Method::GET, url("libx-1.so"), Vec::new(), true).await;
+    assert_eq!((code, body["sha256"].as_str()), (200, Some(sha.as_str())), "{body}");
+    let (code, body) = call(reqwest::Method::PUT, url("libx-1.so"), bytes.clone(), true).await;
+    assert_eq!(code, 200, "a second put is no error: {body}");
+    let files: Vec<_> = std::fs::read_dir(dir.join(&sha)).expect("ls").flatten().map(|e| e.file_name()).collect();
+    assert_eq!(files, [std::ffi::OsString::from("libx-1.so")], "no temp file left");
+
+    let after = shim.status().await;
+    assert_eq!((after["pid"].clone(), after["restarts"].clone()), (before["pid"].clone(), before["restarts"].clone()));
+    assert_eq!(shim.served().await.map(|(t, _)| t).as_deref(), Some("v1"));
+}
