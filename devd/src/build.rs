@@ -34,6 +34,8 @@ use tokio::sync::mpsc;
 
 use crate::graph::PackageName;
 use crate::graph::ReplayScope;
+pub use crate::replay::dylib::SharedLib;
+use crate::replay::dylib;
 use crate::replay::{self, Recipes};
 
 mod cargo;
@@ -212,6 +214,10 @@ pub struct Artifact {
     pub fresh: bool,
     /// The target triple it runs on.
     pub target: String,
+    /// The shared libraries it was linked against ([`crate::replay::dylib`]), to be
+    /// delivered before it; empty for a statically linked binary (cargo's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub libs: Vec<SharedLib>,
 }
 
 /// A successful build: one artifact per requested target, in request order.
@@ -288,6 +294,8 @@ pub struct Builder {
     recipes: std::sync::Arc<std::sync::Mutex<Recipes>>,
     /// cargo's build dir, shared with other builds ([`shared_build_dir`]), once known.
     build_dir: std::sync::Arc<tokio::sync::OnceCell<PathBuf>>,
+    /// What the replays know of the binaries' dependencies ([`crate::replay::dylib`]).
+    dylibs: std::sync::Arc<std::sync::Mutex<dylib::Dylibs>>,
 }
 
 impl Builder {
@@ -297,6 +305,7 @@ impl Builder {
             toolchain: std::sync::Arc::default(),
             recipes: std::sync::Arc::default(),
             build_dir: std::sync::Arc::default(),
+            dylibs: std::sync::Arc::default(),
         }
     }
 
@@ -549,7 +558,7 @@ impl Builder {
         let mut artifacts = Vec::new();
         for wanted in &request.targets {
             let (bin, (exe, fresh)) = pick_executable(wanted, &executables)?;
-            artifacts.push(self.store(request, wanted, bin, exe, Produced::Cargo { fresh }, duration_ms, built_at, &triple).await?);
+            artifacts.push(self.store(request, wanted, bin, exe, Produced::Cargo { fresh }, duration_ms, built_at, &triple, &[]).await?);
         }
         tracing::info!(packages = %names, duration_ms, "build finished");
         Ok(BuildOutput { artifacts, duration_ms, warnings, stderr_tail, replayed: false })
@@ -575,7 +584,9 @@ impl Builder {
                 let _ = tx.send(BuildProgress::Started { pid, command });
             }
         };
-        let replayed = replay::run(&recipes, &mut on_start).await?;
+        let root = self.config.state_dir.join("dylib");
+        let layout = replay::Layout { dylibs: &self.dylibs, selection: &key, members: &scope.members, triple, root: &root };
+        let replayed = replay::run(&recipes, &mut on_start, dylib::enabled().then_some(&layout)).await?;
         let duration_ms = millis(started.elapsed());
         let mut artifacts = Vec::new();
         for wanted in &request.targets {
@@ -589,13 +600,14 @@ impl Builder {
                 .get(&(package.clone(), bin.clone()))
                 .ok_or_else(|| format!("the replay built no {bin}"))?;
             let artifact = self
-                .store(request, wanted, bin.clone(), exe.clone(), Produced::Replay, duration_ms, built_at, triple)
+                .store(request, wanted, bin.clone(), exe.clone(), Produced::Replay, duration_ms, built_at, triple, &replayed.libs)
                 .await
                 .map_err(|e| e.rendered)?;
             artifacts.push(artifact);
         }
         let names: Vec<&str> = scope.bins.iter().map(|(p, _)| p.as_str()).collect();
-        tracing::info!(packages = %names.join(", "), duration_ms, units = recipes.len(), "build finished (rustc replay)");
+        let linked = if replayed.libs.is_empty() { "statically" } else { "against the dependencies' shared library" };
+        tracing::info!(packages = %names.join(", "), duration_ms, units = recipes.len(), linked, "build finished (rustc replay)");
         Ok(BuildOutput {
             artifacts,
             duration_ms,
@@ -617,6 +629,7 @@ impl Builder {
         duration_ms: u64,
         built_at: DateTime<Utc>,
         triple: &str,
+        libs: &[SharedLib],
     ) -> Result<Artifact, BuildError> {
         let store_dir = self.config.state_dir.join("artifacts").join(&wanted.package);
         let exe_for_copy = exe.clone();
@@ -624,8 +637,13 @@ impl Builder {
             Produced::Cargo { fresh } => (fresh, false),
             Produced::Replay => (false, true),
         };
-        let (path, sha256, size) = tokio::task::spawn_blocking(move || store_artifact(&exe_for_copy, &store_dir, take))
-            .await
+        let beside = libs.to_vec();
+        // The libraries beside it first: a stored binary runs where it is.
+        let (path, sha256, size) = tokio::task::spawn_blocking(move || {
+            dylib::link_beside(&store_dir, &beside)?;
+            store_artifact(&exe_for_copy, &store_dir, take)
+        })
+        .await
             .map_err(|e| io_error(format!("storing the artifact: {e}")))?
             .map_err(|e| io_error(format!("storing {}: {e}", exe.display())))?;
         Ok(Artifact {
@@ -639,6 +657,7 @@ impl Builder {
             cause: request.cause.clone(),
             fresh,
             target: triple.to_string(),
+            libs: libs.to_vec(),
         })
     }
 }

@@ -302,7 +302,12 @@ impl WorkspaceGraph {
         if libs.iter().any(|p| self.packages.get(p).is_some_and(|i| i.build_script)) {
             return None;
         }
-        Some(ReplayScope { libs: dependency_order(&libs, &self.dependents), bins })
+        let members = needed
+            .iter()
+            .filter(|p| self.packages.get(*p).is_some_and(|i| i.lib))
+            .map(|p| p.replace('-', "_"))
+            .collect();
+        Some(ReplayScope { libs: dependency_order(&libs, &self.dependents), bins, members })
     }
 
     /// The directories a watcher needs: the workspace root plus any package that lies
@@ -378,6 +383,9 @@ fn lexically_normal(path: &Path) -> PathBuf {
 pub struct ReplayScope {
     pub libs: Vec<PackageName>,
     pub bins: Vec<(PackageName, String)>,
+    /// The crate names of the workspace libraries the binaries link (recompiled or
+    /// not): what [`crate::dylib`] leaves out of the dependencies' shared library.
+    pub members: BTreeSet<String>,
 }
 
 /// Topological order of `set` given `dependents` (package → packages depending on

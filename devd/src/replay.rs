@@ -48,6 +48,10 @@
 //! cargo gave it to rustc: written 0600 into a 0700 directory under the state dir,
 //! removed when the build ends, kept in memory after that and never logged.
 //!
+//! The binaries of a replay are linked against one shared library of their
+//! dependencies once it is known which rlibs they link ([`dylib`]): a small binary
+//! per edit instead of a 17 MB one.
+//!
 //! `DEVD_RUSTC_REPLAY=0` in devd's environment turns all of this off.
 
 use std::collections::BTreeMap;
@@ -58,6 +62,8 @@ use std::process::{ExitCode, Stdio};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::graph::{PackageName, ReplayScope};
+
+pub mod dylib;
 
 /// Set (to the record directory) only in the environment of devd's own cargo builds.
 pub const RECORD_DIR_ENV: &str = "__STAND_RUSTC_RECORD_DIR";
@@ -198,6 +204,13 @@ impl Recipe {
         Some(Self { package, unit, program: record.program, args: record.args, cwd: record.cwd, env })
     }
 
+    /// This recipe with `extra` arguments at the end.
+    fn with_args(&self, extra: &[&str]) -> Recipe {
+        let mut recipe = self.clone();
+        recipe.args.extend(extra.iter().map(|s| s.to_string()));
+        recipe
+    }
+
     /// `--out-dir`: `<target>/<profile>/deps`.
     fn out_dir(&self) -> Option<&Path> {
         self.value("--out-dir").map(Path::new)
@@ -336,26 +349,43 @@ fn consistent(recipes: &[Recipe]) -> Result<(), String> {
     Ok(())
 }
 
-/// A finished replay: the executables (package, bin) → path, and the warnings. It
+/// A finished replay: the executables (package, bin) → path, the shared libraries they
+/// need ([`dylib`]; none when they were linked statically), and the warnings. It
 /// holds cargo's lock on the target dir until dropped: keep it until the executables
 /// are moved into the store, so that no cargo relinks them in between.
 #[derive(Debug)]
 pub struct Replayed {
     pub executables: BTreeMap<(PackageName, String), PathBuf>,
+    pub libs: Vec<dylib::SharedLib>,
     pub warnings: Vec<String>,
     pub stderr_tail: Vec<String>,
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
+
+/// What a replay needs to link its binaries against the dependencies' shared library
+/// ([`dylib`]).
+pub struct Layout<'a> {
+    pub dylibs: &'a std::sync::Mutex<dylib::Dylibs>,
+    /// The cargo selection the recipes were recorded in.
+    pub selection: &'a str,
+    /// The workspace's library crates (they stay in the binary).
+    pub members: &'a std::collections::BTreeSet<String>,
+    pub triple: &'a str,
+    /// devd's own dir for all of it: `<state>/dylib`.
+    pub root: &'a Path,
+}
+
+type OnStart<'a> = std::sync::Mutex<&'a mut dyn FnMut(u32, String)>;
 
 /// Runs `recipes` under cargo's lock on the target dir: the libraries one after the
 /// other, in the order given (dependency order), then the binaries side by side, as
 /// many at a time as there are cores (nothing links against a binary; cargo too runs
 /// independent units in parallel, up to its job count). `Err` says why the build has
 /// to go to cargo (lock busy, a rustc that failed, an output not reported); a failure
-/// stops the binaries still running (their processes are killed).
-pub async fn run(recipes: &[Recipe], on_start: &mut dyn FnMut(u32, String)) -> Result<Replayed, String> {
-    use futures_util::StreamExt as _;
-
+/// stops the binaries still running (their processes are killed). With a `layout`,
+/// the binaries are linked against the dependencies' shared library when it can be
+/// had, else statically as cargo links them.
+pub async fn run(recipes: &[Recipe], on_start: &mut dyn FnMut(u32, String), layout: Option<&Layout<'_>>) -> Result<Replayed, String> {
     let out_dir = recipes.first().and_then(Recipe::out_dir).ok_or("no --out-dir in the recipe")?;
     let lock_path = out_dir.parent().map(|p| p.join(".cargo-lock")).ok_or("no profile dir")?;
     let lock_file = std::fs::OpenOptions::new()
@@ -366,27 +396,149 @@ pub async fn run(recipes: &[Recipe], on_start: &mut dyn FnMut(u32, String)) -> R
     let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|(_, e)| format!("cargo holds {} ({e})", lock_path.display()))?;
 
-    let mut done = Replayed { executables: BTreeMap::new(), warnings: Vec::new(), stderr_tail: Vec::new(), _lock: lock };
+    let mut done = Replayed {
+        executables: BTreeMap::new(),
+        libs: Vec::new(),
+        warnings: Vec::new(),
+        stderr_tail: Vec::new(),
+        _lock: lock,
+    };
     let on_start = std::sync::Mutex::new(on_start);
     let (bins, libs): (Vec<&Recipe>, Vec<&Recipe>) = recipes.iter().partition(|r| matches!(r.unit, Unit::Bin(_)));
     for recipe in libs {
-        done.add(recipe, run_unit(recipe, &on_start).await?)?;
+        done.add(recipe, run_unit(recipe, &on_start, false).await?)?;
     }
-    let parallel = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    // `buffered`: at most `parallel` at once, results in the order given.
-    let mut running = futures_util::stream::iter(bins.iter().map(|r| run_unit(r, &on_start))).buffered(parallel);
-    for recipe in &bins {
-        let unit = running.next().await.ok_or("a binary's replay went missing")??;
+    let mut failed = None;
+    if let Some(layout) = layout {
+        match link_dynamically(layout, &bins, &on_start).await {
+            Ok(Some((libs, units))) => {
+                for (recipe, unit) in bins.iter().zip(units) {
+                    done.add(recipe, unit)?;
+                }
+                done.libs = libs;
+                return Ok(done);
+            }
+            Ok(None) => {}
+            Err((key, why)) => {
+                tracing::info!(%why, "the binaries are linked statically");
+                failed = key;
+            }
+        }
+    }
+    // Statically; with a layout, rustc also prints the linker's command line, whose
+    // rlibs are the dependencies of the next replay's library.
+    let print: Vec<Recipe> = bins.iter().map(|r| if layout.is_some() { r.with_args(&["--print=link-args"]) } else { (*r).clone() }).collect();
+    let units = run_bins(&print.iter().collect::<Vec<_>>(), &on_start, layout.is_some()).await?;
+    for (recipe, unit) in bins.iter().zip(units) {
+        if let (Some(layout), Some(deps_dir)) = (layout, recipe.out_dir()) {
+            let rlibs = dylib::linked_rlibs(&unit.stdout, deps_dir, layout.members);
+            layout.dylibs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remember(layout.selection, recipe, rlibs);
+        }
         done.add(recipe, unit)?;
+    }
+    if let (Some(layout), Some(key)) = (layout, failed) {
+        // The static link worked where the dynamic one did not: the layout fails
+        // for these dependencies, not the code; it is not tried again for them.
+        layout.dylibs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).fail(key);
     }
     Ok(done)
 }
 
-/// What one replayed rustc left: its warnings, its other stderr lines, what it linked.
+/// The binaries side by side, as many at a time as there are cores; their runs in
+/// the order given.
+async fn run_bins(bins: &[&Recipe], on_start: &OnStart<'_>, capture: bool) -> Result<Vec<UnitRun>, String> {
+    use futures_util::StreamExt as _;
+    let parallel = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    // `buffered`: at most `parallel` at once, results in the order given.
+    let mut running = futures_util::stream::iter(bins.iter().map(|r| run_unit(r, on_start, capture))).buffered(parallel);
+    let mut units = Vec::with_capacity(bins.len());
+    for _ in bins {
+        units.push(running.next().await.ok_or("a binary's replay went missing")??);
+    }
+    Ok(units)
+}
+
+/// Links `bins` against the dependencies' shared library, built first when this set
+/// of dependencies has none yet. `Ok(None)`: their dependencies are not known yet (no
+/// static link of these command lines printed them, or the layout failed for them
+/// before); `Err`: why not, this time, and the key of the dependencies it failed for.
+async fn link_dynamically(
+    layout: &Layout<'_>,
+    bins: &[&Recipe],
+    on_start: &OnStart<'_>,
+) -> Result<Option<(Vec<dylib::SharedLib>, Vec<UnitRun>)>, (Option<String>, String)> {
+    let lock = || layout.dylibs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(first) = bins.first() else { return Ok(None) };
+    let Some(rlibs) = lock().dependencies(layout.selection, bins).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let key = dylib::key(&first.program, layout.triple, &rlibs).map_err(|e| (None, format!("a dependency's rlib: {e}")))?;
+    if lock().failed(&key) {
+        return Ok(None);
+    }
+    let known = lock().built(&key);
+    let built = match known {
+        Some(built) => built,
+        None => {
+            let built = build_library(layout, first, &rlibs, &key, on_start).await.map_err(|why| (Some(key.clone()), why))?;
+            lock().set_built(built.clone());
+            built
+        }
+    };
+    let out_dir = layout.root.join("bin");
+    std::fs::create_dir_all(&out_dir).map_err(|e| (None, format!("{}: {e}", out_dir.display())))?;
+    let dynamic: Vec<Recipe> = bins.iter().map(|r| dylib::dynamic_recipe(r, &built, &out_dir)).collect();
+    let units = run_bins(&dynamic.iter().collect::<Vec<_>>(), on_start, false).await.map_err(|why| (Some(key), why))?;
+    Ok(Some((built.libs(), units)))
+}
+
+/// The dependencies' library for `key`: libstd and it, in the store.
+async fn build_library(
+    layout: &Layout<'_>,
+    bin: &Recipe,
+    rlibs: &std::collections::BTreeSet<PathBuf>,
+    key: &str,
+    on_start: &OnStart<'_>,
+) -> Result<dylib::Built, String> {
+    let sysroot = tokio::process::Command::new(&bin.program)
+        .args(["--print", "sysroot"])
+        .env_clear()
+        .envs(bin.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("{} --print sysroot: {e}", bin.program))?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    let store = layout.root.join("libs");
+    let std = dylib::find_std(&sysroot, layout.triple)
+        .and_then(|path| dylib::store_lib(&path, &store))
+        .map_err(|e| format!("the toolchain's libstd: {e}"))?;
+    let dir = layout.root.join("build").join(key);
+    let _ = std::fs::remove_dir_all(&dir);
+    let source = dir.join("deps.rs");
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&source, dylib::deps_source(rlibs)))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let recipe = dylib::deps_recipe(bin, rlibs, key, &source, &dir, &std).ok_or("no --out-dir in the binary's recipe")?;
+    let started = std::time::Instant::now();
+    let unit = run_unit(&recipe, on_start, false).await;
+    let stored = unit.and_then(|unit| {
+        let so = unit.linked.ok_or("the library's rustc reported no output")?;
+        dylib::store_lib(&so, &store).map_err(|e| format!("storing {}: {e}", so.display()))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let deps = stored?;
+    tracing::info!(key, rlibs = rlibs.len(), size = deps.size, duration_ms = crate::build::millis(started.elapsed()), "the dependencies' shared library is built");
+    Ok(dylib::new_built(key, deps, std))
+}
+
+/// What one replayed rustc left: its warnings, its other stderr lines, what it linked,
+/// and its stdout when asked for.
 struct UnitRun {
     warnings: Vec<String>,
     stderr: Vec<String>,
     linked: Option<PathBuf>,
+    stdout: String,
 }
 
 impl Replayed {
@@ -407,7 +559,7 @@ impl Replayed {
 }
 
 /// Runs one recorded rustc and reads its JSON diagnostics and artifact notices.
-async fn run_unit(recipe: &Recipe, on_start: &std::sync::Mutex<&mut dyn FnMut(u32, String)>) -> Result<UnitRun, String> {
+async fn run_unit(recipe: &Recipe, on_start: &OnStart<'_>, capture: bool) -> Result<UnitRun, String> {
     // cargo must not take this unit for fresh later (its fingerprints compare mtimes,
     // and a restored file can be older than cargo's last run): without its fingerprint
     // cargo recompiles it the next time it is asked.
@@ -420,7 +572,7 @@ async fn run_unit(recipe: &Recipe, on_start: &std::sync::Mutex<&mut dyn FnMut(u3
         .env_clear()
         .envs(recipe.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(if capture { Stdio::piped() } else { Stdio::null() })
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", recipe.program))?;
@@ -430,9 +582,17 @@ async fn run_unit(recipe: &Recipe, on_start: &std::sync::Mutex<&mut dyn FnMut(u3
         on_start(pid, recipe.describe());
     }
     let stderr = child.stderr.take().ok_or("rustc stderr not captured")?;
+    // Read beside stderr: a full pipe would stop rustc.
+    let stdout = child.stdout.take().map(|mut out| {
+        tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = tokio::io::AsyncReadExt::read_to_string(&mut out, &mut text).await;
+            text
+        })
+    });
     let mut reader = BufReader::new(stderr);
     let mut raw = Vec::new();
-    let mut unit = UnitRun { warnings: Vec::new(), stderr: Vec::new(), linked: None };
+    let mut unit = UnitRun { warnings: Vec::new(), stderr: Vec::new(), linked: None, stdout: String::new() };
     let mut errors = 0;
     // Ends at end of file (rustc exited) or a read error; lines need not be UTF-8.
     loop {
@@ -466,6 +626,9 @@ async fn run_unit(recipe: &Recipe, on_start: &std::sync::Mutex<&mut dyn FnMut(u3
     }
     drop(reader);
     let status = child.wait().await.map_err(|e| format!("waiting for rustc: {e}"))?;
+    if let Some(stdout) = stdout {
+        unit.stdout = stdout.await.unwrap_or_default();
+    }
     if !status.success() || errors > 0 {
         return Err(format!("{} exited with {status} ({errors} errors)", recipe.describe()));
     }
@@ -534,14 +697,14 @@ mod tests {
             };
             recipes.by_unit.insert(("svc1".into(), package.into(), unit), r);
         }
-        let scope = ReplayScope { libs: vec!["kit".into(), "svc1".into()], bins: vec![("svc1".into(), "svc1".into())] };
+        let scope = ReplayScope { libs: vec!["kit".into(), "svc1".into()], bins: vec![("svc1".into(), "svc1".into())], ..Default::default() };
         let order: Vec<(String, Unit)> =
             recipes.select(&scope, "svc1").expect("all there").into_iter().map(|r| (r.package, r.unit)).collect();
         assert_eq!(
             order,
             vec![("kit".into(), Unit::Lib), ("svc1".into(), Unit::Lib), ("svc1".into(), Unit::Bin("svc1".into()))]
         );
-        let more = ReplayScope { libs: vec!["kit".into()], bins: vec![("svc2".into(), "svc2".into())] };
+        let more = ReplayScope { libs: vec!["kit".into()], bins: vec![("svc2".into(), "svc2".into())], ..Default::default() };
         let why = recipes.select(&more, "svc1").expect_err("svc2 was never recorded");
         assert!(why.contains("svc2"), "{why}");
         assert!(recipes.select(&scope, "svc1 svc2").is_err(), "recorded in another selection");

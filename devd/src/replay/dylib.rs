@@ -1,0 +1,473 @@
+//! devd's own dynamic link of a replayed binary (issue 14; bench/README.md, "Link less").
+//!
+//! A static link of service1 puts ~120 rlibs into a 17 MB binary: rust-lld takes most
+//! of the binary's rustc time, and every edit ships those bytes. In devd's replays the
+//! registry crates a binary links (what its own workspace libraries stand on) go
+//! instead into one shared library, built once per set of dependencies, and each edit
+//! links a small binary against it:
+//!
+//! 1. A replay that links a binary statically also asks rustc for the linker's command
+//!    line (`--print=link-args`, no extra cost): the rlibs it names under cargo's
+//!    `deps/` dir, minus the workspace's own libraries, are the binary's dependencies.
+//!    They are remembered with the binary's recorded command line; a new recording
+//!    (cargo built again) forgets them.
+//! 2. The next replay builds the dependencies' library (once per set; a key over the
+//!    files' paths, sizes and mtimes, so a dependency cargo rebuilt is a new set):
+//!    rustc compiles a generated crate, [`DEPS_CRATE`], of one `extern crate` per rlib
+//!    as a `dylib` with `-C prefer-dynamic`: the rlibs' code inside, linked against the
+//!    toolchain's `libstd-*.so`. Both files go into a content-addressed store
+//!    (`<state>/dylib/libs/<sha256>/<name>`).
+//! 3. Each binary is then linked from its recorded command line with `-C
+//!    prefer-dynamic` and the library loaded by `--extern force:` (the one unstable
+//!    flag, hence `RUSTC_BOOTSTRAP=1` for that rustc only: nothing in the binary's
+//!    sources names the library). rustc then links every crate the library holds
+//!    from it, and the workspace's libraries into the binary. Its output goes to
+//!    devd's own dir (cargo's `deps/` keeps cargo's static binary) with an rpath of
+//!    `$ORIGIN/.stand-libs/<sha256>` per library
+//!    ([`stand_shim_protocol::LIBS_DIR`]): wherever the binary lands, it loads the
+//!    very bytes it was linked with, and the shim keeps every library it got.
+//!
+//! Any failure on the way (the library does not build, a dynamic link fails) links
+//! the binaries statically, as before; `DEVD_DYLIB=0` in devd's environment turns the
+//! layout off. What a plain `cargo build` gives a user does not change: cargo's own
+//! files are never rewritten by any of this.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use stand_shim_protocol::LIBS_DIR;
+
+use super::{Recipe, Unit};
+use crate::graph::PackageName;
+
+/// The generated crate of the dependencies' shared library (no crate of the registry
+/// starts with two underscores).
+pub const DEPS_CRATE: &str = "__stand_deps";
+
+/// Whether replays link binaries against the dependencies' shared library:
+/// `DEVD_DYLIB=0` says no.
+pub fn enabled() -> bool {
+    std::env::var_os("DEVD_DYLIB").is_none_or(|v| v != "0")
+}
+
+/// A shared library an artifact needs beside it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SharedLib {
+    /// Its file name (the name the binary's `DT_NEEDED` asks for).
+    pub name: String,
+    /// Lowercase hex; the directory it lives in, in the store and in the instance.
+    pub sha256: String,
+    pub size: u64,
+    /// `<state>/dylib/libs/<sha256>/<name>`.
+    pub path: PathBuf,
+}
+
+/// The dependencies' library and the `libstd` it was linked with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    key: String,
+    pub deps: SharedLib,
+    pub std: SharedLib,
+}
+
+impl Built {
+    pub fn libs(&self) -> Vec<SharedLib> {
+        vec![self.deps.clone(), self.std.clone()]
+    }
+}
+
+/// What one builder knows of its binaries' dependencies.
+#[derive(Debug, Default)]
+pub struct Dylibs {
+    /// (selection, package, bin) → the rlibs its last static link named, and a hash
+    /// of the command line that link ran.
+    closures: BTreeMap<(String, PackageName, String), (u64, Vec<PathBuf>)>,
+    built: Option<Built>,
+    /// Keys of dependencies the layout failed for (the library would not build, or
+    /// a binary linked statically but not against it).
+    failed: BTreeSet<String>,
+}
+
+impl Dylibs {
+    /// Forgets everything: the command lines they were read from are gone.
+    pub fn clear(&mut self) {
+        self.closures.clear();
+    }
+
+    pub fn remember(&mut self, selection: &str, recipe: &Recipe, rlibs: Vec<PathBuf>) {
+        if let Unit::Bin(bin) = &recipe.unit {
+            self.closures.insert((selection.to_string(), recipe.package.clone(), bin.clone()), (args_hash(recipe), rlibs));
+        }
+    }
+
+    /// The dependencies of all `bins`, each read from a link of the command line it
+    /// has now; `None` while one is unknown.
+    pub fn dependencies(&self, selection: &str, bins: &[&Recipe]) -> Option<BTreeSet<PathBuf>> {
+        let mut all = BTreeSet::new();
+        for recipe in bins {
+            let Unit::Bin(bin) = &recipe.unit else { return None };
+            let (hash, rlibs) = self.closures.get(&(selection.to_string(), recipe.package.clone(), bin.clone()))?;
+            if *hash != args_hash(recipe) {
+                return None;
+            }
+            all.extend(rlibs.iter().cloned());
+        }
+        Some(all)
+    }
+
+    /// The library built for `key`, if it is the last one built.
+    pub fn built(&self, key: &str) -> Option<Built> {
+        self.built.clone().filter(|b| b.key == key)
+    }
+
+    pub fn set_built(&mut self, built: Built) {
+        self.built = Some(built);
+    }
+
+    pub fn fail(&mut self, key: String) {
+        self.failed.insert(key);
+    }
+
+    pub fn failed(&self, key: &str) -> bool {
+        self.failed.contains(key)
+    }
+}
+
+fn args_hash(recipe: &Recipe) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (&recipe.program, &recipe.args).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The rlibs under `deps_dir` that a linker command line (rustc's `--print=link-args`,
+/// a shell-quoted line) names, minus those of the crates in `members` (the
+/// workspace's libraries: they change with every edit), in the order given.
+pub fn linked_rlibs(link_args: &str, deps_dir: &Path, members: &BTreeSet<String>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for word in link_args.split_whitespace() {
+        let path = Path::new(word.trim_matches('"'));
+        if path.parent() != Some(deps_dir) || path.extension().is_none_or(|e| e != "rlib") {
+            continue;
+        }
+        let crate_name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.strip_prefix("lib"))
+            .map(|s| s.rsplit_once('-').map_or(s, |(name, _)| name));
+        if crate_name.is_some_and(|c| !members.contains(c)) && !out.iter().any(|p: &PathBuf| p == path) {
+            out.push(path.to_path_buf());
+        }
+    }
+    out
+}
+
+/// The key of a set of dependencies: the rustc, the target and each file's path,
+/// size and mtime (cargo rewrites an rlib it rebuilds, even under the same name).
+pub fn key(program: &str, triple: &str, rlibs: &BTreeSet<PathBuf>) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    hasher.update(program.as_bytes());
+    hasher.update([0]);
+    hasher.update(triple.as_bytes());
+    for rlib in rlibs {
+        let meta = std::fs::metadata(rlib)?;
+        let mtime = meta.modified()?.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        hasher.update([0]);
+        hasher.update(rlib.as_os_str().as_encoded_bytes());
+        hasher.update(format!("\0{}\0{mtime}", meta.len()).as_bytes());
+    }
+    Ok(hex::encode(&hasher.finalize()[..8]))
+}
+
+/// The toolchain's `libstd-*.so` for `triple`: `<sysroot>/lib/rustlib/<triple>/lib`.
+pub fn find_std(sysroot: &Path, triple: &str) -> std::io::Result<PathBuf> {
+    let dir = sysroot.join("lib/rustlib").join(triple).join("lib");
+    std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libstd-") && n.ends_with(".so")))
+        .ok_or_else(|| std::io::Error::other(format!("no libstd-*.so in {}", dir.display())))
+}
+
+/// Copies `file` into the content-addressed `store` (`<store>/<sha256>/<name>`, kept
+/// when already there).
+pub fn store_lib(file: &Path, store: &Path) -> std::io::Result<SharedLib> {
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| std::io::Error::other(format!("{}: no file name", file.display())))?
+        .to_string();
+    let (sha256, size) = crate::build::sha256_of_file(file)?;
+    let dir = store.join(&sha256);
+    let path = dir.join(&name);
+    if !path.exists() {
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!(".incoming-{}", std::process::id()));
+        std::fs::copy(file, &tmp)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(SharedLib { name, sha256, size, path })
+}
+
+/// Makes the libraries loadable beside a binary stored in `dir`: a link
+/// `<dir>/.stand-libs/<sha256>` to each one's store directory.
+pub fn link_beside(dir: &Path, libs: &[SharedLib]) -> std::io::Result<()> {
+    if libs.is_empty() {
+        return Ok(());
+    }
+    let libs_dir = dir.join(LIBS_DIR);
+    std::fs::create_dir_all(&libs_dir)?;
+    for lib in libs {
+        let link = libs_dir.join(&lib.sha256);
+        let target = lib.path.parent().ok_or_else(|| std::io::Error::other("library without a directory"))?;
+        if std::fs::read_link(&link).is_ok_and(|t| t == target) {
+            continue;
+        }
+        let tmp = libs_dir.join(format!(".{}-{}", lib.sha256, std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(target, &tmp)?;
+        std::fs::rename(&tmp, &link)?;
+    }
+    Ok(())
+}
+
+/// The generated crate: one `extern crate` per rlib (under an alias: two versions of
+/// a crate have the same name).
+pub fn deps_source(rlibs: &BTreeSet<PathBuf>) -> String {
+    let mut text = String::from("// Generated by devd (devd/src/replay/dylib.rs): the dependencies' shared library.\n");
+    for i in 0..rlibs.len() {
+        text.push_str(&format!("extern crate d{i};\n"));
+    }
+    text
+}
+
+/// Options of a binary's command line that the library's must share: the target, the
+/// linker and what it is given, code generation for the CPU.
+fn shared_options(bin: &Recipe) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut args = bin.args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--target" | "--sysroot" => {
+                if let Some(value) = args.next() {
+                    out.extend([arg.clone(), value.clone()]);
+                }
+            }
+            "-C" => {
+                if let Some(value) = args.next() {
+                    let keep = ["linker=", "linker-flavor=", "link-arg=", "link-args=", "target-cpu=", "target-feature="];
+                    if keep.iter().any(|k| value.starts_with(k)) {
+                        out.extend([arg.clone(), value.clone()]);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The rustc that builds the dependencies' library (`source` written by the caller)
+/// into `out_dir`, from a binary's recorded command line (its rustc, environment,
+/// target and linker options) and the rlibs it links.
+pub fn deps_recipe(bin: &Recipe, rlibs: &BTreeSet<PathBuf>, key: &str, source: &Path, out_dir: &Path, std: &SharedLib) -> Option<Recipe> {
+    let deps_dir = bin.out_dir()?;
+    let mut args: Vec<String> = [
+        "--crate-name",
+        DEPS_CRATE,
+        "--edition=2021",
+        &source.display().to_string(),
+        "--error-format=json",
+        "--json=diagnostic-rendered-ansi,artifacts",
+        "--crate-type",
+        "dylib",
+        "--emit=link",
+        "--cap-lints",
+        "allow",
+        "-C",
+        "prefer-dynamic",
+        "-C",
+        "embed-bitcode=no",
+        "-C",
+        "debuginfo=0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(["-C".into(), format!("metadata={key}"), "-C".into(), format!("extra-filename=-{key}")]);
+    args.extend(["--out-dir".into(), out_dir.display().to_string()]);
+    args.extend(["-L".into(), format!("dependency={}", deps_dir.display())]);
+    args.extend(["-C".into(), format!("link-arg=-Wl,-rpath,$ORIGIN/../{}", std.sha256)]);
+    args.extend(shared_options(bin));
+    for (i, rlib) in rlibs.iter().enumerate() {
+        args.extend(["--extern".into(), format!("d{i}={}", rlib.display())]);
+    }
+    Some(Recipe {
+        package: format!("{} (dependencies)", bin.package),
+        unit: Unit::Lib,
+        program: bin.program.clone(),
+        args,
+        cwd: out_dir.display().to_string(),
+        env: bin.env.clone(),
+    })
+}
+
+/// A binary's recorded command line, linked against `built` into `out_dir` (with
+/// its own incremental dir: cargo's would be invalidated by the other options).
+pub fn dynamic_recipe(bin: &Recipe, built: &Built, out_dir: &Path) -> Recipe {
+    let mut args = Vec::with_capacity(bin.args.len() + 12);
+    let mut given = bin.args.iter();
+    while let Some(arg) = given.next() {
+        match arg.as_str() {
+            "--out-dir" => {
+                given.next();
+                args.extend(["--out-dir".into(), out_dir.display().to_string()]);
+            }
+            "-C" => match given.next() {
+                Some(value) if value.starts_with("incremental=") => {
+                    args.extend(["-C".into(), format!("incremental={}", out_dir.join("incremental").display())]);
+                }
+                Some(value) => args.extend([arg.clone(), value.clone()]),
+                None => args.push(arg.clone()),
+            },
+            _ => args.push(arg.clone()),
+        }
+    }
+    let deps_dir = built.deps.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    args.extend(["-C".into(), "prefer-dynamic".into(), "-Z".into(), "unstable-options".into()]);
+    args.extend(["--extern".into(), format!("force:{DEPS_CRATE}={}", built.deps.path.display())]);
+    args.extend(["-L".into(), format!("dependency={}", deps_dir.display())]);
+    args.extend([
+        "-C".into(),
+        format!("link-arg=-Wl,-rpath,$ORIGIN/{LIBS_DIR}/{}:$ORIGIN/{LIBS_DIR}/{}", built.deps.sha256, built.std.sha256),
+    ]);
+    let mut env: Vec<(String, String)> = bin.env.iter().filter(|(k, _)| k != "RUSTC_BOOTSTRAP").cloned().collect();
+    env.push(("RUSTC_BOOTSTRAP".into(), "1".into()));
+    Recipe { package: bin.package.clone(), unit: bin.unit.clone(), program: bin.program.clone(), args, cwd: bin.cwd.clone(), env }
+}
+
+/// The library built for `key` and the libstd it links.
+pub fn new_built(key: &str, deps: SharedLib, std: SharedLib) -> Built {
+    Built { key: key.to_string(), deps, std }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bin_recipe(args: &[&str]) -> Recipe {
+        Recipe {
+            package: "svc1".into(),
+            unit: Unit::Bin("svc1".into()),
+            program: "/r/rustc".into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            cwd: "/w".into(),
+            env: vec![("PATH".into(), "/bin".into())],
+        }
+    }
+
+    fn lib(name: &str, sha: &str) -> SharedLib {
+        SharedLib { name: name.into(), sha256: sha.into(), size: 1, path: PathBuf::from(format!("/s/libs/{sha}/{name}")) }
+    }
+
+    #[test]
+    fn the_dependencies_are_the_linked_rlibs_of_cargos_deps_dir_minus_the_workspaces() {
+        let args = r#"LC_ALL="C" "cc" "/tmp/rustcX/symbols.o" "/t/debug/deps/svc1-abc.svc1.o" "/t/debug/deps/libsvc1-11.rlib" "/t/debug/deps/libservice_kit-22.rlib" "/t/debug/deps/libtokio-33.rlib" "/t/debug/deps/libtokio_util-44.rlib" "/t/debug/deps/libtokio-33.rlib" "/sysroot/lib/rustlib/x/lib/libstd-55.rlib" "/t/debug/deps/libfoo-66.so" "-o" "/t/debug/deps/svc1-abc""#;
+        let members = BTreeSet::from(["svc1".to_string(), "service_kit".to_string()]);
+        let rlibs = linked_rlibs(args, Path::new("/t/debug/deps"), &members);
+        assert_eq!(rlibs, [PathBuf::from("/t/debug/deps/libtokio-33.rlib"), PathBuf::from("/t/debug/deps/libtokio_util-44.rlib")]);
+    }
+
+    #[test]
+    fn dependencies_are_known_only_for_the_command_line_they_were_read_with() {
+        let mut dylibs = Dylibs::default();
+        let recipe = bin_recipe(&["--crate-name", "svc1", "--extern", "kit=/t/deps/libkit-1.rlib"]);
+        assert_eq!(dylibs.dependencies("svc1", &[&recipe]), None);
+        dylibs.remember("svc1", &recipe, vec![PathBuf::from("/t/deps/libtokio-1.rlib")]);
+        assert_eq!(dylibs.dependencies("svc1", &[&recipe]), Some(BTreeSet::from([PathBuf::from("/t/deps/libtokio-1.rlib")])));
+        assert_eq!(dylibs.dependencies("svc1 svc2", &[&recipe]), None, "another selection");
+        let rerecorded = bin_recipe(&["--crate-name", "svc1", "--extern", "kit=/t/deps/libkit-2.rlib"]);
+        assert_eq!(dylibs.dependencies("svc1", &[&rerecorded]), None, "cargo recorded another command line");
+        dylibs.clear();
+        assert_eq!(dylibs.dependencies("svc1", &[&recipe]), None);
+    }
+
+    #[test]
+    fn the_key_follows_each_file_and_its_rewrites() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("liba-1.rlib");
+        std::fs::write(&a, "one").expect("write");
+        let set = BTreeSet::from([a.clone()]);
+        let first = key("/r/rustc", "x86_64-unknown-linux-gnu", &set).expect("key");
+        assert_eq!(first, key("/r/rustc", "x86_64-unknown-linux-gnu", &set).expect("key"));
+        assert_ne!(first, key("/r/rustc", "aarch64-unknown-linux-gnu", &set).expect("key"));
+        std::fs::write(&a, "one, rebuilt").expect("rewrite");
+        assert_ne!(first, key("/r/rustc", "x86_64-unknown-linux-gnu", &set).expect("key"));
+        std::fs::remove_file(&a).expect("remove");
+        assert!(key("/r/rustc", "x86_64-unknown-linux-gnu", &set).is_err(), "a file that is gone");
+    }
+
+    #[test]
+    fn a_dynamic_link_is_the_recorded_one_in_devds_dirs_against_the_library() {
+        let bin = bin_recipe(&[
+            "--crate-name", "svc1", "--crate-type", "bin", "-C", "incremental=/t/debug/incremental", "--out-dir", "/t/debug/deps",
+            "-C", "extra-filename=-abc", "-L", "dependency=/t/debug/deps", "--extern", "svc1=/t/debug/deps/libsvc1-1.rlib",
+        ]);
+        let built = new_built("k", lib("lib__stand_deps-k.so", "aa"), lib("libstd-1.so", "bb"));
+        let dynamic = dynamic_recipe(&bin, &built, Path::new("/s/dylib/bin"));
+        assert_eq!(dynamic.out_dir(), Some(Path::new("/s/dylib/bin")));
+        assert_eq!(dynamic.codegen("incremental="), Some("/s/dylib/bin/incremental"));
+        assert_eq!(dynamic.codegen("extra-filename="), Some("-abc"), "cargo's name, in devd's dir");
+        assert_eq!(dynamic.value("--extern"), Some("svc1=/t/debug/deps/libsvc1-1.rlib"));
+        let joined = dynamic.args.join(" ");
+        assert!(joined.contains("-C prefer-dynamic -Z unstable-options --extern force:__stand_deps=/s/libs/aa/lib__stand_deps-k.so -L dependency=/s/libs/aa"), "{joined}");
+        assert!(joined.ends_with("-C link-arg=-Wl,-rpath,$ORIGIN/.stand-libs/aa:$ORIGIN/.stand-libs/bb"), "{joined}");
+        assert!(dynamic.env.contains(&("RUSTC_BOOTSTRAP".into(), "1".into())));
+        assert_eq!(bin.env.len() + 1, dynamic.env.len());
+    }
+
+    #[test]
+    fn the_library_is_built_with_the_binarys_rustc_target_and_linker() {
+        let bin = bin_recipe(&[
+            "--crate-name", "svc1", "--target", "aarch64-unknown-linux-gnu", "--out-dir", "/t/debug/deps", "-C", "linker=/usr/bin/aarch64-cc",
+            "-C", "incremental=/t/i", "-C", "link-arg=-fuse-ld=lld", "-C", "debuginfo=2",
+        ]);
+        let rlibs = BTreeSet::from([PathBuf::from("/t/debug/deps/liba-1.rlib"), PathBuf::from("/t/debug/deps/libb-2.rlib")]);
+        let recipe = deps_recipe(&bin, &rlibs, "k1", Path::new("/s/d/deps.rs"), Path::new("/s/d"), &lib("libstd-1.so", "bb")).expect("recipe");
+        let joined = recipe.args.join(" ");
+        for part in [
+            "--crate-name __stand_deps",
+            "--crate-type dylib",
+            "-C prefer-dynamic",
+            "--out-dir /s/d",
+            "-L dependency=/t/debug/deps",
+            "-C link-arg=-Wl,-rpath,$ORIGIN/../bb",
+            "--target aarch64-unknown-linux-gnu",
+            "-C linker=/usr/bin/aarch64-cc",
+            "-C link-arg=-fuse-ld=lld",
+            "--extern d0=/t/debug/deps/liba-1.rlib --extern d1=/t/debug/deps/libb-2.rlib",
+        ] {
+            assert!(joined.contains(part), "{part} in {joined}");
+        }
+        assert!(!joined.contains("incremental") && !joined.contains("debuginfo=2"), "{joined}");
+        assert_eq!(deps_source(&rlibs).lines().filter(|l| l.starts_with("extern crate")).collect::<Vec<_>>(), ["extern crate d0;", "extern crate d1;"]);
+    }
+
+    #[test]
+    fn libraries_are_stored_by_content_and_linked_beside_a_binary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("libx-1.so");
+        std::fs::write(&file, "elf").expect("write");
+        let store = dir.path().join("libs");
+        let lib = store_lib(&file, &store).expect("store");
+        assert_eq!(lib.path, store.join(&lib.sha256).join("libx-1.so"));
+        assert_eq!(std::fs::read(&lib.path).expect("stored"), b"elf");
+        assert_eq!(store_lib(&file, &store).expect("again"), lib);
+        let artifacts = dir.path().join("artifacts");
+        link_beside(&artifacts, std::slice::from_ref(&lib)).expect("link");
+        link_beside(&artifacts, std::slice::from_ref(&lib)).expect("link again");
+        assert_eq!(std::fs::read(artifacts.join(LIBS_DIR).join(&lib.sha256).join("libx-1.so")).expect("beside"), b"elf");
+    }
+}
