@@ -597,6 +597,7 @@ pub async fn image_build(place: &Place, args: ImageBuildArgs) -> anyhow::Result<
     let docker = image::connect().await?;
     let base_image = image::base_image(&docker, args.base_image).await;
     let spec = image::ImageSpec {
+        libs: artifact.libs.clone(),
         service: service.name.clone(),
         binary: artifact.path.clone(),
         binary_name: artifact.bin.clone(),

@@ -24,7 +24,7 @@ use crate::graph::{GraphError, WorkspaceGraph};
 use crate::plan::{self, Plan, PlanError};
 use crate::statedir::{DaemonInfo, StateDir, StateError};
 use crate::status::event::{self, Deployed, Failure};
-use crate::status::{ArtifactStatus, BuildState, EventBody, ServiceStatus, StandStatus, StatusHub};
+use crate::status::{ArtifactStatus, BuildState, LibStatus, EventBody, ServiceStatus, StandStatus, StatusHub};
 use crate::runtime::docker::{DockerStand, EnsureProgress};
 use crate::runtime::kubernetes::{self, KubeStand};
 use crate::runtime::{Target, TargetError};
@@ -337,7 +337,12 @@ impl Loop {
         let syncer = self.syncers.entry(service.name.clone()).or_insert_with(|| {
             deliver::spawn(service.name.clone(), target, self.hub.clone(), RECONCILE_INTERVAL)
         });
-        syncer.deliver(Desired { sha256: artifact.sha256.clone(), path: artifact.path.clone(), first_event_at });
+        syncer.deliver(Desired {
+            sha256: artifact.sha256.clone(),
+            path: artifact.path.clone(),
+            libs: artifact.libs.clone(),
+            first_event_at,
+        });
     }
 
     async fn on_changes(&mut self, batch: ChangeBatch) {
@@ -511,6 +516,11 @@ impl Loop {
                         path: artifact.path.display().to_string(),
                         build_duration_ms: artifact.build_duration_ms,
                         cause: cause_list.clone(),
+                        libs: artifact
+                            .libs
+                            .iter()
+                            .map(|l| LibStatus { name: l.name.clone(), sha256: l.sha256.clone(), size: l.size })
+                            .collect(),
                     };
                     let body = EventBody::BuildFinished(event::BuildFinished {
                         build: build_id,

@@ -47,6 +47,8 @@ const POLL: Duration = Duration::from_millis(15);
 pub struct Desired {
     pub sha256: String,
     pub path: PathBuf,
+    /// The shared libraries it needs, delivered before it.
+    pub libs: Vec<crate::build::SharedLib>,
     /// The first file event of the change that produced it (none for a manual build).
     pub first_event_at: Option<Instant>,
 }
@@ -375,7 +377,7 @@ async fn deliver_one(
     // Callers send only to instances whose shim said it runs another hash (`sync`
     // partitions them, the reconcile pass compares): no second status round trip here.
     let mut status = unknown_status(instance);
-    let put = target.deliver(instance, &desired.path, &desired.sha256);
+    let put = target.deliver(instance, &desired.path, &desired.sha256, &desired.libs);
     tokio::pin!(put);
     let watch = serving(target, instance, &desired.sha256);
     tokio::pin!(watch);
@@ -555,7 +557,7 @@ mod tests {
         fn transport(&self) -> &dyn ShimTransport {
             &self.http
         }
-        fn deliver<'a>(&'a self, _instance: &'a Instance, _binary: &'a std::path::Path, sha256: &'a str) -> futures_util::future::BoxFuture<'a, Result<ShimReply, ShimError>> {
+        fn deliver<'a>(&'a self, _instance: &'a Instance, _binary: &'a std::path::Path, sha256: &'a str, _libs: &'a [crate::build::SharedLib]) -> futures_util::future::BoxFuture<'a, Result<ShimReply, ShimError>> {
             Box::pin(async move {
                 if self.refuse {
                     let url = self.instance.shim_url.clone();
@@ -652,7 +654,7 @@ mod tests {
     }
 
     fn desired(sha: &str) -> Desired {
-        Desired { sha256: sha.to_owned(), path: PathBuf::from("/unused"), first_event_at: Some(Instant::now()) }
+        Desired { sha256: sha.to_owned(), path: PathBuf::from("/unused"), libs: Vec::new(), first_event_at: Some(Instant::now()) }
     }
 
     /// A binary recorded as served whose PUT was dropped (a newer artifact, the same
@@ -729,7 +731,7 @@ mod tests {
         // the task's lines carry its own span only.
         let target = Arc::new(Broken(DirectHttp::new(reqwest::Client::new())));
         let handle = tracing::warn_span!("outer").in_scope(|| spawn("svc1".into(), target, hub, Duration::from_millis(20)));
-        handle.deliver(Desired { sha256: "ab".repeat(32), path: PathBuf::from("/nonexistent"), first_event_at: None });
+        handle.deliver(Desired { sha256: "ab".repeat(32), path: PathBuf::from("/nonexistent"), libs: Vec::new(), first_event_at: None });
         let logs = || logs.text();
         // Bounded: 5 s in steps of 10 ms.
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -81,6 +81,10 @@ pub struct ImageSpec {
     pub binary_name: String,
     /// sha256 of `binary`, recorded as a label.
     pub binary_sha256: String,
+    /// The shared libraries `binary` was linked against, at
+    /// `/app/.stand-libs/<sha256>/<name>` (where its rpath looks, and the shim keeps
+    /// the ones it gets). Like the binary's bytes, not an input of [`input_hash`].
+    pub libs: Vec<crate::build::SharedLib>,
     /// The static shim.
     pub shim: PathBuf,
     /// `image:tag`, exactly as the image is tagged.
@@ -164,7 +168,7 @@ fn read(path: &Path) -> Result<Vec<u8>, ImageError> {
 
 /// The build context as a tar, in memory.
 pub fn context_tar(spec: &ImageSpec) -> Result<Vec<u8>, ImageError> {
-    context_tar_with(spec, &read(&spec.binary)?)
+    context_tar_with(spec, &read(&spec.binary)?, true)
 }
 
 /// sha256 of the image's inputs other than the service binary: the build context with
@@ -175,7 +179,7 @@ pub fn context_tar(spec: &ImageSpec) -> Result<Vec<u8>, ImageError> {
 /// containers through the shim, and an image with an older binary is re-synced.
 pub fn input_hash(spec: &ImageSpec, base_id: Option<&str>) -> Result<String, ImageError> {
     let mut hasher = Sha256::new();
-    hasher.update(context_tar_with(spec, b"")?);
+    hasher.update(context_tar_with(spec, b"", false)?);
     for part in [spec.service.as_str(), spec.base_image.as_deref().unwrap_or(""), base_id.unwrap_or("")] {
         hasher.update((part.len() as u64).to_le_bytes());
         hasher.update(part.as_bytes());
@@ -183,7 +187,7 @@ pub fn input_hash(spec: &ImageSpec, base_id: Option<&str>) -> Result<String, Ima
     Ok(hex::encode(hasher.finalize()))
 }
 
-fn context_tar_with(spec: &ImageSpec, binary: &[u8]) -> Result<Vec<u8>, ImageError> {
+fn context_tar_with(spec: &ImageSpec, binary: &[u8], libs: bool) -> Result<Vec<u8>, ImageError> {
     let (dockerfile_text, context_dir) = match &spec.dockerfile {
         Some(path) => {
             let text = String::from_utf8_lossy(&read(path)?).into_owned();
@@ -234,6 +238,10 @@ fn context_tar_with(spec: &ImageSpec, binary: &[u8]) -> Result<Vec<u8>, ImageErr
     append("Dockerfile", 0o644, render_dockerfile(&dockerfile_text, &spec.binary_name).as_bytes())?;
     append(&format!("app/{}", spec.binary_name), 0o755, binary)?;
     append("app/stand-shim", 0o755, &read(&spec.shim)?)?;
+    for lib in spec.libs.iter().filter(|_| libs) {
+        let name = format!("app/{}/{}/{}", stand_shim_protocol::LIBS_DIR, lib.sha256, lib.name);
+        append(&name, 0o755, &read(&lib.path)?)?;
+    }
     tar.into_inner().map_err(io)
 }
 
@@ -413,6 +421,7 @@ mod tests {
         std::fs::write(dir.path().join("bin"), b"\x7fELF").unwrap();
         std::fs::write(dir.path().join("shim"), b"\x7fELF").unwrap();
         let spec = ImageSpec {
+            libs: Vec::new(),
             service: "svc".into(),
             binary: dir.path().join("bin"),
             binary_name: "svc".into(),

@@ -142,6 +142,18 @@ pub struct ArtifactStatus {
     pub build_duration_ms: u64,
     /// The changed paths that caused the build (empty for the first or a manual one).
     pub cause: Vec<String>,
+    /// The shared libraries it was linked against (none: linked statically), which
+    /// reach an instance before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub libs: Vec<LibStatus>,
+}
+
+/// A shared library of an artifact.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct LibStatus {
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -376,7 +376,7 @@ async fn delivers_the_artifact_to_the_shim_through_the_pod_proxy() {
     std::fs::write(&artifact, &binary).expect("write");
     let sha = hex::encode(Sha256::digest(&binary));
 
-    let reply = target.deliver(&instance, &artifact, &sha).await.expect("delivered");
+    let reply = target.deliver(&instance, &artifact, &sha, &[]).await.expect("delivered");
     assert_eq!((reply.sha256.as_deref(), reply.pid, reply.restarts), (Some(sha.as_str()), 8, 1));
     let status = target.shim_status(&instance).await.expect("status");
     assert_eq!(status.sha256.as_deref(), Some(sha.as_str()));
@@ -421,12 +421,12 @@ async fn shim_and_api_server_errors_come_through_as_they_are() {
 
     // The shim rolled the new binary back (409 rolled_back): a rollback, with its reason.
     fake.state().put_answer = Some((409, json!({"error": {"code": "rolled_back", "message": "exit code 3 within 2 s: panicked at src/main.rs:4"}})));
-    match target.deliver(&instance, &artifact, &sha).await {
+    match target.deliver(&instance, &artifact, &sha, &[]).await {
         Err(ShimError::RolledBack { reason }) => assert!(reason.contains("panicked at src/main.rs:4"), "{reason}"),
         other => panic!("{other:?}"),
     }
     // A hash the shim did not get: its 422 and code.
-    match target.deliver(&instance, &artifact, &"0".repeat(64)).await {
+    match target.deliver(&instance, &artifact, &"0".repeat(64), &[]).await {
         Err(ShimError::Refused { status: 422, code, .. }) => assert_eq!(code, "hash_mismatch"),
         other => panic!("{other:?}"),
     }
@@ -498,7 +498,7 @@ async fn a_restarted_or_rescheduled_pod_is_resynced_from_the_watch() {
     });
     // A tick far away: only the watch can make the re-sync happen within the test.
     let syncer = deliver::spawn("service1".into(), target.clone(), hub.clone(), Duration::from_secs(3600));
-    syncer.deliver(Desired { sha256: sha.clone(), path: artifact.clone(), first_event_at: None });
+    syncer.deliver(Desired { sha256: sha.clone(), path: artifact.clone(), libs: Vec::new(), first_event_at: None });
     until("the first delivery", || puts_to(&fake, a).len() == 1).await;
     let runs = |pod: &str| {
         let hashes: Vec<Option<String>> = hub
@@ -852,7 +852,7 @@ async fn an_artifact_the_instance_already_runs_is_not_delivered() {
         bodies(hub).into_iter().filter_map(|b| if let EventBody::DeliverySkipped(s) = b { Some(s) } else { None }).collect()
     };
 
-    syncer.deliver(Desired { sha256: same_sha.clone(), path: same.clone(), first_event_at: None });
+    syncer.deliver(Desired { sha256: same_sha.clone(), path: same.clone(), libs: Vec::new(), first_event_at: None });
     until("the skipped delivery", || !skipped(&hub).is_empty()).await;
     assert!(puts_to(&fake, a).is_empty(), "nothing uploaded, so nothing restarted");
     let detail = skipped(&hub).into_iter().next().expect("event");
@@ -864,10 +864,10 @@ async fn an_artifact_the_instance_already_runs_is_not_delivered() {
     assert!(!bodies(&hub).iter().any(|b| matches!(b, EventBody::SyncStarted(_))), "{:?}", bodies(&hub));
 
     // Another hash goes out; the same one again (a rebuild with equal bytes) does not.
-    syncer.deliver(Desired { sha256: new_sha.clone(), path: new.clone(), first_event_at: None });
+    syncer.deliver(Desired { sha256: new_sha.clone(), path: new.clone(), libs: Vec::new(), first_event_at: None });
     until("the delivery of the new hash", || bodies(&hub).iter().any(|b| matches!(b, EventBody::Synced(_)))).await;
     assert_eq!(puts_to(&fake, a).len(), 1);
-    syncer.deliver(Desired { sha256: new_sha.clone(), path: new, first_event_at: None });
+    syncer.deliver(Desired { sha256: new_sha.clone(), path: new, libs: Vec::new(), first_event_at: None });
     until("the second skip", || skipped(&hub).len() == 2).await;
     assert_eq!(puts_to(&fake, a).len(), 1, "the same hash is not sent twice");
     drop(syncer);

@@ -494,6 +494,7 @@ fn run() -> Result<(), String> {
             let output = builder.build(&request, None).await.map_err(|e| e.message)?;
             let artifact = &output.artifacts[0];
             let spec = devd::image::ImageSpec {
+                libs: artifact.libs.clone(),
                 service: service.name.clone(),
                 binary: artifact.path.clone(),
                 binary_name: artifact.bin.clone(),

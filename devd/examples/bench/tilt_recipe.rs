@@ -74,6 +74,7 @@ pub(crate) async fn tilt_recipe(
     let shim = devd::image::ensure_shim(root, &host, |_| {}).await.map_err(|e| e.to_string())?;
     let engine = docker.target.docker();
     let spec = devd::image::ImageSpec {
+        libs: Vec::new(),
         service: service.name.clone(),
         binary: binary.to_owned(),
         binary_name: name.clone(),

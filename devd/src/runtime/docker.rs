@@ -600,6 +600,7 @@ impl DockerStand {
             binary: artifact.path.clone(),
             binary_name: artifact.bin.clone(),
             binary_sha256: artifact.sha256.clone(),
+            libs: artifact.libs.clone(),
             shim,
             tag: tag.clone(),
             base_image: crate::image::base_image(self.target.docker(), None).await,

@@ -16,11 +16,12 @@ use futures_util::future::BoxFuture;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde::de::DeserializeOwned;
-use stand_shim_protocol::{Refusal, BINARY_PATH, RESTART_PATH, SHA_HEADER, STATUS_PATH, TOKEN_HEADER};
+use stand_shim_protocol::{code, lib_url_path, Refusal, BINARY_PATH, RESTART_PATH, SHA_HEADER, STATUS_PATH, TOKEN_HEADER};
 
 pub use direct::DirectHttp;
 
 use super::Instance;
+use crate::build::SharedLib;
 use crate::status::HealthReport;
 
 /// A restart, or an upload's fixed part (the shim's grace period included); an upload
@@ -133,6 +134,29 @@ impl<'t, T: ShimTransport + ?Sized> ShimClient<'t, T> {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
         let timeout = upload_timeout(body.len());
         self.call(instance, Method::PUT, BINARY_PATH, headers, Some(body), timeout).await
+    }
+
+    /// The shared libraries a binary needs (`/v1/libs/<sha256>/<name>`): each one the
+    /// shim does not have yet (`GET` answers 404 `not_found`) is put, verified by the
+    /// shim against its sha256.
+    pub async fn put_libs(&self, instance: &Instance, libs: &[SharedLib]) -> Result<(), ShimError> {
+        for lib in libs {
+            let path = lib_url_path(&lib.sha256, &lib.name);
+            match self.call::<serde_json::Value>(instance, Method::GET, &path, token_headers(instance)?, None, STATUS_TIMEOUT).await {
+                Ok(_) => continue,
+                Err(ShimError::Refused { status: 404, code: ref found, .. }) if found == code::NOT_FOUND => {}
+                Err(e) => return Err(e),
+            }
+            let body = tokio::fs::read(&lib.path)
+                .await
+                .map_err(|source| ShimError::Read { path: lib.path.display().to_string(), source })?;
+            let mut headers = token_headers(instance)?;
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            let timeout = upload_timeout(body.len());
+            self.call::<serde_json::Value>(instance, Method::PUT, &path, headers, Some(body), timeout).await?;
+            tracing::debug!(instance = %instance.name, library = %lib.name, "shared library delivered");
+        }
+        Ok(())
     }
 
     /// `POST /v1/restart`: the shim restarts the service process.
