@@ -1201,3 +1201,103 @@ fn fast_path_delivers_the_edited_binary_and_a_dependency_change_goes_through_car
     let lock = std::fs::read_to_string(stand.path("Cargo.lock")).expect("Cargo.lock");
     assert!(lock.contains("name = \"greeting\"\nversion = \"0.2.0\""), "the lock has the bumped version");
 }
+
+/// The artifact a sync delivered: the shared libraries it needs (`[]` when it is linked
+/// statically), as the status API shows them.
+fn synced_libs(synced: &Value) -> Vec<(String, String)> {
+    synced["artifact"]["libs"]
+        .as_array()
+        .map(|libs| {
+            libs.iter()
+                .map(|l| (l["name"].as_str().unwrap_or_default().to_owned(), l["sha256"].as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// devd's dynamic layout (issue 14, devd/src/replay/dylib.rs): once a replay has
+/// linked service1 statically, the next one links it against a shared library of its
+/// dependencies, which reaches the container before the binary; the container runs
+/// that very binary with the edit in it. A dependency outside the workspace bumped
+/// (through cargo) makes a new library, which reaches the container too: the next
+/// dynamic binary serves the new version of it.
+#[test]
+fn a_binary_linked_against_its_dependencies_library_serves_and_a_bumped_dependency_reaches_it() {
+    require_docker();
+    let mut stand = Stand::new("dylib", "{ mode = \"in-cluster\", persistence = false }");
+    // A dependency that is not a workspace member: compiled like a registry crate, so
+    // it goes into the dependencies' library.
+    std::fs::create_dir_all(stand.path("vendor/greeting/src")).expect("greeting dir");
+    std::fs::write(
+        stand.path("vendor/greeting/Cargo.toml"),
+        "[package]\nname = \"greeting\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\npath = \"src/lib.rs\"\n",
+    )
+    .expect("greeting manifest");
+    std::fs::write(stand.path("vendor/greeting/src/lib.rs"), "pub fn suffix() -> &'static str {\n    \"with greeting 0.1\"\n}\n").expect("greeting lib");
+    stand.edit("Cargo.toml", "[workspace]\n", "[workspace]\nexclude = [\"vendor\"]\n");
+    stand.edit("services/service1/Cargo.toml", "service-kit.workspace = true\n", "service-kit.workspace = true\ngreeting = { path = \"../../vendor/greeting\" }\n");
+    stand.edit(
+        "services/service1/src/lib.rs",
+        "message: MESSAGE",
+        "message: Box::leak(format!(\"{MESSAGE}, {}\", greeting::suffix()).into_boxed_str())",
+    );
+    stand.up();
+    stand.wait_synced("the first deploy", FIRST_DEADLINE);
+    wait_message(&stand, "hello from service1, with greeting 0.1", Duration::from_secs(60));
+    // Edits until one is linked against the library: the first replay links
+    // statically (and learns the dependencies), the next one dynamically.
+    let edit_until_dynamic = |stand: &Stand, n: &mut u32, greeting: &str| -> (String, Vec<(String, String)>) {
+        // cargo may take one of them: its own rewrite of Cargo.lock after a bump is a
+        // change the replay leaves to it.
+        for _ in 0..4 {
+            let before = format!("hello {}", *n);
+            *n += 1;
+            let after_text = format!("hello {}", *n);
+            let after = seq_of(stand);
+            if *n == 1 {
+                stand.edit("services/service1/src/lib.rs", "\"hello from service1\"", &format!("\"{after_text}\""));
+            } else {
+                stand.edit("services/service1/src/lib.rs", &format!("\"{before}\""), &format!("\"{after_text}\""));
+            }
+            let (_, sha) = next_build(stand, after);
+            wait_message(stand, &format!("{after_text}, {greeting}"), EDIT_DEADLINE);
+            let synced = stand.wait_synced("the replayed artifact", EDIT_DEADLINE);
+            assert_eq!(synced["artifact"]["sha256"], sha.as_str());
+            assert_eq!(running_binary_sha256(stand), sha, "the container runs other bytes than the replay built");
+            let libs = synced_libs(&synced);
+            if !libs.is_empty() {
+                return (sha, libs);
+            }
+        }
+        panic!("four edits and none linked against the dependencies' library; log:\n{}", stand.log());
+    };
+    let mut n = 0;
+    let (_, first_libs) = edit_until_dynamic(&stand, &mut n, "with greeting 0.1");
+    assert_eq!(first_libs.len(), 2, "the dependencies' library and libstd: {first_libs:?}");
+    assert!(first_libs.iter().any(|(name, _)| name.starts_with("lib__stand_deps-")), "{first_libs:?}");
+    assert!(first_libs.iter().any(|(name, _)| name.starts_with("libstd-")), "{first_libs:?}");
+    for (name, sha) in &first_libs {
+        let path = format!("/app/.stand-libs/{sha}/{name}");
+        let copy = stand.path("lib-copy");
+        let out = docker(&["cp", &format!("{}:{path}", stand.container()), &copy.display().to_string()]);
+        assert!(out.status.success(), "the container has {path}: {}", text(&out));
+        let _ = std::fs::remove_file(&copy);
+    }
+
+    // The dependency bumped, its version and its code: cargo builds (a manifest
+    // changed), then the replays make and deliver a new library with the new code.
+    let after = seq_of(&stand);
+    stand.edit("vendor/greeting/src/lib.rs", "with greeting 0.1", "with greeting 0.2");
+    stand.edit("vendor/greeting/Cargo.toml", "version = \"0.1.0\"", "version = \"0.2.0\"");
+    stand.edit("services/service1/Cargo.toml", "path = \"../../vendor/greeting\" }", "path = \"../../vendor/greeting\", version = \"0.2\" }");
+    let (replayed, _) = next_build(&stand, after);
+    assert!(!replayed, "the manifest edit was replayed; log:\n{}", stand.log());
+    wait_message(&stand, &format!("hello {n}, with greeting 0.2"), EDIT_DEADLINE);
+    let (_, bumped_libs) = edit_until_dynamic(&stand, &mut n, "with greeting 0.2");
+    let deps = |libs: &[(String, String)]| libs.iter().find(|(name, _)| name.starts_with("lib__stand_deps-")).cloned();
+    assert_ne!(deps(&bumped_libs), deps(&first_libs), "the bumped dependency is in a new library");
+}
+
+fn seq_of(stand: &Stand) -> u64 {
+    stand.status()["event_seq"].as_u64().expect("event_seq")
+}
