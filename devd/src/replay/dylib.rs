@@ -88,6 +88,8 @@ pub struct Dylibs {
     /// Keys of dependencies the layout failed for (the library would not build, or
     /// a binary linked statically but not against it).
     failed: BTreeSet<String>,
+    /// Keys whose library is being built in the background.
+    building: BTreeSet<String>,
 }
 
 impl Dylibs {
@@ -132,6 +134,24 @@ impl Dylibs {
 
     pub fn failed(&self, key: &str) -> bool {
         self.failed.contains(key)
+    }
+
+    /// Whether a library for `key` should be built now (none is, is being, or failed);
+    /// if so, it is marked as being built until [`Dylibs::finish`].
+    pub fn start(&mut self, key: &str) -> bool {
+        let wanted = self.built(key).is_none() && !self.failed(key) && !self.building.contains(key);
+        if wanted {
+            self.building.insert(key.to_string());
+        }
+        wanted
+    }
+
+    pub fn building(&self, key: &str) -> bool {
+        self.building.contains(key)
+    }
+
+    pub fn finish(&mut self, key: &str) {
+        self.building.remove(key);
     }
 }
 
@@ -392,6 +412,21 @@ mod tests {
         assert_eq!(dylibs.dependencies("svc1", &[&rerecorded]), None, "cargo recorded another command line");
         dylibs.clear();
         assert_eq!(dylibs.dependencies("svc1", &[&recipe]), None);
+    }
+
+    #[test]
+    fn a_library_is_built_once_per_key_and_never_again_after_it_failed() {
+        let lib = |name: &str| SharedLib { name: name.into(), sha256: "0".repeat(64), size: 1, path: PathBuf::from(name) };
+        let mut dylibs = Dylibs::default();
+        assert!(dylibs.start("k1"));
+        assert!(dylibs.building("k1") && !dylibs.start("k1"), "one build of a key at a time");
+        dylibs.set_built(new_built("k1", lib("libdeps.so"), lib("libstd.so")));
+        dylibs.finish("k1");
+        assert!(!dylibs.building("k1") && !dylibs.start("k1"), "k1 is built");
+        assert!(dylibs.start("k2"), "other dependencies");
+        dylibs.finish("k2");
+        dylibs.fail("k2".into());
+        assert!(!dylibs.start("k2"), "k2 failed");
     }
 
     #[test]
