@@ -154,7 +154,9 @@ pub struct AppError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    details: Option<ErrorDetails>,
+    /// Boxed: only a rollback or a failed restart carries details, and a small
+    /// error keeps every handler's `Result` small (clippy::result_large_err).
+    details: Option<Box<ErrorDetails>>,
 }
 
 impl AppError {
@@ -177,7 +179,7 @@ impl IntoResponse for AppError {
             error: ErrorInfo {
                 code: self.code.to_owned(),
                 message: self.message,
-                details: self.details,
+                details: self.details.map(|d| *d),
             },
         };
         (self.status, Json(body)).into_response()
@@ -354,10 +356,10 @@ async fn restart_overlapping(app: &App) -> Result<Json<Swapped>, AppError> {
         app.supervisor.discard().await;
         tracing::warn!(%reason, "restart failed; the previous child keeps serving");
         let mut err = AppError::new(StatusCode::CONFLICT, code::RESTART_FAILED, reason);
-        err.details = Some(ErrorDetails {
+        err.details = Some(Box::new(ErrorDetails {
             serving_pid: app.status.get().pid,
             ..ErrorDetails::default()
-        });
+        }));
         return Err(err);
     }
     let gone = app.supervisor.promote().await;
@@ -542,11 +544,11 @@ async fn swap(app: Arc<App>, staged: upload::Staged) -> Result<Json<Swapped>, Ap
     app.status
         .update(|s| s.last_rollback = Some(rollback.clone()));
     let mut err = AppError::new(StatusCode::CONFLICT, code::ROLLED_BACK, reason);
-    err.details = Some(ErrorDetails {
+    err.details = Some(Box::new(ErrorDetails {
         rollback: Some(rollback),
         restored_pid,
         ..ErrorDetails::default()
-    });
+    }));
     Err(err)
 }
 
