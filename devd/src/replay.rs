@@ -461,20 +461,22 @@ fn prepare(layout: &Layout<'_>, bins: &[&Recipe]) {
         return;
     }
     let (first, root, triple) = ((*first).clone(), layout.root.to_path_buf(), layout.triple.to_string());
-    tokio::spawn(async move {
+    let span = tracing::info_span!("deps_library", key = %key, rlibs = rlibs.len());
+    let build = async move {
         let lock = || dylibs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut quiet = |_: u32, _: String| {};
         let on_start: OnStart<'_> = std::sync::Mutex::new(&mut quiet);
         match build_library(&root, &triple, &first, &rlibs, &key, &on_start).await {
             Ok(built) if dylib::key(&first.program, &triple, &rlibs).is_ok_and(|now| now == key) => lock().set_built(built),
-            Ok(_) => tracing::info!(key, "a dependency changed while its shared library was built; not kept"),
+            Ok(_) => tracing::info!("a dependency changed while its shared library was built; not kept"),
             Err(why) => {
-                tracing::info!(key, %why, "the dependencies' shared library did not build; their binaries stay linked statically");
+                tracing::info!(%why, "the dependencies' shared library did not build; their binaries stay linked statically");
                 lock().fail(key.clone());
             }
         }
         lock().finish(&key);
-    });
+    };
+    tokio::spawn(tracing::Instrument::instrument(build, span));
 }
 
 /// The binaries side by side, as many at a time as there are cores; their runs in

@@ -11,8 +11,10 @@
 //!    `deps/` dir, minus the workspace's own libraries, are the binary's dependencies.
 //!    They are remembered with the binary's recorded command line; a new recording
 //!    (cargo built again) forgets them.
-//! 2. The next replay builds the dependencies' library (once per set; a key over the
-//!    files' paths, sizes and mtimes, so a dependency cargo rebuilt is a new set):
+//! 2. Right after that static link, in the background, devd builds the dependencies'
+//!    library (once per set; a key over the rustc, the target and the files' paths,
+//!    sizes and mtimes, so a dependency cargo rebuilt is a new set; a set whose files
+//!    changed while it was built is not kept), and the next replay links against it:
 //!    rustc compiles a generated crate, [`DEPS_CRATE`], of one `extern crate` per rlib
 //!    as a `dylib` with `-C prefer-dynamic`: the rlibs' code inside, linked against the
 //!    toolchain's `libstd-*.so`. Both files go into a content-addressed store
