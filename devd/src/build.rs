@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::graph::PackageName;
 use crate::graph::ReplayScope;
+use crate::measure::{millis, sha256_of_file};
 pub use crate::replay::dylib::SharedLib;
 use crate::replay::dylib;
 use crate::replay::{self, Recipes};
@@ -46,7 +47,6 @@ mod tests;
 
 pub use cargo::package_name_from_id;
 use cargo::{cargo_errors, describe, pick_executable, read_stderr, selection, ProcessGroupGuard};
-pub use store::sha256_of_file;
 use store::store_artifact;
 pub use toolchain::{choose_toolchain, Toolchain, ToolchainFacts};
 use toolchain::{command_succeeds, host_triple, installed_targets};
@@ -700,7 +700,3 @@ fn io_error(message: impl Into<String>) -> BuildError {
     BuildError::new(BuildErrorKind::Io, message.clone(), message)
 }
 
-/// A duration in whole milliseconds (saturating), as events and the status carry them.
-pub(crate) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}

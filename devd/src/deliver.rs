@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::build::millis;
+use crate::measure::millis;
 use crate::status::event::{self, SkipReason};
 use crate::status::{EventBody, HealthReport, InstanceStatus, StatusHub};
 use crate::runtime::{Instance, ShimError, Target, TargetError};

@@ -311,7 +311,7 @@ pub async fn build(docker: &Docker, spec: &ImageSpec, mut progress: impl FnMut(&
 
 /// sha256 of a file, hex.
 pub fn file_sha256(path: &Path) -> Result<String, ImageError> {
-    crate::build::sha256_of_file(path).map(|(sha256, _)| sha256).map_err(|source| ImageError::Read { path: path.to_owned(), source })
+    crate::measure::sha256_of_file(path).map(|(sha256, _)| sha256).map_err(|source| ImageError::Read { path: path.to_owned(), source })
 }
 
 /// The workspace that holds the shim's sources: devd's own (where devd was built from),

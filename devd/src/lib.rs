@@ -23,6 +23,7 @@ pub mod graph;
 pub mod helm;
 pub mod image;
 pub mod logs;
+pub mod measure;
 pub mod new;
 pub mod priority;
 pub mod progress;

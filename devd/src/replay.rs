@@ -566,7 +566,7 @@ async fn build_library(
     });
     let _ = std::fs::remove_dir_all(&dir);
     let deps = stored?;
-    tracing::info!(key, rlibs = rlibs.len(), size = deps.size, duration_ms = crate::build::millis(started.elapsed()), "the dependencies' shared library is built");
+    tracing::info!(key, rlibs = rlibs.len(), size = deps.size, duration_ms = crate::measure::millis(started.elapsed()), "the dependencies' shared library is built");
     Ok(dylib::new_built(key, deps, std))
 }
 

@@ -31,14 +31,6 @@ pub(super) fn store_artifact(exe: &Path, dir: &Path, take: bool) -> std::io::Res
     result
 }
 
-/// sha256 (hex) and size of a file: how devd names every binary it stores, ships or
-/// finds in an image.
-pub fn sha256_of_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut hasher = Sha256::new();
-    let size = std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-    Ok((hex::encode(hasher.finalize()), size))
-}
-
 /// Copies `from` to `to` (same permissions, synced), hashing on the way.
 pub(super) fn copy_hashed(from: &Path, to: &Path) -> std::io::Result<(String, u64)> {
     let mut source = std::fs::File::open(from)?;

@@ -220,7 +220,7 @@ pub fn store_lib(file: &Path, store: &Path) -> std::io::Result<SharedLib> {
         .and_then(|n| n.to_str())
         .ok_or_else(|| std::io::Error::other(format!("{}: no file name", file.display())))?
         .to_string();
-    let (sha256, size) = crate::build::sha256_of_file(file)?;
+    let (sha256, size) = crate::measure::sha256_of_file(file)?;
     let dir = store.join(&sha256);
     let path = dir.join(&name);
     if !path.exists() {

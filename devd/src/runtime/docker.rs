@@ -488,7 +488,7 @@ pub enum EnsureProgress<'a> {
 }
 
 fn millis_since(start: std::time::Instant) -> u64 {
-    crate::build::millis(start.elapsed())
+    crate::measure::millis(start.elapsed())
 }
 
 /// What a docker step did, in how long since `start`.
