@@ -178,10 +178,18 @@ fn cpu_and_rss(pid: u32) -> Option<(f64, f64)> {
     Some((ticks / per_sec, rss_kb / 1024.0))
 }
 
-/// The cargo target dir shared with the repository's builds (registry crates compile
-/// once): `$CARGO_TARGET_DIR`, else `./target`.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from)
+/// The repository's cargo target dir (devd, the restart wrapper and the static shim
+/// are built there): `$CARGO_TARGET_DIR`, else `./target`.
+fn repo_target() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()).map_or_else(|| repo().join("target"), PathBuf::from)
+}
+
+/// The target dir the bench's edited copies build into, inside the repository's and
+/// kept between runs (registry crates compile once), but never the one the real stand
+/// or a user's `cargo build` uses: what a copy builds must not land where devd of the
+/// real stand takes its binaries from.
+fn copies_target() -> PathBuf {
+    repo_target().join("stand-bench")
 }
 
 /// `$name` parsed, else `default`.
@@ -198,6 +206,7 @@ fn start_devd(devd: &Path, root: &Path, target_dir: &Path, log: &Path, rust_log:
         .args(["up", "--env", "bench", "--target", "docker", "--port", "0"])
         .current_dir(root)
         .env("CARGO_TARGET_DIR", target_dir)
+        .env("STAND_SHIM_TARGET_DIR", repo_target())
         .env("STAND_BASE_IMAGE", std::env::var("STAND_BASE_IMAGE").unwrap_or_else(|_| BASE_IMAGE.to_owned()))
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -285,7 +294,7 @@ impl Drop for Cleanup {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = Command::new(target_dir().join("debug/devd")).args(["down", "--env", "bench", "--volumes"]).current_dir(&self.root).output();
+        let _ = Command::new(repo_target().join("debug/devd")).args(["down", "--env", "bench", "--volumes"]).current_dir(&self.root).output();
         if !self.images.is_empty() {
             let _ = Command::new("docker").args(["rmi", "-f"]).args(&self.images).output();
         }
@@ -335,14 +344,14 @@ fn run() -> Result<(), String> {
     let root = dir.path().canonicalize().map_err(|e| e.to_string())?.join("stand");
     let name = format!("bench{}", std::process::id());
     if std::env::var_os("BENCH_ONLY_SCALE").is_some() {
-        let scaled = scale(&target_dir().join("debug/devd"), dir.path(), &name, &target_dir(), env_or("BENCH_SCALE_SERVICES", 20), n)?;
+        let scaled = scale(&repo_target().join("debug/devd"), dir.path(), &name, &copies_target(), env_or("BENCH_SCALE_SERVICES", 20), n)?;
         let ((s50, s95), (o50, o95)) = (stats(&scaled.shared), stats(&scaled.one));
         println!("scale{}: shared p50={s50} p95={s95} one p50={o50} p95={o95} ready_ms={}", scaled.services, scaled.ready_ms);
         return Ok(());
     }
     make_stand(&root, &name)?;
-    let target_dir = target_dir();
-    let devd = target_dir.join("debug/devd");
+    let target_dir = copies_target();
+    let devd = repo_target().join("debug/devd");
     let http = reqwest::blocking::Client::builder().no_proxy().build().map_err(|e| e.to_string())?;
     let mut cleanup = Cleanup { devd: None, root: root.clone(), images: vec![format!("{name}/service1:dev"), format!("{name}/service1-tilt:dev")] };
 
@@ -515,7 +524,7 @@ fn run() -> Result<(), String> {
             }
         }
         // (d) Tilt's recipe, in the container (c) left (same network and database).
-        let wrapper = target_dir.join("debug/examples/restart_wrapper");
+        let wrapper = repo_target().join("debug/examples/restart_wrapper");
         let binary = target_dir.join("debug").join(format!("{name}-service1"));
         let tag = format!("{name}/service1-tilt:dev");
         let d = tilt_recipe(&docker, &service, &root, dir.path(), &binary, &wrapper, &tag, n, &|| build(&root)).await?;
