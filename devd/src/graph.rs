@@ -51,6 +51,10 @@ pub struct PackageInfo {
     pub bins: Vec<String>,
     /// It has a library target (`lib`, `rlib`, `proc-macro`, ...).
     pub lib: bool,
+    /// The crate name of its library target (`[lib] name`, `-` as `_`): what rustc and
+    /// its rlib's file name call it, which need not be the package's name.
+    #[serde(skip)]
+    pub lib_crate: Option<String>,
     /// It has a build script (`build.rs`).
     pub build_script: bool,
 }
@@ -106,7 +110,7 @@ impl WorkspaceGraph {
                 .filter(|t| t.is_bin())
                 .map(|t| t.name.clone())
                 .collect();
-            let lib = package.targets.iter().any(|t| {
+            let lib_target = package.targets.iter().find(|t| {
                 t.kind.iter().any(|k| {
                     matches!(
                         k,
@@ -119,6 +123,8 @@ impl WorkspaceGraph {
                     )
                 })
             });
+            let lib = lib_target.is_some();
+            let lib_crate = lib_target.map(|t| t.name.replace('-', "_"));
             let build_script = package.targets.iter().any(|t| t.is_custom_build());
             names_by_id.insert(&package.id, name.clone());
             packages.insert(
@@ -128,6 +134,7 @@ impl WorkspaceGraph {
                     manifest_dir: dir,
                     bins,
                     lib,
+                    lib_crate,
                     build_script,
                 },
             );
@@ -302,11 +309,7 @@ impl WorkspaceGraph {
         if libs.iter().any(|p| self.packages.get(p).is_some_and(|i| i.build_script)) {
             return None;
         }
-        let members = needed
-            .iter()
-            .filter(|p| self.packages.get(*p).is_some_and(|i| i.lib))
-            .map(|p| p.replace('-', "_"))
-            .collect();
+        let members = needed.iter().filter_map(|p| self.packages.get(p)?.lib_crate.clone()).collect();
         Some(ReplayScope { libs: dependency_order(&libs, &self.dependents), bins, members })
     }
 

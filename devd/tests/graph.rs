@@ -158,3 +158,15 @@ fn replay_scope_covers_source_only_changes() {
     assert_eq!(scope(&["docs/notes.md"], &["svc1"]), None);
     assert_eq!(scope(&["services/svc1/src/main.rs"], &["no-such-package"]), None);
 }
+
+/// The replay's workspace crates (kept out of the dependencies' shared library) are
+/// named as rustc names them: a `[lib] name` that is not the package's name counts.
+#[test]
+fn replay_scope_names_member_libraries_by_their_crate_name() {
+    let fx = fixtures::workspace();
+    let manifest = std::fs::read_to_string(fx.path("crates/core/Cargo.toml")).expect("core manifest");
+    fx.write("crates/core/Cargo.toml", &format!("{manifest}\n[lib]\nname = \"fx_kernel\"\npath = \"src/lib.rs\"\n"));
+    let graph = WorkspaceGraph::load(&fx.root).expect("cargo metadata on the fixture");
+    let scope = graph.replay_scope(&[fx.path("crates/shared/src/lib.rs")], &["svc1"]).expect("a replay scope");
+    assert_eq!(scope.members, set(&["fx_kernel", "fx_shared"]));
+}
