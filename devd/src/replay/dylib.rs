@@ -225,7 +225,11 @@ pub fn store_lib(file: &Path, store: &Path) -> std::io::Result<SharedLib> {
     let path = dir.join(&name);
     if !path.exists() {
         std::fs::create_dir_all(&dir)?;
-        let tmp = dir.join(format!(".incoming-{}", std::process::id()));
+        // A name of this call's own: two stores of the same library at once (two
+        // replays storing libstd) must not write into one file.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".incoming-{}-{n}", std::process::id()));
         std::fs::copy(file, &tmp)?;
         std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, &path)?;
