@@ -361,7 +361,9 @@ fn unknown_status(instance: &Instance) -> InstanceStatus {
     InstanceStatus { id: instance.id.clone(), url: Some(instance.service_url.clone()), ..InstanceStatus::default() }
 }
 
-/// PUTs the artifact and, meanwhile, watches for the new hash answering /health.
+/// Sends the artifact's shared libraries the instance lacks, then PUTs the artifact
+/// and, meanwhile, watches for the new hash answering /health (within the serving
+/// deadline, which starts after the libraries).
 ///
 /// The shim answers the PUT once the new binary's probation is over (its grace
 /// period, a second by default), or as soon as a newer upload arrives. So when `newer`
@@ -377,7 +379,12 @@ async fn deliver_one(
     // Callers send only to instances whose shim said it runs another hash (`sync`
     // partitions them, the reconcile pass compares): no second status round trip here.
     let mut status = unknown_status(instance);
-    let put = target.deliver(instance, &desired.path, &desired.sha256, &desired.libs);
+    // The libraries first, outside the serving deadline: the first delivery of a new
+    // set carries ~20 MB, which can take a while through the API server's pod proxy.
+    if let Err(e) = target.deliver_libs(instance, &desired.libs).await {
+        return refused(target, instance, desired, status, e).await;
+    }
+    let put = target.deliver(instance, &desired.path, &desired.sha256);
     tokio::pin!(put);
     let watch = serving(target, instance, &desired.sha256);
     tokio::pin!(watch);
@@ -416,20 +423,23 @@ async fn deliver_one(
             }
             Outcome { status, serving_at, error: None, unread: false }
         }
-        Err(e) => {
-            let message = match &e {
-                ShimError::RolledBack { reason } => rolled_back(&desired.sha256, reason),
-                other => other.to_string(),
-            };
-            // What runs now: the previous binary after a rollback, or unchanged.
-            if let Ok(shim) = target.shim_status(instance).await {
-                status.hash = shim.sha256;
-            }
-            status.set_health(target.health(instance).await);
-            status.detail = Some(message.clone());
-            Outcome { status, serving_at: None, error: Some(message), unread: false }
-        }
+        Err(e) => refused(target, instance, desired, status, e).await,
     }
+}
+
+/// The outcome of a delivery the instance refused (`e`), with what it runs now: the
+/// previous binary after a rollback, or unchanged.
+async fn refused(target: &dyn Target, instance: &Instance, desired: &Desired, mut status: InstanceStatus, e: ShimError) -> Outcome {
+    let message = match &e {
+        ShimError::RolledBack { reason } => rolled_back(&desired.sha256, reason),
+        other => other.to_string(),
+    };
+    if let Ok(shim) = target.shim_status(instance).await {
+        status.hash = shim.sha256;
+    }
+    status.set_health(target.health(instance).await);
+    status.detail = Some(message.clone());
+    Outcome { status, serving_at: None, error: Some(message), unread: false }
 }
 
 /// Resolves when `newer` sees a newer artifact; never without one (or once its sender
@@ -509,6 +519,8 @@ mod tests {
         refuse: bool,
         /// How many times its status was asked for.
         polls: std::sync::atomic::AtomicUsize,
+        /// `polls` at the end of each upload of libraries.
+        polls_during_libs: std::sync::Mutex<Vec<usize>>,
     }
 
     impl OnProbation {
@@ -531,6 +543,7 @@ mod tests {
                 rollback: std::sync::Mutex::new(None),
                 refuse: false,
                 polls: std::sync::atomic::AtomicUsize::new(0),
+                polls_during_libs: std::sync::Mutex::default(),
             }
         }
 
@@ -557,7 +570,19 @@ mod tests {
         fn transport(&self) -> &dyn ShimTransport {
             &self.http
         }
-        fn deliver<'a>(&'a self, _instance: &'a Instance, _binary: &'a std::path::Path, sha256: &'a str, _libs: &'a [crate::build::SharedLib]) -> futures_util::future::BoxFuture<'a, Result<ShimReply, ShimError>> {
+        fn deliver_libs<'a>(&'a self, _instance: &'a Instance, libs: &'a [crate::build::SharedLib]) -> futures_util::future::BoxFuture<'a, Result<(), ShimError>> {
+            Box::pin(async move {
+                if !libs.is_empty() {
+                    // A slow upload of a new library; how often the status was asked
+                    // meanwhile is kept.
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    let polls = self.polls.load(std::sync::atomic::Ordering::SeqCst);
+                    self.polls_during_libs.lock().expect("lock").push(polls);
+                }
+                Ok(())
+            })
+        }
+        fn deliver<'a>(&'a self, _instance: &'a Instance, _binary: &'a std::path::Path, sha256: &'a str) -> futures_util::future::BoxFuture<'a, Result<ShimReply, ShimError>> {
             Box::pin(async move {
                 if self.refuse {
                     let url = self.instance.shim_url.clone();
@@ -617,6 +642,31 @@ mod tests {
         target.wait_uploads(2).await;
         let uploads = || target.uploads();
         assert_eq!(uploads(), [first, second], "the second went out while the first PUT was unanswered");
+    }
+
+    /// The libraries go first, and the serving deadline starts after them: nobody asks
+    /// whether the new binary serves while they are still on their way.
+    #[tokio::test]
+    async fn the_libraries_go_before_the_binary_and_its_serving_deadline() {
+        let (_logs, _guard) = crate::test_logs::capture_warnings();
+        let hub = svc1_hub();
+        let (_, mut events) = hub.subscribe(0);
+        let target = Arc::new(OnProbation::new(&"00".repeat(32)));
+        let handle = spawn("svc1".into(), target.clone(), hub, Duration::from_secs(60));
+        let lib = crate::build::SharedLib { name: "libdeps.so".into(), sha256: "cc".repeat(32), size: 1, path: PathBuf::from("/unused") };
+        let (first, second) = ("aa".repeat(32), "bb".repeat(32));
+        handle.deliver(Desired { libs: vec![lib], ..desired(&first) });
+        target.wait_uploads(1).await;
+        handle.deliver(desired(&second));
+        next_event(&mut events, |b| matches!(b, EventBody::Synced(_))).await.expect("the first served");
+        let polls_before = target.polls_during_libs.lock().expect("lock").clone();
+        assert_eq!(target.uploads().first(), Some(&first), "the binary after its libraries");
+        assert_eq!(polls_before.len(), 1, "one upload of libraries: {polls_before:?}");
+        let asked = polls_before[0];
+        // The status polls of the reconcile at start (it finds the old hash) come
+        // before the delivery; none while the libraries travel.
+        let reconcile = target.polls.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(asked <= 1 && asked < reconcile, "the status was asked {asked} times while the libraries were on their way");
     }
 
     /// The next event whose body `want`s, within 10 s.

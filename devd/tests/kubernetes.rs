@@ -376,7 +376,7 @@ async fn delivers_the_artifact_to_the_shim_through_the_pod_proxy() {
     std::fs::write(&artifact, &binary).expect("write");
     let sha = hex::encode(Sha256::digest(&binary));
 
-    let reply = target.deliver(&instance, &artifact, &sha, &[]).await.expect("delivered");
+    let reply = target.deliver(&instance, &artifact, &sha).await.expect("delivered");
     assert_eq!((reply.sha256.as_deref(), reply.pid, reply.restarts), (Some(sha.as_str()), 8, 1));
     let status = target.shim_status(&instance).await.expect("status");
     assert_eq!(status.sha256.as_deref(), Some(sha.as_str()));
@@ -421,12 +421,12 @@ async fn shim_and_api_server_errors_come_through_as_they_are() {
 
     // The shim rolled the new binary back (409 rolled_back): a rollback, with its reason.
     fake.state().put_answer = Some((409, json!({"error": {"code": "rolled_back", "message": "exit code 3 within 2 s: panicked at src/main.rs:4"}})));
-    match target.deliver(&instance, &artifact, &sha, &[]).await {
+    match target.deliver(&instance, &artifact, &sha).await {
         Err(ShimError::RolledBack { reason }) => assert!(reason.contains("panicked at src/main.rs:4"), "{reason}"),
         other => panic!("{other:?}"),
     }
     // A hash the shim did not get: its 422 and code.
-    match target.deliver(&instance, &artifact, &"0".repeat(64), &[]).await {
+    match target.deliver(&instance, &artifact, &"0".repeat(64)).await {
         Err(ShimError::Refused { status: 422, code, .. }) => assert_eq!(code, "hash_mismatch"),
         other => panic!("{other:?}"),
     }

@@ -84,22 +84,18 @@ pub trait Target: Send + Sync {
     /// server's credentials and TLS settings).
     fn transport(&self) -> &dyn ShimTransport;
 
-    /// Sends `binary` (whose sha256 is `sha256`) to the instance's shim, after the
-    /// shared libraries it was linked against that the shim does not have yet. Ok once
-    /// the new binary survived the shim's grace period; [`ShimError::RolledBack`] when
-    /// it did not (the previous binary serves again).
-    fn deliver<'a>(
-        &'a self,
-        instance: &'a Instance,
-        binary: &'a Path,
-        sha256: &'a str,
-        libs: &'a [SharedLib],
-    ) -> BoxFuture<'a, Result<ShimReply, ShimError>> {
-        Box::pin(async move {
-            let client = shim::ShimClient::new(self.transport());
-            client.put_libs(instance, libs).await?;
-            client.put_binary(instance, binary, sha256).await
-        })
+    /// Sends the shared libraries a binary was linked against that the instance's shim
+    /// does not have yet: before the binary ([`Target::deliver`]).
+    fn deliver_libs<'a>(&'a self, instance: &'a Instance, libs: &'a [SharedLib]) -> BoxFuture<'a, Result<(), ShimError>> {
+        Box::pin(async move { shim::ShimClient::new(self.transport()).put_libs(instance, libs).await })
+    }
+
+    /// Sends `binary` (whose sha256 is `sha256`) to the instance's shim, its shared
+    /// libraries already there ([`Target::deliver_libs`]). Ok once the new binary
+    /// survived the shim's grace period; [`ShimError::RolledBack`] when it did not (the
+    /// previous binary serves again).
+    fn deliver<'a>(&'a self, instance: &'a Instance, binary: &'a Path, sha256: &'a str) -> BoxFuture<'a, Result<ShimReply, ShimError>> {
+        Box::pin(async move { shim::ShimClient::new(self.transport()).put_binary(instance, binary, sha256).await })
     }
 
     /// Restarts the service process in the instance (the shim's `POST /v1/restart`).

@@ -67,6 +67,14 @@ pub enum ShimError {
     /// The request cannot be sent as it is (a token that is no header value).
     #[error("cannot send a request to the shim at {url}: {detail}")]
     BadRequest { url: String, detail: String },
+    /// A `PUT` of a shared library answered 404: the shim predates `/v1/libs` (an
+    /// image built before devd linked against shared libraries), and the binary,
+    /// which needs them, is not sent.
+    #[error(
+        "the shim at {url} takes no shared libraries (its image predates them): rebuild the service's image \
+         (`devd image build`, or let Tilt rebuild it), or run devd with DEVD_DYLIB=0 to link binaries statically"
+    )]
+    NoLibraries { url: String },
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -153,7 +161,15 @@ impl<'t, T: ShimTransport + ?Sized> ShimClient<'t, T> {
             let mut headers = token_headers(instance)?;
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             let timeout = upload_timeout(body.len());
-            self.call::<serde_json::Value>(instance, Method::PUT, &path, headers, Some(body), timeout).await?;
+            match self.call::<serde_json::Value>(instance, Method::PUT, &path, headers, Some(body), timeout).await {
+                Ok(_) => {}
+                // A shim that knows the path never answers its PUT with 404; an older
+                // one answers so for every path it does not know.
+                Err(ShimError::Refused { url, status: 404, code: found, .. }) if found == code::NOT_FOUND => {
+                    return Err(ShimError::NoLibraries { url });
+                }
+                Err(e) => return Err(e),
+            }
             tracing::debug!(instance = %instance.name, library = %lib.name, "shared library delivered");
         }
         Ok(())
@@ -249,26 +265,31 @@ mod tests {
 
     use super::*;
 
-    /// Answers every request with one scripted answer and keeps the requests.
+    /// Answers the requests with scripted answers, one each, in order, and keeps them.
     struct Scripted {
-        answer: Mutex<Option<Result<ShimAnswer, TransportError>>>,
+        answers: Mutex<std::collections::VecDeque<Result<ShimAnswer, TransportError>>>,
         sent: Mutex<Vec<ShimRequest>>,
     }
 
     impl Scripted {
         fn new(answer: Result<ShimAnswer, TransportError>) -> Self {
-            Self { answer: Mutex::new(Some(answer)), sent: Mutex::default() }
+            Self { answers: Mutex::new([answer].into()), sent: Mutex::default() }
         }
 
         fn answering(status: u16, body: &str) -> Self {
-            Self::new(Ok(ShimAnswer { status: StatusCode::from_u16(status).expect("status"), body: body.into() }))
+            Self::answering_each(&[(status, body)])
+        }
+
+        fn answering_each(answers: &[(u16, &str)]) -> Self {
+            let answer = |(status, body): &(u16, &str)| Ok(ShimAnswer { status: StatusCode::from_u16(*status).expect("status"), body: body.as_bytes().to_vec() });
+            Self { answers: Mutex::new(answers.iter().map(answer).collect()), sent: Mutex::default() }
         }
     }
 
     impl ShimTransport for Scripted {
         fn send(&self, request: ShimRequest) -> BoxFuture<'_, Result<ShimAnswer, TransportError>> {
             self.sent.lock().expect("lock").push(request);
-            let answer = self.answer.lock().expect("lock").take().expect("one request");
+            let answer = self.answers.lock().expect("lock").pop_front().expect("a scripted answer for each request");
             Box::pin(async move { answer })
         }
     }
@@ -330,6 +351,31 @@ mod tests {
         assert_eq!(ShimClient::new(&status).status(&instance()).await.expect("status").pid, Some(7));
         let sent = status.sent.lock().expect("lock");
         assert_eq!((&sent[0].method, sent[0].timeout, sent[0].body.is_none()), (&Method::GET, STATUS_TIMEOUT, true));
+    }
+
+    #[tokio::test]
+    async fn a_library_goes_only_where_it_is_missing_and_a_shim_without_libraries_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("libdeps.so");
+        std::fs::write(&path, b"elf").expect("write");
+        let lib = SharedLib { name: "libdeps.so".into(), sha256: "ab".repeat(32), size: 3, path };
+        let missing = r#"{"error":{"code":"not_found","message":"no such library"}}"#;
+        let has_it = Scripted::answering(200, r#"{"sha256":"ab","size":3}"#);
+        ShimClient::new(&has_it).put_libs(&instance(), std::slice::from_ref(&lib)).await.expect("there already");
+        assert_eq!(has_it.sent.lock().expect("lock").len(), 1, "no upload of a library the shim has");
+        let lacks_it = Scripted::answering_each(&[(404, missing), (200, r#"{"sha256":"ab","size":3}"#)]);
+        ShimClient::new(&lacks_it).put_libs(&instance(), std::slice::from_ref(&lib)).await.expect("put");
+        {
+            let sent = lacks_it.sent.lock().expect("lock");
+            assert_eq!((&sent[1].method, sent[1].body.as_deref()), (&Method::PUT, Some(&b"elf"[..])));
+        }
+        // A shim from before /v1/libs answers every unknown path 404 `not_found`.
+        let unknown = r#"{"error":{"code":"not_found","message":"no such endpoint"}}"#;
+        let old = Scripted::answering_each(&[(404, unknown), (404, unknown)]);
+        let error = ShimClient::new(&old).put_libs(&instance(), std::slice::from_ref(&lib)).await.expect_err("an old shim");
+        assert!(matches!(error, ShimError::NoLibraries { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains("rebuild the service's image") && message.contains("DEVD_DYLIB=0"), "{message}");
     }
 
     #[tokio::test]
