@@ -585,7 +585,7 @@ impl Builder {
             }
         };
         let root = self.config.state_dir.join("dylib");
-        let layout = replay::Layout { dylibs: &self.dylibs, selection: &key, members: &scope.members, triple, root: &root };
+        let layout = replay::Layout { dylibs: &self.dylibs, selection: &key, changed: &scope.changed, triple, root: &root };
         let replayed = replay::run(&recipes, &mut on_start, dylib::enabled().then_some(&layout)).await?;
         let duration_ms = millis(started.elapsed());
         let mut artifacts = Vec::new();

@@ -309,8 +309,10 @@ impl WorkspaceGraph {
         if libs.iter().any(|p| self.packages.get(p).is_some_and(|i| i.build_script)) {
             return None;
         }
-        let members = needed.iter().filter_map(|p| self.packages.get(p)?.lib_crate.clone()).collect();
-        Some(ReplayScope { libs: dependency_order(&libs, &self.dependents), bins, members })
+        // Every library the change reaches, not only those this replay needs: one it
+        // leaves alone is stale until it is compiled again.
+        let changed = affected.iter().filter_map(|p| self.packages.get(p)?.lib_crate.clone()).collect();
+        Some(ReplayScope { libs: dependency_order(&libs, &self.dependents), bins, changed })
     }
 
     /// The directories a watcher needs: the workspace root plus any package that lies
@@ -386,9 +388,11 @@ fn lexically_normal(path: &Path) -> PathBuf {
 pub struct ReplayScope {
     pub libs: Vec<PackageName>,
     pub bins: Vec<(PackageName, String)>,
-    /// The crate names of the workspace libraries the binaries link (recompiled or
-    /// not): what [`crate::dylib`] leaves out of the dependencies' shared library.
-    pub members: BTreeSet<String>,
+    /// The crate names of the workspace libraries the change reaches: those in `libs`,
+    /// which this replay recompiles, and the ones depending on them that it leaves
+    /// to a later build. [`crate::replay::dylib`] keeps them out of the dependencies'
+    /// shared library from now on (a library edited once is likely to be edited again).
+    pub changed: BTreeSet<String>,
 }
 
 /// Topological order of `set` given `dependents` (package → packages depending on

@@ -59,11 +59,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-
 use crate::graph::{PackageName, ReplayScope};
+use unit::{run_unit, UnitRun};
 
 pub mod dylib;
+mod unit;
 
 /// Set (to the record directory) only in the environment of devd's own cargo builds.
 pub const RECORD_DIR_ENV: &str = "__STAND_RUSTC_RECORD_DIR";
@@ -368,8 +368,9 @@ pub struct Layout<'a> {
     pub dylibs: &'a std::sync::Arc<std::sync::Mutex<dylib::Dylibs>>,
     /// The cargo selection the recipes were recorded in.
     pub selection: &'a str,
-    /// The workspace's library crates (they stay in the binary).
-    pub members: &'a std::collections::BTreeSet<String>,
+    /// The workspace libraries the change reaches (crate names): they stay out of
+    /// the library from now on.
+    pub changed: &'a std::collections::BTreeSet<String>,
     pub triple: &'a str,
     /// devd's own dir for all of it: `<state>/dylib`.
     pub root: &'a Path,
@@ -404,6 +405,9 @@ pub async fn run(recipes: &[Recipe], on_start: &mut (dyn FnMut(u32, String) + Se
         _lock: lock,
     };
     let on_start = std::sync::Mutex::new(on_start);
+    if let Some(layout) = layout {
+        layout.dylibs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).heat(layout.changed);
+    }
     let (bins, libs): (Vec<&Recipe>, Vec<&Recipe>) = recipes.iter().partition(|r| matches!(r.unit, Unit::Bin(_)));
     for recipe in libs {
         done.add(recipe, run_unit(recipe, &on_start, false).await?)?;
@@ -431,7 +435,7 @@ pub async fn run(recipes: &[Recipe], on_start: &mut (dyn FnMut(u32, String) + Se
     let units = run_bins(&print.iter().collect::<Vec<_>>(), &on_start, layout.is_some()).await?;
     for (recipe, unit) in bins.iter().zip(units) {
         if let (Some(layout), Some(deps_dir)) = (layout, recipe.out_dir()) {
-            let rlibs = dylib::linked_rlibs(&unit.stdout, deps_dir, layout.members);
+            let rlibs = dylib::linked_rlibs(&unit.stdout, deps_dir);
             layout.dylibs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remember(layout.selection, recipe, rlibs);
         }
         done.add(recipe, unit)?;
@@ -464,9 +468,7 @@ fn prepare(layout: &Layout<'_>, bins: &[&Recipe]) {
     let span = tracing::info_span!("deps_library", key = %key, rlibs = rlibs.len());
     let build = async move {
         let lock = || dylibs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut quiet = |_: u32, _: String| {};
-        let on_start: OnStart<'_> = std::sync::Mutex::new(&mut quiet);
-        match build_library(&root, &triple, &first, &rlibs, &key, &on_start).await {
+        match build_library(&root, &triple, &first, &rlibs, &key).await {
             Ok(built) if dylib::key(&first.program, &triple, &rlibs).is_ok_and(|now| now == key) => lock().set_built(built),
             Ok(_) => tracing::info!("a dependency changed while its shared library was built; not kept"),
             Err(why) => {
@@ -484,19 +486,23 @@ fn prepare(layout: &Layout<'_>, bins: &[&Recipe]) {
 async fn run_bins(bins: &[&Recipe], on_start: &OnStart<'_>, capture: bool) -> Result<Vec<UnitRun>, String> {
     use futures_util::StreamExt as _;
     let parallel = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    // `buffered`: at most `parallel` at once, results in the order given.
-    let mut running = futures_util::stream::iter(bins.iter().map(|r| run_unit(r, on_start, capture))).buffered(parallel);
-    let mut units = Vec::with_capacity(bins.len());
-    for _ in bins {
-        units.push(running.next().await.ok_or("a binary's replay went missing")??);
+    // `buffer_unordered`: at most `parallel` at once, the next one started as soon as
+    // any finishes (`buffered` would keep a finished one's place until those before it
+    // finish); each result goes back to its place.
+    let runs = bins.iter().enumerate().map(|(i, r)| async move { (i, run_unit(r, on_start, capture).await) });
+    let mut running = futures_util::stream::iter(runs).buffer_unordered(parallel);
+    let mut units: Vec<Option<UnitRun>> = std::iter::repeat_with(|| None).take(bins.len()).collect();
+    while let Some((i, unit)) = running.next().await {
+        units[i] = Some(unit?);
     }
-    Ok(units)
+    units.into_iter().map(|u| u.ok_or_else(|| "a binary's replay went missing".to_string())).collect()
 }
 
-/// Links `bins` against the dependencies' shared library, built first when this set
-/// of dependencies has none yet. `Ok(None)`: their dependencies are not known yet (no
-/// static link of these command lines printed them, or the layout failed for them
-/// before); `Err`: why not, this time, and the key of the dependencies it failed for.
+/// Links `bins` against the dependencies' shared library. `Ok(None)`: there is none
+/// for their dependencies yet (no static link of these command lines printed them, it
+/// is being built in the background, or not yet: a static link starts that), or the
+/// layout failed for them before; `Err`: why not, this time, and the key of the
+/// dependencies it failed for.
 async fn link_dynamically(
     layout: &Layout<'_>,
     bins: &[&Recipe],
@@ -508,19 +514,12 @@ async fn link_dynamically(
         return Ok(None);
     };
     let key = dylib::key(&first.program, layout.triple, &rlibs).map_err(|e| (None, format!("a dependency's rlib: {e}")))?;
-    if lock().failed(&key) || lock().building(&key) {
-        return Ok(None);
-    }
     let known = lock().built(&key);
-    let built = match known {
-        Some(built) => built,
-        None => {
-            let built = build_library(layout.root, layout.triple, first, &rlibs, &key, on_start)
-                .await
-                .map_err(|why| (Some(key.clone()), why))?;
-            lock().set_built(built.clone());
-            built
+    let Some(built) = known.filter(|_| !lock().failed(&key)) else {
+        if lock().building(&key) {
+            tracing::debug!(key, "the dependencies' library is still being built: the binaries link statically");
         }
+        return Ok(None);
     };
     let out_dir = layout.root.join("bin");
     std::fs::create_dir_all(&out_dir).map_err(|e| (None, format!("{}: {e}", out_dir.display())))?;
@@ -536,7 +535,6 @@ async fn build_library(
     bin: &Recipe,
     rlibs: &std::collections::BTreeSet<PathBuf>,
     key: &str,
-    on_start: &OnStart<'_>,
 ) -> Result<dylib::Built, String> {
     let sysroot = tokio::process::Command::new(&bin.program)
         .args(["--print", "sysroot"])
@@ -559,7 +557,9 @@ async fn build_library(
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     let recipe = dylib::deps_recipe(bin, rlibs, key, &source, &dir, &std).ok_or("no --out-dir in the binary's recipe")?;
     let started = std::time::Instant::now();
-    let unit = run_unit(&recipe, on_start, false).await;
+    // In the background: no build's progress shows it.
+    let mut quiet = |_: u32, _: String| {};
+    let unit = run_unit(&recipe, &std::sync::Mutex::new(&mut quiet), false).await;
     let stored = unit.and_then(|unit| {
         let so = unit.linked.ok_or("the library's rustc reported no output")?;
         dylib::store_lib(&so, &store).map_err(|e| format!("storing {}: {e}", so.display()))
@@ -568,15 +568,6 @@ async fn build_library(
     let deps = stored?;
     tracing::info!(key, rlibs = rlibs.len(), size = deps.size, duration_ms = crate::measure::millis(started.elapsed()), "the dependencies' shared library is built");
     Ok(dylib::new_built(key, deps, std))
-}
-
-/// What one replayed rustc left: its warnings, its other stderr lines, what it linked,
-/// and its stdout when asked for.
-struct UnitRun {
-    warnings: Vec<String>,
-    stderr: Vec<String>,
-    linked: Option<PathBuf>,
-    stdout: String,
 }
 
 impl Replayed {
@@ -594,89 +585,6 @@ impl Replayed {
         }
         Ok(())
     }
-}
-
-/// Runs one recorded rustc and reads its JSON diagnostics and artifact notices.
-async fn run_unit(recipe: &Recipe, on_start: &OnStart<'_>, capture: bool) -> Result<UnitRun, String> {
-    // cargo must not take this unit for fresh later (its fingerprints compare mtimes,
-    // and a restored file can be older than cargo's last run): without its fingerprint
-    // cargo recompiles it the next time it is asked.
-    if let Some(dir) = recipe.fingerprint_dir() {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    let mut cmd = tokio::process::Command::new(&recipe.program);
-    cmd.args(&recipe.args)
-        .current_dir(&recipe.cwd)
-        .env_clear()
-        .envs(recipe.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(if capture { Stdio::piped() } else { Stdio::null() })
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", recipe.program))?;
-    crate::priority::lower(child.id());
-    if let Some(pid) = child.id() {
-        let mut on_start = on_start.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        on_start(pid, recipe.describe());
-    }
-    let stderr = child.stderr.take().ok_or("rustc stderr not captured")?;
-    // Read beside stderr: a full pipe would stop rustc.
-    let stdout = child.stdout.take().map(|mut out| {
-        tokio::spawn(async move {
-            let mut text = String::new();
-            let _ = tokio::io::AsyncReadExt::read_to_string(&mut out, &mut text).await;
-            text
-        })
-    });
-    let mut reader = BufReader::new(stderr);
-    let mut raw = Vec::new();
-    let mut unit = UnitRun { warnings: Vec::new(), stderr: Vec::new(), linked: None, stdout: String::new() };
-    let mut errors = 0;
-    // Ends at end of file (rustc exited) or a read error; lines need not be UTF-8.
-    loop {
-        raw.clear();
-        match reader.read_until(b'\n', &mut raw).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let line = String::from_utf8_lossy(&raw).trim_end().to_string();
-        match serde_json::from_str::<serde_json::Value>(&line) {
-            Ok(message) if message["$message_type"] == "artifact" => {
-                if message["emit"] == "link" {
-                    unit.linked = message["artifact"].as_str().map(PathBuf::from);
-                }
-            }
-            Ok(message) if message["$message_type"] == "diagnostic" => {
-                let rendered = strip_ansi(message["rendered"].as_str().unwrap_or_default());
-                match message["level"].as_str() {
-                    Some("warning") => unit.warnings.push(rendered),
-                    Some("error" | "error: internal compiler error") => errors += 1,
-                    _ => {}
-                }
-            }
-            _ => {
-                if unit.stderr.len() == TAIL_LINES {
-                    unit.stderr.remove(0);
-                }
-                unit.stderr.push(line);
-            }
-        }
-    }
-    drop(reader);
-    let status = child.wait().await.map_err(|e| format!("waiting for rustc: {e}"))?;
-    if let Some(stdout) = stdout {
-        unit.stdout = stdout.await.unwrap_or_default();
-    }
-    if !status.success() || errors > 0 {
-        return Err(format!("{} exited with {status} ({errors} errors)", recipe.describe()));
-    }
-    Ok(unit)
-}
-
-/// `text` without ANSI escape sequences (cargo asks rustc for colored renderings and
-/// strips them itself; so must a replay).
-fn strip_ansi(text: &str) -> String {
-    strip_ansi_escapes::strip_str(text)
 }
 
 #[cfg(test)]
@@ -779,8 +687,8 @@ mod tests {
 
     #[test]
     fn ansi_escapes_are_stripped_and_fingerprints_located() {
-        assert_eq!(strip_ansi("\u{1b}[0m\u{1b}[1m\u{1b}[33mwarning\u{1b}[0m: unused"), "warning: unused");
-        assert_eq!(strip_ansi("plain → text"), "plain → text");
+        assert_eq!(unit::strip_ansi("\u{1b}[0m\u{1b}[1m\u{1b}[33mwarning\u{1b}[0m: unused"), "warning: unused");
+        assert_eq!(unit::strip_ansi("plain → text"), "plain → text");
         let lib = recipe("fx-shared", Unit::Lib, &["-C", "extra-filename=-abc123", "--out-dir", "/t/debug/deps"]);
         assert_eq!(lib.fingerprint_dir(), Some(PathBuf::from("/t/debug/.fingerprint/fx-shared-abc123")));
     }

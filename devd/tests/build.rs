@@ -382,3 +382,67 @@ async fn a_shared_edit_replays_the_library_once_and_every_binary() {
     assert!(err.rendered.contains("services/svc3/src/main.rs:1:"), "{}", err.rendered);
     assert!(starts.last().is_some_and(|s| s.contains("cargo build")), "{starts:?}");
 }
+
+/// The dependencies' shared library (devd::replay::dylib) holds the workspace libraries
+/// no replay has recompiled, beside the registry crates: while only svc1 is edited,
+/// fx-shared and fx-core are linked from it. Once fx-shared is edited, the replay
+/// recompiles it and the binaries link it themselves from then on: what runs is the
+/// edit, never the library's older build of it.
+#[tokio::test]
+async fn a_workspace_library_leaves_the_shared_library_once_a_replay_recompiles_it() {
+    let e = env();
+    let mut config = e.builder.config().clone();
+    config.rustc_recorder = Some(PathBuf::from(env!("CARGO_BIN_EXE_devd")));
+    let builder = Builder::new(config);
+    let graph = WorkspaceGraph::load(&e.fx.root).expect("cargo metadata");
+    let scoped = |rel: &str| {
+        let paths = vec![e.fx.path(rel)];
+        BuildRequest { replay: graph.replay_scope(&paths, &["svc1"]), ..request(&["svc1"], &paths) }
+    };
+    let (main_rs, shared) = ("services/svc1/src/main.rs", "crates/shared/src/lib.rs");
+    let first = builder.build(&scoped(main_rs), None).await.expect("first build");
+    assert!(!first.replayed);
+
+    // Edits of svc1 until one links against the library: the first replay links
+    // statically, names the dependencies and builds their library in the background.
+    let n = std::cell::Cell::new(0);
+    let edit_until_dynamic = async |expected: u32| -> Artifact {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            n.set(n.get() + 1);
+            let n = n.get();
+            e.fx.write(main_rs, &format!("fn main() {{ println!(\"svc1 v{n} {{}}\", fx_shared::answer()); }}\n"));
+            let out = builder.build(&scoped(main_rs), None).await.expect("replayed build");
+            assert!(out.replayed);
+            let artifact = out.artifacts[0].clone();
+            assert_eq!(run(&artifact), format!("svc1 v{n} {expected}"));
+            if !artifact.libs.is_empty() {
+                return artifact;
+            }
+            assert!(std::time::Instant::now() < deadline, "{n} edits and none linked against the library");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let deps_library = |artifact: &Artifact| -> Vec<u8> {
+        let lib = artifact.libs.iter().find(|l| l.name.starts_with("lib__stand_deps-")).expect("the dependencies' library");
+        std::fs::read(&lib.path).expect("the library")
+    };
+    let holds = |bytes: &[u8], symbol: &str| bytes.windows(symbol.len()).any(|w| w == symbol.as_bytes());
+    let dynamic = edit_until_dynamic(42).await;
+    let library = deps_library(&dynamic);
+    assert!(holds(&library, "9fx_shared6answer") && holds(&library, "7fx_core4base"), "both workspace libraries are in it");
+
+    // fx-shared edited: recompiled, linked into the binary, its new answer served.
+    e.fx.write(shared, "pub fn answer() -> u32 { fx_core::base() + 9 }\n");
+    let out = builder.build(&scoped(shared), None).await.expect("replayed build");
+    assert!(out.replayed);
+    assert_eq!(run(&out.artifacts[0]), format!("svc1 v{} 49", n.get()));
+    // And from then on: the library that comes next holds fx-core only.
+    let after = edit_until_dynamic(49).await;
+    let library = deps_library(&after);
+    assert!(holds(&library, "7fx_core4base") && !holds(&library, "9fx_shared6answer"), "fx-shared stays out of it");
+    e.fx.write(shared, "pub fn answer() -> u32 { fx_core::base() + 5 }\n");
+    let out = builder.build(&scoped(shared), None).await.expect("replayed build");
+    assert_eq!(out.artifacts[0].libs, after.libs, "the same library: fx-shared is not in it");
+    assert_eq!(run(&out.artifacts[0]), format!("svc1 v{} 45", n.get()));
+}

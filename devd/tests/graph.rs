@@ -159,14 +159,23 @@ fn replay_scope_covers_source_only_changes() {
     assert_eq!(scope(&["services/svc1/src/main.rs"], &["no-such-package"]), None);
 }
 
-/// The replay's workspace crates (kept out of the dependencies' shared library) are
-/// named as rustc names them: a `[lib] name` that is not the package's name counts.
+/// The workspace crates a change reaches (kept out of the dependencies' shared
+/// library from then on) are named as rustc names them: a `[lib] name` that is not
+/// the package's name counts; a library the replay does not need counts too.
 #[test]
 fn replay_scope_names_member_libraries_by_their_crate_name() {
     let fx = fixtures::workspace();
     let manifest = std::fs::read_to_string(fx.path("crates/core/Cargo.toml")).expect("core manifest");
     fx.write("crates/core/Cargo.toml", &format!("{manifest}\n[lib]\nname = \"fx_kernel\"\npath = \"src/lib.rs\"\n"));
+    // A library on fx-core that svc1 does not need.
+    fx.write("crates/extra/Cargo.toml", "[package]\nname = \"fx-extra\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nfx-core = { path = \"../core\" }\n");
+    fx.write("crates/extra/src/lib.rs", "pub fn more() -> u32 { fx_kernel::base() }\n");
+    let workspace = std::fs::read_to_string(fx.path("Cargo.toml")).expect("workspace manifest");
+    fx.write("Cargo.toml", &workspace.replace("    \"crates/core\",\n", "    \"crates/core\",\n    \"crates/extra\",\n"));
     let graph = WorkspaceGraph::load(&fx.root).expect("cargo metadata on the fixture");
+    let scope = graph.replay_scope(&[fx.path("crates/core/src/lib.rs")], &["svc1"]).expect("a replay scope");
+    assert_eq!(scope.changed, set(&["fx_extra", "fx_kernel", "fx_shared"]), "fx-extra is stale too, though svc1 does not need it");
+    assert_eq!(scope.libs, ["fx-core", "fx-shared"], "what the replay recompiles");
     let scope = graph.replay_scope(&[fx.path("crates/shared/src/lib.rs")], &["svc1"]).expect("a replay scope");
-    assert_eq!(scope.members, set(&["fx_kernel", "fx_shared"]));
+    assert_eq!(scope.changed, set(&["fx_shared"]), "fx-core is not recompiled");
 }

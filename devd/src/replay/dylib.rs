@@ -2,17 +2,29 @@
 //!
 //! A static link of service1 puts ~120 rlibs into a 17 MB binary: rust-lld takes most
 //! of the binary's rustc time, and every edit ships those bytes. In devd's replays the
-//! registry crates a binary links (what its own workspace libraries stand on) go
-//! instead into one shared library, built once per set of dependencies, and each edit
-//! links a small binary against it:
+//! crates a binary links that are not being edited (the registry crates, and the
+//! workspace libraries no change has reached) go instead into one shared library,
+//! built once per set of dependencies, and each edit links a small binary against it:
 //!
 //! 1. A replay that links a binary statically also asks rustc for the linker's command
 //!    line (`--print=link-args`, no extra cost): the rlibs it names under cargo's
-//!    `deps/` dir, minus the workspace's own libraries, are the binary's dependencies.
-//!    They are remembered with the binary's recorded command line; a new recording
-//!    (cargo built again) forgets them.
-//! 2. Right after that static link, in the background, devd builds the dependencies'
-//!    library (once per set; a key over the rustc, the target and the files' paths,
+//!    `deps/` dir are the binary's dependencies, remembered with the binary's recorded
+//!    command line (another command line, after cargo recorded again, is not
+//!    linked against them). Of these, the library takes the registry crates and the
+//!    workspace libraries no change has reached since devd started (service-kit while
+//!    only the services are edited): a workspace library that a change reaches
+//!    (recompiled by the replay, or depending on one that is) stays in the binaries
+//!    from then on, and the library without it is a new set. So a shared crate's
+//!    edit relinks each binary from little more than its own code. A library built
+//!    from an rlib that has been rewritten since (by a replay or by cargo, under the
+//!    same name) is not linked against: the key covers each rlib's size and mtime.
+//!    A crate the library holds without being in its set (rustc finds a dependency
+//!    of a member through `-L`) is covered by rustc's own check instead: a binary
+//!    whose crates were compiled against another build of it does not link (E0460),
+//!    and then links statically.
+//! 2. Right after a static link (the first replay's, or any whose set has no library
+//!    yet: a replay never waits for one), in the background, devd builds the
+//!    dependencies' library (once per set, the last few kept; a key over the rustc, the target and the files' paths,
 //!    sizes and mtimes, so a dependency cargo rebuilt is a new set; a set whose files
 //!    changed while it was built is not kept), and the next replay links against it:
 //!    rustc compiles a generated crate, [`DEPS_CRATE`], of one `extern crate` per rlib
@@ -23,9 +35,9 @@
 //!    prefer-dynamic` and the library loaded by `--extern force:` (the one unstable
 //!    flag, hence `RUSTC_BOOTSTRAP=1` for that rustc only: nothing in the binary's
 //!    sources names the library). rustc then links every crate the library holds
-//!    from it, and the workspace's libraries into the binary. Its output goes to
-//!    devd's own dir (cargo's `deps/` keeps cargo's static binary) with an rpath of
-//!    `$ORIGIN/.stand-libs/<sha256>` per library
+//!    from it, and the workspace libraries a change reached into the binary. Its
+//!    output goes to devd's own dir (cargo's `deps/` keeps cargo's static binary)
+//!    with an rpath of `$ORIGIN/.stand-libs/<sha256>` per library
 //!    ([`stand_shim_protocol::LIBS_DIR`]): wherever the binary lands, it loads the
 //!    very bytes it was linked with, and the shim keeps every library it got.
 //!
@@ -86,13 +98,21 @@ pub struct Dylibs {
     /// (selection, package, bin) → the rlibs its last static link named, and a hash
     /// of the command line that link ran.
     closures: BTreeMap<(String, PackageName, String), (u64, Vec<PathBuf>)>,
-    built: Option<Built>,
+    /// The libraries built last (at most [`KEEP_BUILT`]), oldest first: alternating
+    /// selections, each with a set of its own, do not rebuild theirs in turn.
+    built: Vec<Built>,
+    /// The crate names of the workspace libraries replays have recompiled: kept out
+    /// of the libraries from then on.
+    hot: BTreeSet<String>,
     /// Keys of dependencies the layout failed for (the library would not build, or
     /// a binary linked statically but not against it).
     failed: BTreeSet<String>,
     /// Keys whose library is being built in the background.
     building: BTreeSet<String>,
 }
+
+/// How many built libraries a builder remembers (each one stays in the store).
+const KEEP_BUILT: usize = 4;
 
 impl Dylibs {
     /// Forgets everything: the command lines they were read from are gone.
@@ -106,8 +126,15 @@ impl Dylibs {
         }
     }
 
-    /// The dependencies of all `bins`, each read from a link of the command line it
-    /// has now; `None` while one is unknown.
+    /// Keeps the workspace libraries `crates` (crate names) out of the libraries
+    /// from now on: a replay recompiles them.
+    pub fn heat(&mut self, crates: &BTreeSet<String>) {
+        self.hot.extend(crates.iter().cloned());
+    }
+
+    /// What the library of all `bins` holds: their dependencies, each read from a link
+    /// of the command line it has now, minus the workspace libraries replays
+    /// recompile; `None` while one is unknown.
     pub fn dependencies(&self, selection: &str, bins: &[&Recipe]) -> Option<BTreeSet<PathBuf>> {
         let mut all = BTreeSet::new();
         for recipe in bins {
@@ -116,18 +143,22 @@ impl Dylibs {
             if *hash != args_hash(recipe) {
                 return None;
             }
-            all.extend(rlibs.iter().cloned());
+            all.extend(rlibs.iter().filter(|r| rlib_crate(r).is_none_or(|c| !self.hot.contains(c))).cloned());
         }
         Some(all)
     }
 
-    /// The library built for `key`, if it is the last one built.
+    /// The library built for `key`, if it is one of the last built.
     pub fn built(&self, key: &str) -> Option<Built> {
-        self.built.clone().filter(|b| b.key == key)
+        self.built.iter().find(|b| b.key == key).cloned()
     }
 
     pub fn set_built(&mut self, built: Built) {
-        self.built = Some(built);
+        self.built.retain(|b| b.key != built.key);
+        if self.built.len() == KEEP_BUILT {
+            self.built.remove(0);
+        }
+        self.built.push(built);
     }
 
     pub fn fail(&mut self, key: String) {
@@ -164,25 +195,25 @@ fn args_hash(recipe: &Recipe) -> u64 {
 }
 
 /// The rlibs under `deps_dir` that a linker command line (rustc's `--print=link-args`,
-/// a shell-quoted line) names, minus those of the crates in `members` (the
-/// workspace's libraries: they change with every edit), in the order given.
-pub fn linked_rlibs(link_args: &str, deps_dir: &Path, members: &BTreeSet<String>) -> Vec<PathBuf> {
+/// a shell-quoted line) names, the workspace's included, in the order given.
+pub fn linked_rlibs(link_args: &str, deps_dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for word in link_args.split_whitespace() {
         let path = Path::new(word.trim_matches('"'));
         if path.parent() != Some(deps_dir) || path.extension().is_none_or(|e| e != "rlib") {
             continue;
         }
-        let crate_name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.strip_prefix("lib"))
-            .map(|s| s.rsplit_once('-').map_or(s, |(name, _)| name));
-        if crate_name.is_some_and(|c| !members.contains(c)) && !out.iter().any(|p: &PathBuf| p == path) {
+        if rlib_crate(path).is_some() && !out.iter().any(|p: &PathBuf| p == path) {
             out.push(path.to_path_buf());
         }
     }
     out
+}
+
+/// The crate an rlib of cargo's holds: `libservice_kit-<hash>.rlib` → `service_kit`.
+fn rlib_crate(path: &Path) -> Option<&str> {
+    let stem = path.file_stem()?.to_str()?.strip_prefix("lib")?;
+    Some(stem.rsplit_once('-').map_or(stem, |(name, _)| name))
 }
 
 /// The key of a set of dependencies: the rustc, the target and each file's path,
@@ -399,11 +430,12 @@ mod tests {
     }
 
     #[test]
-    fn the_dependencies_are_the_linked_rlibs_of_cargos_deps_dir_minus_the_workspaces() {
+    fn the_dependencies_are_the_linked_rlibs_of_cargos_deps_dir() {
         let args = r#"LC_ALL="C" "cc" "/tmp/rustcX/symbols.o" "/t/debug/deps/svc1-abc.svc1.o" "/t/debug/deps/libsvc1-11.rlib" "/t/debug/deps/libservice_kit-22.rlib" "/t/debug/deps/libtokio-33.rlib" "/t/debug/deps/libtokio_util-44.rlib" "/t/debug/deps/libtokio-33.rlib" "/sysroot/lib/rustlib/x/lib/libstd-55.rlib" "/t/debug/deps/libfoo-66.so" "-o" "/t/debug/deps/svc1-abc""#;
-        let members = BTreeSet::from(["svc1".to_string(), "service_kit".to_string()]);
-        let rlibs = linked_rlibs(args, Path::new("/t/debug/deps"), &members);
-        assert_eq!(rlibs, [PathBuf::from("/t/debug/deps/libtokio-33.rlib"), PathBuf::from("/t/debug/deps/libtokio_util-44.rlib")]);
+        let rlibs = linked_rlibs(args, Path::new("/t/debug/deps"));
+        let names = ["libsvc1-11.rlib", "libservice_kit-22.rlib", "libtokio-33.rlib", "libtokio_util-44.rlib"];
+        assert_eq!(rlibs, names.map(|n| Path::new("/t/debug/deps").join(n)));
+        assert_eq!(rlibs.iter().map(|r| rlib_crate(r).expect("a crate")).collect::<Vec<_>>(), ["svc1", "service_kit", "tokio", "tokio_util"]);
     }
 
     #[test]
@@ -418,6 +450,36 @@ mod tests {
         assert_eq!(dylibs.dependencies("svc1", &[&rerecorded]), None, "cargo recorded another command line");
         dylibs.clear();
         assert_eq!(dylibs.dependencies("svc1", &[&recipe]), None);
+    }
+
+    #[test]
+    fn a_workspace_library_is_in_the_library_until_a_replay_recompiles_it() {
+        let mut dylibs = Dylibs::default();
+        let recipe = bin_recipe(&["--crate-name", "svc1"]);
+        let rlibs = ["/t/deps/libsvc1-1.rlib", "/t/deps/libservice_kit-2.rlib", "/t/deps/libtokio-3.rlib"].map(PathBuf::from);
+        dylibs.remember("svc1", &recipe, rlibs.to_vec());
+        dylibs.heat(&BTreeSet::from(["svc1".to_string()]));
+        let held = |dylibs: &Dylibs| dylibs.dependencies("svc1", &[&recipe]).expect("known").into_iter().collect::<Vec<_>>();
+        assert_eq!(held(&dylibs), [rlibs[1].clone(), rlibs[2].clone()], "service-kit in, the edited svc1 out");
+        dylibs.heat(&BTreeSet::from(["service_kit".to_string()]));
+        assert_eq!(held(&dylibs), [rlibs[2].clone()], "service-kit recompiled");
+        dylibs.heat(&BTreeSet::new());
+        assert_eq!(held(&dylibs), [rlibs[2].clone()], "and out for good");
+    }
+
+    #[test]
+    fn the_last_libraries_built_are_remembered() {
+        let lib = |name: &str| SharedLib { name: name.into(), sha256: "0".repeat(64), size: 1, path: PathBuf::from(name) };
+        let mut dylibs = Dylibs::default();
+        for k in 0..=KEEP_BUILT {
+            dylibs.set_built(new_built(&format!("k{k}"), lib("libdeps.so"), lib("libstd.so")));
+        }
+        assert!(dylibs.built("k0").is_none(), "the oldest is forgotten");
+        assert!((1..=KEEP_BUILT).all(|k| dylibs.built(&format!("k{k}")).is_some()));
+        dylibs.set_built(new_built("k1", lib("libdeps.so"), lib("libstd.so")));
+        dylibs.set_built(new_built("k9", lib("libdeps.so"), lib("libstd.so")));
+        assert!(dylibs.built("k1").is_some(), "built again: the newest");
+        assert!(dylibs.built("k2").is_none());
     }
 
     #[test]
