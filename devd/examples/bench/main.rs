@@ -166,16 +166,29 @@ fn big_tree(root: &Path, files: usize) -> Result<usize, String> {
     Ok(dirs)
 }
 
-/// CPU time (user + system) of `pid` in seconds, and its resident memory in MB.
-fn cpu_and_rss(pid: u32) -> Option<(f64, f64)> {
+/// Resident memory in MB: all of it, and its two parts: the process's own (anonymous:
+/// heap, stacks) and the pages of files it maps (its executable's code above all, which
+/// a debug build makes large; shared with every other process mapping the file).
+#[derive(Debug, Clone, Copy, Default)]
+struct Rss {
+    total: f64,
+    anon: f64,
+    file: f64,
+}
+
+/// CPU time (user + system) of `pid` in seconds, and its resident memory.
+fn cpu_and_rss(pid: u32) -> Option<(f64, Rss)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // After the command name in parentheses: state is field 3, utime 14, stime 15.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     let per_sec: f64 = String::from_utf8(Command::new("getconf").arg("CLK_TCK").output().ok()?.stdout).ok()?.trim().parse().ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some((ticks / per_sec, rss_kb / 1024.0))
+    let mb = |key: &str| -> Option<f64> {
+        let kb: f64 = status.lines().find_map(|l| l.strip_prefix(key))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kb / 1024.0)
+    };
+    Some((ticks / per_sec, Rss { total: mb("VmRSS:")?, anon: mb("RssAnon:")?, file: mb("RssFile:")? }))
 }
 
 /// The repository's cargo target dir (devd, the restart wrapper and the static shim
@@ -408,7 +421,8 @@ fn run() -> Result<(), String> {
     let idle_from = Instant::now();
     // The measurement window itself (not a wait for something): devd left alone.
     std::thread::sleep(Duration::from_secs(idle_secs));
-    let (cpu1, idle_rss_mb) = cpu_and_rss(pid).ok_or("cannot read devd's /proc entry")?;
+    let (cpu1, rss) = cpu_and_rss(pid).ok_or("cannot read devd's /proc entry")?;
+    let idle_rss_mb = rss.total;
     let idle_cpu_pct = (cpu1 - cpu0) / idle_from.elapsed().as_secs_f64() * 100.0;
     let mut e = Vec::new();
     for i in 0..n.min(5) {
@@ -418,8 +432,10 @@ fn run() -> Result<(), String> {
     }
     let (e50, _) = stats(&e);
     eprintln!(
-        "  tree: {tree_files} files in {tree_dirs} dirs (half ignored): watching after {} ms, idle {idle_cpu_pct:.2} % CPU over {idle_secs} s, RSS {idle_rss_mb:.1} MB, edits {e:?} ms",
-        ready.as_millis()
+        "  tree: {tree_files} files in {tree_dirs} dirs (half ignored): watching after {} ms, idle {idle_cpu_pct:.2} % CPU over {idle_secs} s, RSS {idle_rss_mb:.1} MB ({:.1} anonymous, {:.1} mapped files), edits {e:?} ms",
+        ready.as_millis(),
+        rss.anon,
+        rss.file
     );
     if let Some(mut child) = cleanup.devd.take() {
         let _ = child.kill();
@@ -579,6 +595,7 @@ fn run() -> Result<(), String> {
     println!("{:<52} {:>7} {:>7}", format!("(e) edit in a {tree_files}-file tree, p50 / watching after (ms)"), e50, ready.as_millis());
     println!("{:<52} {:>7.2} {:>7}", "(e) / a (goal ≤ 1.1)", e50 as f64 / a50.max(1) as f64, "");
     println!("{:<52} {:>7.2} {:>7.1}", format!("devd idle over {idle_secs} s in that tree: CPU % / RSS MB"), idle_cpu_pct, idle_rss_mb);
+    println!("{:<52} {:>7.1} {:>7.1}", "  its RSS: anonymous / mapped files (its code) MB", rss.anon, rss.file);
     println!(
         "edit_to_serving_p50_ms={a50} p95_ms={a95} floor_p50_ms={b50} naive_p50_ms={c50} tilt_recipe_p50_ms={d50} scale{count}_shared_p50_ms={s50} idle_cpu_pct={idle_cpu_pct:.2} idle_rss_mb={idle_rss_mb:.1} api_p99_ms={api_p99:.2}"
     );
