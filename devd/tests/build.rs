@@ -221,6 +221,14 @@ async fn dropping_a_build_kills_cargo() {
 }
 
 /// Builds and returns the output and the commands it started (cargo, or replayed rustc).
+/// A builder like `e`'s that records the rustc command lines of its cargo builds
+/// (devd as cargo's rustc wrapper), so that later edits are replayed.
+fn recording(e: &Env) -> Builder {
+    let mut config = e.builder.config().clone();
+    config.rustc_recorder = Some(PathBuf::from(env!("CARGO_BIN_EXE_devd")));
+    Builder::new(config)
+}
+
 async fn build_and_starts(builder: &Builder, req: &BuildRequest) -> (Result<BuildOutput, devd::build::BuildError>, Vec<String>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let out = builder.build(req, Some(tx)).await;
@@ -239,9 +247,7 @@ async fn build_and_starts(builder: &Builder, req: &BuildRequest) -> (Result<Buil
 #[tokio::test]
 async fn source_edits_replay_the_recorded_rustc_runs() {
     let e = env();
-    let mut config = e.builder.config().clone();
-    config.rustc_recorder = Some(PathBuf::from(env!("CARGO_BIN_EXE_devd")));
-    let builder = Builder::new(config);
+    let builder = recording(&e);
     let graph = WorkspaceGraph::load(&e.fx.root).expect("cargo metadata");
     let scoped = |rel: &str| {
         let paths = vec![e.fx.path(rel)];
@@ -341,9 +347,7 @@ async fn a_shared_edit_replays_the_library_once_and_every_binary() {
     e.fx.write("services/svc3/src/main.rs", "fn main() { println!(\"svc3 {}\", fx_shared::answer()); }\n");
     let workspace = std::fs::read_to_string(e.fx.path("Cargo.toml")).expect("workspace manifest");
     e.fx.write("Cargo.toml", &workspace.replace("    \"services/svc2\",\n", "    \"services/svc2\",\n    \"services/svc3\",\n"));
-    let mut config = e.builder.config().clone();
-    config.rustc_recorder = Some(PathBuf::from(env!("CARGO_BIN_EXE_devd")));
-    let builder = Builder::new(config);
+    let builder = recording(&e);
     let graph = WorkspaceGraph::load(&e.fx.root).expect("cargo metadata");
     let both = ["svc1", "svc3"];
     let scoped = |rel: &str| {
@@ -391,9 +395,7 @@ async fn a_shared_edit_replays_the_library_once_and_every_binary() {
 #[tokio::test]
 async fn a_workspace_library_leaves_the_shared_library_once_a_replay_recompiles_it() {
     let e = env();
-    let mut config = e.builder.config().clone();
-    config.rustc_recorder = Some(PathBuf::from(env!("CARGO_BIN_EXE_devd")));
-    let builder = Builder::new(config);
+    let builder = recording(&e);
     let graph = WorkspaceGraph::load(&e.fx.root).expect("cargo metadata");
     let scoped = |rel: &str| {
         let paths = vec![e.fx.path(rel)];
