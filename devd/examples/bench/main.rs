@@ -205,6 +205,12 @@ fn copies_target() -> PathBuf {
     repo_target().join("stand-bench")
 }
 
+/// The devd measured: `BENCH_DEVD` (another build of it, e.g. a release one), else
+/// the debug build `bench/run` makes (what `scripts/up` runs).
+fn devd_binary() -> PathBuf {
+    std::env::var_os("BENCH_DEVD").map_or_else(|| repo_target().join("debug/devd"), PathBuf::from)
+}
+
 /// `$name` parsed, else `default`.
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
@@ -307,7 +313,7 @@ impl Drop for Cleanup {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = Command::new(repo_target().join("debug/devd")).args(["down", "--env", "bench", "--volumes"]).current_dir(&self.root).output();
+        let _ = Command::new(devd_binary()).args(["down", "--env", "bench", "--volumes"]).current_dir(&self.root).output();
         if !self.images.is_empty() {
             let _ = Command::new("docker").args(["rmi", "-f"]).args(&self.images).output();
         }
@@ -357,14 +363,14 @@ fn run() -> Result<(), String> {
     let root = dir.path().canonicalize().map_err(|e| e.to_string())?.join("stand");
     let name = format!("bench{}", std::process::id());
     if std::env::var_os("BENCH_ONLY_SCALE").is_some() {
-        let scaled = scale(&repo_target().join("debug/devd"), dir.path(), &name, &copies_target(), env_or("BENCH_SCALE_SERVICES", 20), n)?;
+        let scaled = scale(&devd_binary(), dir.path(), &name, &copies_target(), env_or("BENCH_SCALE_SERVICES", 20), n)?;
         let ((s50, s95), (o50, o95)) = (stats(&scaled.shared), stats(&scaled.one));
         println!("scale{}: shared p50={s50} p95={s95} one p50={o50} p95={o95} ready_ms={}", scaled.services, scaled.ready_ms);
         return Ok(());
     }
     make_stand(&root, &name)?;
     let target_dir = copies_target();
-    let devd = repo_target().join("debug/devd");
+    let devd = devd_binary();
     let http = reqwest::blocking::Client::builder().no_proxy().build().map_err(|e| e.to_string())?;
     let mut cleanup = Cleanup { devd: None, root: root.clone(), images: vec![format!("{name}/service1:dev"), format!("{name}/service1-tilt:dev")] };
 
