@@ -24,9 +24,10 @@
 //!    and then links statically.
 //! 2. Right after a static link (the first replay's, or any whose set has no library
 //!    yet: a replay never waits for one), in the background, devd builds the
-//!    dependencies' library (once per set, the last few kept; a key over the rustc, the target and the files' paths,
-//!    sizes and mtimes, so a dependency cargo rebuilt is a new set; a set whose files
-//!    changed while it was built is not kept), and the next replay links against it:
+//!    dependencies' library (once per set, the last few kept; a key over the rustc,
+//!    the target and the files' paths, sizes and mtimes, so a dependency cargo
+//!    rebuilt is a new set; a set whose files changed while it was built is not
+//!    kept), and the next replay links against it:
 //!    rustc compiles a generated crate, [`DEPS_CRATE`], of one `extern crate` per rlib
 //!    as a `dylib` with `-C prefer-dynamic`: the rlibs' code inside, linked against the
 //!    toolchain's `libstd-*.so`. Both files go into a content-addressed store
@@ -101,8 +102,8 @@ pub struct Dylibs {
     /// The libraries built last (at most [`KEEP_BUILT`]), oldest first: alternating
     /// selections, each with a set of its own, do not rebuild theirs in turn.
     built: Vec<Built>,
-    /// The crate names of the workspace libraries replays have recompiled: kept out
-    /// of the libraries from then on.
+    /// The crate names of the workspace libraries changes have reached: kept out of
+    /// the libraries from then on.
     hot: BTreeSet<String>,
     /// Keys of dependencies the layout failed for (the library would not build, or
     /// a binary linked statically but not against it).
@@ -122,14 +123,14 @@ impl Dylibs {
     }
 
     /// Keeps the workspace libraries `crates` (crate names) out of the libraries
-    /// from now on: a replay recompiles them.
+    /// from now on: a change has reached them.
     pub fn heat(&mut self, crates: &BTreeSet<String>) {
         self.hot.extend(crates.iter().cloned());
     }
 
     /// What the library of all `bins` holds: their dependencies, each read from a link
-    /// of the command line it has now, minus the workspace libraries replays
-    /// recompile; `None` while one is unknown.
+    /// of the command line it has now, minus the workspace libraries changes have
+    /// reached; `None` while one is unknown.
     pub fn dependencies(&self, selection: &str, bins: &[&Recipe]) -> Option<BTreeSet<PathBuf>> {
         let mut all = BTreeSet::new();
         for recipe in bins {
