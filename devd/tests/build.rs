@@ -229,6 +229,11 @@ fn recording(e: &Env) -> Builder {
     Builder::new(config)
 }
 
+/// A build of `packages` caused by `paths`, with the replay scope the daemon would give it.
+fn replay_request(graph: &WorkspaceGraph, packages: &[&str], paths: Vec<PathBuf>) -> BuildRequest {
+    BuildRequest { replay: graph.replay_scope(&paths, packages), ..request(packages, &paths) }
+}
+
 async fn build_and_starts(builder: &Builder, req: &BuildRequest) -> (Result<BuildOutput, devd::build::BuildError>, Vec<String>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let out = builder.build(req, Some(tx)).await;
@@ -249,10 +254,7 @@ async fn source_edits_replay_the_recorded_rustc_runs() {
     let e = env();
     let builder = recording(&e);
     let graph = WorkspaceGraph::load(&e.fx.root).expect("cargo metadata");
-    let scoped = |rel: &str| {
-        let paths = vec![e.fx.path(rel)];
-        BuildRequest { replay: graph.replay_scope(&paths, &["svc1"]), ..request(&["svc1"], &paths) }
-    };
+    let scoped = |rel: &str| replay_request(&graph, &["svc1"], vec![e.fx.path(rel)]);
     let main_rs = "services/svc1/src/main.rs";
 
     // Nothing recorded yet: cargo builds, through devd as its rustc wrapper.
@@ -350,10 +352,7 @@ async fn a_shared_edit_replays_the_library_once_and_every_binary() {
     let builder = recording(&e);
     let graph = WorkspaceGraph::load(&e.fx.root).expect("cargo metadata");
     let both = ["svc1", "svc3"];
-    let scoped = |rel: &str| {
-        let paths = vec![e.fx.path(rel)];
-        BuildRequest { replay: graph.replay_scope(&paths, &both), ..request(&both, &paths) }
-    };
+    let scoped = |rel: &str| replay_request(&graph, &both, vec![e.fx.path(rel)]);
     let shared = "crates/shared/src/lib.rs";
     let (first, _) = build_and_starts(&builder, &scoped(shared)).await;
     assert!(!first.expect("first build").replayed);
@@ -378,7 +377,7 @@ async fn a_shared_edit_replays_the_library_once_and_every_binary() {
     e.fx.write("services/svc3/src/main.rs", "fn main() { let x = ; }\n");
     e.fx.write(shared, "pub fn answer() -> u32 { fx_core::base() + 8 }\n");
     let paths = vec![e.fx.path(shared), e.fx.path("services/svc3/src/main.rs")];
-    let request = BuildRequest { replay: graph.replay_scope(&paths, &both), ..request(&both, &paths) };
+    let request = replay_request(&graph, &both, paths);
     let (err, starts) = build_and_starts(&builder, &request).await;
     assert!(starts.iter().any(|s| s.contains("(bin svc3 of svc3, replayed)")), "the replay ran first: {starts:?}");
     let err = err.expect_err("svc3 does not compile");
@@ -397,10 +396,7 @@ async fn a_workspace_library_leaves_the_shared_library_once_a_replay_recompiles_
     let e = env();
     let builder = recording(&e);
     let graph = WorkspaceGraph::load(&e.fx.root).expect("cargo metadata");
-    let scoped = |rel: &str| {
-        let paths = vec![e.fx.path(rel)];
-        BuildRequest { replay: graph.replay_scope(&paths, &["svc1"]), ..request(&["svc1"], &paths) }
-    };
+    let scoped = |rel: &str| replay_request(&graph, &["svc1"], vec![e.fx.path(rel)]);
     let (main_rs, shared) = ("services/svc1/src/main.rs", "crates/shared/src/lib.rs");
     let first = builder.build(&scoped(main_rs), None).await.expect("first build");
     assert!(!first.replayed);
@@ -459,10 +455,7 @@ async fn the_first_replay_links_against_the_library_the_cargo_build_named() {
     let builder = recording(&e);
     let graph = WorkspaceGraph::load(&e.fx.root).expect("cargo metadata");
     let main_rs = "services/svc1/src/main.rs";
-    let scoped = || {
-        let paths = vec![e.fx.path(main_rs)];
-        BuildRequest { replay: graph.replay_scope(&paths, &["svc1"]), ..request(&["svc1"], &paths) }
-    };
+    let scoped = || replay_request(&graph, &["svc1"], vec![e.fx.path(main_rs)]);
     let first = builder.build(&scoped(), None).await.expect("first build");
     assert!(!first.replayed && first.artifacts[0].libs.is_empty(), "cargo's own binary");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
