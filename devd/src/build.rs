@@ -315,12 +315,6 @@ impl Builder {
         self.recipes.lock().map(|r| r.units()).unwrap_or_default()
     }
 
-    /// How many of the dependencies' shared libraries ([`crate::replay::dylib`]) are
-    /// built and remembered for the next replays.
-    pub fn shared_libraries_built(&self) -> usize {
-        self.dylibs.lock().map(|d| d.built_count()).unwrap_or_default()
-    }
-
     pub fn config(&self) -> &BuildConfig {
         &self.config
     }
@@ -524,18 +518,10 @@ impl Builder {
         if let (Some(records), true) = (&records, status.success()) {
             // A unit cargo found fresh keeps its recorded command line: it is the one
             // cargo would run for it until its fingerprint changes.
-            let key = selection.join(" ");
             let mut recipes = self.recipes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let ingested = recipes.ingest(&records.0, &key);
-            tracing::debug!(taken = ingested.taken, total = recipes.len(), "rustc command lines recorded");
+            let taken = recipes.ingest(&records.0, &selection.join(" "));
+            tracing::debug!(taken, total = recipes.len(), "rustc command lines recorded");
             forget.armed = false;
-            if dylib::enabled() && !ingested.linked.is_empty() {
-                let own = recipes.lib_crates(&key, &packages.iter().copied().collect::<Vec<_>>());
-                drop(recipes);
-                let root = self.config.state_dir.join("dylib");
-                let layout = replay::Layout { dylibs: &self.dylibs, selection: &key, changed: &own, triple: &triple, root: &root };
-                replay::learn(&layout, &ingested.linked);
-            }
         }
         let stderr_tail = stderr_task.await.unwrap_or_default();
         let duration_ms = millis(started.elapsed());

@@ -9,8 +9,7 @@
 //! Recording: devd's cargo builds set `RUSTC_WORKSPACE_WRAPPER` to the devd executable
 //! and [`RECORD_DIR_ENV`] to a private directory. Run that way, devd is the wrapper
 //! ([`wrapper_main`]): it writes the rustc invocation (program, arguments, working
-//! directory, environment) to a 0600 file there and `exec`s rustc (asking it, for a
-//! binary, to write the linker's command line beside the record: [`learn`]). After a cargo build
+//! directory, environment) to a 0600 file there and `exec`s rustc. After a cargo build
 //! that succeeded, the builder reads those files into [`Recipes`] (memory only), keyed
 //! by the build's selection (its `-p` packages and binaries: cargo unifies features
 //! over a selection, so a unit can be compiled differently in another one), and deletes
@@ -89,22 +88,13 @@ pub fn wrapper_main() -> Option<ExitCode> {
         eprintln!("devd: {RECORD_DIR_ENV} is set, so devd runs as cargo's rustc wrapper, but no rustc was given");
         return Some(ExitCode::from(2));
     };
-    let mut args: Vec<std::ffi::OsString> = args.collect();
+    let args: Vec<std::ffi::OsString> = args.collect();
     // Empty: this build records nothing, but keeps the wrapper (it is part of cargo's
     // metadata hash, so dropping it would compile into other files).
     if !dir.is_empty() && args.iter().any(|a| a == "--crate-name") {
         // Best effort: without a record this unit is simply built by cargo next time.
-        match write_record(Path::new(&dir), &rustc, &args) {
-            // A binary's linker command line goes beside its record (rustc writes it to
-            // the file, not to cargo): its rlibs are what the dependencies' library of
-            // devd's replays holds (`dylib`), known before the first replay.
-            Ok(stem) if links_a_service_binary(&args) => {
-                let mut print = std::ffi::OsString::from("--print=link-args=");
-                print.push(Path::new(&dir).join(format!("{stem}.{LINK_ARGS_EXT}")));
-                args.push(print);
-            }
-            Ok(_) => {}
-            Err(e) => eprintln!("devd: cannot record the rustc invocation in {}: {e}", Path::new(&dir).display()),
+        if let Err(e) = write_record(Path::new(&dir), &rustc, &args) {
+            eprintln!("devd: cannot record the rustc invocation in {}: {e}", Path::new(&dir).display());
         }
     }
     let mut command = match std::env::var_os(NEXT_WRAPPER_ENV).filter(|w| !w.is_empty()) {
@@ -130,22 +120,7 @@ struct Record {
     env: Vec<(String, String)>,
 }
 
-/// The extension of the file beside a record with the linker's command line of a
-/// binary (rustc's `--print=link-args=<file>`).
-const LINK_ARGS_EXT: &str = "link-args";
-
-/// Whether a rustc command line (as cargo gives it to the wrapper) links a binary
-/// devd replays: not a build script, not a test harness, with no print request of
-/// its own.
-fn links_a_service_binary(args: &[std::ffi::OsString]) -> bool {
-    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1));
-    value("--crate-type").is_some_and(|t| t == "bin")
-        && value("--crate-name").is_some_and(|n| !n.to_string_lossy().starts_with("build_script_"))
-        && !args.iter().any(|a| a == "--test" || a.to_string_lossy().starts_with("--print"))
-}
-
-/// Writes the record (0600) and returns its file's stem.
-fn write_record(dir: &Path, rustc: &std::ffi::OsStr, args: &[std::ffi::OsString]) -> std::io::Result<String> {
+fn write_record(dir: &Path, rustc: &std::ffi::OsStr, args: &[std::ffi::OsString]) -> std::io::Result<()> {
     let text = |s: &std::ffi::OsStr| {
         s.to_str().map(str::to_owned).ok_or_else(|| std::io::Error::other("not UTF-8"))
     };
@@ -157,15 +132,14 @@ fn write_record(dir: &Path, rustc: &std::ffi::OsStr, args: &[std::ffi::OsString]
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect(),
     };
-    let stem = format!(
-        "{}-{}",
+    let name = format!(
+        "{}-{}.json",
         std::process::id(),
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
     );
     let mut file = std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().write(true).create_new(true), 0o600)
-        .open(dir.join(format!("{stem}.json")))?;
-    file.write_all(&serde_json::to_vec(&record).map_err(std::io::Error::other)?)?;
-    Ok(stem)
+        .open(dir.join(name))?;
+    file.write_all(&serde_json::to_vec(&record).map_err(std::io::Error::other)?)
 }
 
 /// Creates a fresh record directory (0700) for one cargo build, after removing those
@@ -271,14 +245,6 @@ impl Recipe {
     }
 }
 
-/// What [`Recipes::ingest`] took from one cargo build.
-#[derive(Debug, Default)]
-pub struct Ingested {
-    pub taken: usize,
-    /// Each binary cargo linked, with the linker's command line it ran.
-    pub linked: Vec<(Recipe, String)>,
-}
-
 /// The recipes of one builder, keyed by the cargo selection they were recorded in
 /// (which packages and binaries one `cargo build` was asked for: cargo unifies
 /// features over a selection, so the same unit may be compiled differently in
@@ -290,26 +256,22 @@ pub struct Recipes {
 
 impl Recipes {
     /// Reads every record in `dir` (then removes `dir`); a later record of a unit
-    /// replaces the earlier one. Returns how many recipes were taken, and the
-    /// linker's command line of each binary that was linked.
-    pub fn ingest(&mut self, dir: &Path, selection: &str) -> Ingested {
-        let mut ingested = Ingested::default();
+    /// replaces the earlier one. Returns how many recipes were taken.
+    pub fn ingest(&mut self, dir: &Path, selection: &str) -> usize {
+        let mut taken = 0;
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|entries| entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect())
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
         files.sort();
         for file in files {
             let record = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok());
             if let Some(recipe) = record.and_then(Recipe::from_record) {
-                if let Ok(link_args) = std::fs::read_to_string(file.with_extension(LINK_ARGS_EXT)) {
-                    ingested.linked.push((recipe.clone(), link_args));
-                }
                 self.by_unit.insert((selection.to_string(), recipe.package.clone(), recipe.unit.clone()), recipe);
-                ingested.taken += 1;
+                taken += 1;
             }
         }
         let _ = std::fs::remove_dir_all(dir);
-        ingested
+        taken
     }
 
     pub fn len(&self) -> usize {
@@ -324,15 +286,6 @@ impl Recipes {
     /// lines of the units it ran are unknown.
     pub fn clear(&mut self) {
         self.by_unit.clear();
-    }
-
-    /// The crate names of the libraries of `packages` recorded in `selection`.
-    pub fn lib_crates(&self, selection: &str, packages: &[&str]) -> std::collections::BTreeSet<String> {
-        self.by_unit
-            .iter()
-            .filter(|((s, package, unit), _)| s == selection && *unit == Unit::Lib && packages.contains(&package.as_str()))
-            .filter_map(|(_, recipe)| recipe.value("--crate-name").map(str::to_owned))
-            .collect()
     }
 
     /// `<package> lib` and `<package> bin <name>` for every recipe, sorted.
@@ -497,29 +450,10 @@ pub async fn run(recipes: &[Recipe], on_start: &mut (dyn FnMut(u32, String) + Se
     Ok(done)
 }
 
-/// After a cargo build that recorded: remembers the dependencies of each binary it
-/// linked (the linker's command line the wrapper had rustc write, [`Ingested`]) and
-/// builds their library in the background, so that the first replay can already link
-/// against it. `layout.changed` holds the guess of what will be edited: the libraries
-/// of the services built.
-pub fn learn(layout: &Layout<'_>, linked: &[(Recipe, String)]) {
-    let mut bins = Vec::new();
-    {
-        let mut dylibs = layout.dylibs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        dylibs.heat(layout.changed);
-        for (recipe, link_args) in linked.iter().filter(|(r, _)| matches!(r.unit, Unit::Bin(_))) {
-            let Some(deps_dir) = recipe.out_dir() else { continue };
-            dylibs.remember(layout.selection, recipe, dylib::linked_rlibs(link_args, deps_dir));
-            bins.push(recipe);
-        }
-    }
-    prepare(layout, &bins);
-}
-
-/// Builds the library of `bins`' dependencies in the background once a link has named
-/// them, so that the next edit links against it rather than waiting for it (~0.8 s
-/// for service1's here). Not under cargo's lock: an rlib cargo rewrites meanwhile
-/// changes the key, and then the library is not kept.
+/// Builds the library of `bins`' dependencies in the background once a static link
+/// has named them, so that the next edit links against it rather than waiting for it
+/// (~0.6 s for service1's 99 rlibs here). Not under cargo's lock: an rlib cargo
+/// rewrites meanwhile changes the key, and then the library is not kept.
 fn prepare(layout: &Layout<'_>, bins: &[&Recipe]) {
     let dylibs = std::sync::Arc::clone(layout.dylibs);
     let lock = || dylibs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -696,16 +630,6 @@ mod tests {
     }
 
     #[test]
-    fn the_wrapper_asks_for_the_link_args_of_service_binaries_only() {
-        let args = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
-        assert!(links_a_service_binary(&args(&["--crate-name", "svc1", "--crate-type", "bin"])));
-        assert!(!links_a_service_binary(&args(&["--crate-name", "svc1", "--crate-type", "lib"])));
-        assert!(!links_a_service_binary(&args(&["--crate-name", "build_script_build", "--crate-type", "bin"])));
-        assert!(!links_a_service_binary(&args(&["--crate-name", "svc1", "--crate-type", "bin", "--test"])));
-        assert!(!links_a_service_binary(&args(&["--crate-name", "svc1", "--crate-type", "bin", "--print=link-args"])));
-    }
-
-    #[test]
     fn selection_needs_every_unit() {
         let mut recipes = Recipes::default();
         for (package, unit) in [("kit", Unit::Lib), ("svc1", Unit::Lib), ("svc1", Unit::Bin("svc1".into()))] {
@@ -719,11 +643,6 @@ mod tests {
             };
             recipes.by_unit.insert(("svc1".into(), package.into(), unit), r);
         }
-        recipes.by_unit.values_mut().filter(|r| r.unit == Unit::Lib).for_each(|r| {
-            r.args = vec!["--crate-name".into(), r.package.replace('-', "_")];
-        });
-        assert_eq!(recipes.lib_crates("svc1", &["svc1", "svc2"]), std::collections::BTreeSet::from(["svc1".to_string()]));
-        assert!(recipes.lib_crates("other", &["svc1"]).is_empty(), "another selection");
         let scope = ReplayScope { libs: vec!["kit".into(), "svc1".into()], bins: vec![("svc1".into(), "svc1".into())], ..Default::default() };
         let order: Vec<(String, Unit)> =
             recipes.select(&scope, "svc1").expect("all there").into_iter().map(|r| (r.package, r.unit)).collect();

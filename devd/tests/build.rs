@@ -444,29 +444,3 @@ async fn a_workspace_library_leaves_the_shared_library_once_a_replay_recompiles_
     assert_eq!(out.artifacts[0].libs, after.libs, "the same library: fx-shared is not in it");
     assert_eq!(run(&out.artifacts[0]), format!("svc1 v{} 45", n.get()));
 }
-
-/// devd's cargo build has rustc write each binary's linker command line beside its
-/// record, so the dependencies' library is built in the background right after that
-/// build: the first replay links against it, no static link first. The library holds
-/// the workspace libraries, the edited binary's own code stays in the binary.
-#[tokio::test]
-async fn the_first_replay_links_against_the_library_the_cargo_build_named() {
-    let e = env();
-    let builder = recording(&e);
-    let graph = WorkspaceGraph::load(&e.fx.root).expect("cargo metadata");
-    let main_rs = "services/svc1/src/main.rs";
-    let scoped = || replay_request(&graph, &["svc1"], vec![e.fx.path(main_rs)]);
-    let first = builder.build(&scoped(), None).await.expect("first build");
-    assert!(!first.replayed && first.artifacts[0].libs.is_empty(), "cargo's own binary");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while builder.shared_libraries_built() == 0 {
-        assert!(std::time::Instant::now() < deadline, "no library within 60 s of the cargo build");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    e.fx.write(main_rs, "fn main() { println!(\"svc1 first {}\", fx_shared::answer()); }\n");
-    let out = builder.build(&scoped(), None).await.expect("replayed build");
-    assert!(out.replayed);
-    let artifact = &out.artifacts[0];
-    assert!(artifact.libs.iter().any(|l| l.name.starts_with("lib__stand_deps-")), "linked against the library: {:?}", artifact.libs);
-    assert_eq!(run(artifact), "svc1 first 42");
-}

@@ -6,12 +6,11 @@
 //! workspace libraries no change has reached) go instead into one shared library,
 //! built once per set of dependencies, and each edit links a small binary against it:
 //!
-//! 1. devd's cargo build has rustc write each binary's linker command line beside its
-//!    record (the wrapper adds `--print=link-args=<file>`, [`super::learn`]), and a
-//!    replay that links a binary statically asks for it too (`--print=link-args`; no
-//!    extra cost either way): the rlibs it names under cargo's `deps/` dir are the
-//!    binary's dependencies, remembered with the binary's recorded command line
-//!    (another command line, after cargo recorded again, is not linked against them). Of these, the library takes the registry crates and the
+//! 1. A replay that links a binary statically also asks rustc for the linker's command
+//!    line (`--print=link-args`, no extra cost): the rlibs it names under cargo's
+//!    `deps/` dir are the binary's dependencies, remembered with the binary's recorded
+//!    command line (another command line, after cargo recorded again, is not
+//!    linked against them). Of these, the library takes the registry crates and the
 //!    workspace libraries no change has reached since devd started (service-kit while
 //!    only the services are edited): a workspace library that a change reaches
 //!    (recompiled by the replay, or depending on one that is) stays in the binaries
@@ -23,11 +22,10 @@
 //!    of a member through `-L`) is covered by rustc's own check instead: a binary
 //!    whose crates were compiled against another build of it does not link (E0460),
 //!    and then links statically.
-//! 2. Right after such a link (cargo's, with the libraries of the services built
-//!    taken for the ones to be edited; or a replay's whose set has no library yet: a
-//!    replay never waits for one, it links statically), in the background, devd
-//!    builds the dependencies' library (once per set, the last few kept; a key over
-//!    the rustc, the target and the files' paths, sizes and mtimes, so a dependency cargo
+//! 2. Right after a static link (the first replay's, or any whose set has no library
+//!    yet: a replay never waits for one), in the background, devd builds the
+//!    dependencies' library (once per set, the last few kept; a key over the rustc,
+//!    the target and the files' paths, sizes and mtimes, so a dependency cargo
 //!    rebuilt is a new set; a set whose files changed while it was built is not
 //!    kept), and the next replay links against it:
 //!    rustc compiles a generated crate, [`DEPS_CRATE`], of one `extern crate` per rlib
@@ -149,10 +147,6 @@ impl Dylibs {
     /// The library built for `key`, if it is one of the last built.
     pub fn built(&self, key: &str) -> Option<Built> {
         self.built.iter().find(|b| b.key == key).cloned()
-    }
-
-    pub fn built_count(&self) -> usize {
-        self.built.len()
     }
 
     pub fn set_built(&mut self, built: Built) {
