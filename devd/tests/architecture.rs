@@ -126,3 +126,61 @@ fn no_source_file_is_longer_than_800_lines() {
         .collect();
     assert!(long.is_empty(), "files over {MAX_LINES} lines (split them by noun):\n{}", long.join("\n"));
 }
+
+/// The packages that `[profile.dev.package]` of the workspace's Cargo.toml builds at
+/// another opt-level than the dev profile's.
+fn opt_level_overrides() -> BTreeSet<String> {
+    let manifest: toml::Table = std::fs::read_to_string(root().join("Cargo.toml")).expect("Cargo.toml").parse().expect("Cargo.toml parses");
+    let packages = manifest
+        .get("profile")
+        .and_then(|p| p.get("dev"))
+        .and_then(|d| d.get("package"))
+        .and_then(toml::Value::as_table)
+        .expect("[profile.dev.package] in Cargo.toml");
+    packages.iter().filter(|(_, o)| o.get("opt-level").is_some()).map(|(name, _)| name.clone()).collect()
+}
+
+/// Every package the workspace's services (the members under services/) build, with
+/// their build dependencies and proc macros, for every platform.
+fn built_by_services() -> BTreeSet<String> {
+    let metadata = cargo_metadata::MetadataCommand::new().manifest_path(root().join("Cargo.toml")).exec().expect("cargo metadata");
+    let resolve = metadata.resolve.as_ref().expect("cargo metadata resolves the workspace");
+    let nodes: BTreeMap<_, _> = resolve.nodes.iter().map(|n| (&n.id, n)).collect();
+    let services = root().join("services");
+    let mut todo: Vec<_> = metadata
+        .workspace_packages()
+        .into_iter()
+        .filter(|p| p.manifest_path.as_std_path().starts_with(&services))
+        .map(|p| &p.id)
+        .collect();
+    assert!(todo.len() >= 3, "the services' packages: {todo:?}");
+    let mut seen = BTreeSet::new();
+    while let Some(id) = todo.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        for dep in &nodes[id].deps {
+            if dep.dep_kinds.iter().any(|k| k.kind != cargo_metadata::DependencyKind::Development) {
+                todo.push(&dep.pkg);
+            }
+        }
+    }
+    seen.into_iter().map(|id| metadata[id].name.to_string()).collect()
+}
+
+#[test]
+fn the_opt_level_of_devds_own_dependencies_changes_no_package_a_service_builds() {
+    let overrides = opt_level_overrides();
+    assert!(overrides.len() > 10 && overrides.contains("bollard"), "{overrides:?}");
+    let services = built_by_services();
+    assert!(services.contains("axum") && services.contains("tokio-postgres") && !services.contains("bollard"), "{services:?}");
+    // sha2: devd hashes every artifact with it (see its comment in Cargo.toml); the
+    // services reach it through tokio-postgres's SCRAM authentication, and had it
+    // optimized before devd's own dependencies were.
+    let shared: Vec<&String> = overrides.iter().filter(|p| *p != "sha2" && services.contains(*p)).collect();
+    assert!(
+        shared.is_empty(),
+        "Cargo.toml's [profile.dev.package] changes the opt-level of packages the services build, so a service's \
+         `cargo build` is no longer the workspace's plain dev profile (bench row b): {shared:?}"
+    );
+}
