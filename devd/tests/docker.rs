@@ -1251,11 +1251,14 @@ fn a_binary_linked_against_its_dependencies_library_serves_and_a_bumped_dependen
     stand.wait_synced("the first deploy", FIRST_DEADLINE);
     wait_message(&stand, "hello from service1, with greeting 0.1", Duration::from_secs(60));
     // Edits until one is linked against the library: the first replay links
-    // statically (and learns the dependencies), the next one dynamically.
+    // statically (and learns the dependencies) while the library builds in the
+    // background, the next one after it dynamically.
     let edit_until_dynamic = |stand: &Stand, n: &mut u32, greeting: &str| -> (String, Vec<(String, String)>) {
-        // cargo may take one of them: its own rewrite of Cargo.lock after a bump is a
-        // change the replay leaves to it.
-        for _ in 0..4 {
+        let built_before = libraries_built(stand);
+        // cargo may take some of them: its own rewrite of Cargo.lock after a bump is a
+        // change the replay leaves to it, and so is an edit while another test's cargo
+        // holds the copies' target dir (the replay does not wait for its lock).
+        for _ in 0..EDITS_UNTIL_DYNAMIC {
             let before = format!("hello {}", *n);
             *n += 1;
             let after_text = format!("hello {}", *n);
@@ -1265,7 +1268,7 @@ fn a_binary_linked_against_its_dependencies_library_serves_and_a_bumped_dependen
             } else {
                 stand.edit("services/service1/src/lib.rs", &format!("\"{before}\""), &format!("\"{after_text}\""));
             }
-            let (_, sha) = next_build(stand, after);
+            let (replayed, sha) = next_build(stand, after);
             wait_message(stand, &format!("{after_text}, {greeting}"), EDIT_DEADLINE);
             let synced = stand.wait_synced("the replayed artifact", EDIT_DEADLINE);
             assert_eq!(synced["artifact"]["sha256"], sha.as_str());
@@ -1274,8 +1277,13 @@ fn a_binary_linked_against_its_dependencies_library_serves_and_a_bumped_dependen
             if !libs.is_empty() {
                 return (sha, libs);
             }
+            // A static replay starts the library's build: the next edit finds it once
+            // it is built (an edit before that is linked statically again).
+            if replayed {
+                let _ = poll_until(LIBRARY_DEADLINE, || (libraries_built(stand) > built_before).then_some(()));
+            }
         }
-        panic!("four edits and none linked against the dependencies' library; log:\n{}", stand.log());
+        panic!("{EDITS_UNTIL_DYNAMIC} edits and none linked against the dependencies' library; log:\n{}", stand.log());
     };
     let mut n = 0;
     let (_, first_libs) = edit_until_dynamic(&stand, &mut n, "with greeting 0.1");
@@ -1302,6 +1310,18 @@ fn a_binary_linked_against_its_dependencies_library_serves_and_a_bumped_dependen
     let (_, bumped_libs) = edit_until_dynamic(&stand, &mut n, "with greeting 0.2");
     let deps = |libs: &[(String, String)]| libs.iter().find(|(name, _)| name.starts_with("lib__stand_deps-")).cloned();
     assert_ne!(deps(&bumped_libs), deps(&first_libs), "the bumped dependency is in a new library");
+}
+
+/// How many edits the dylib test makes before one must be linked dynamically.
+const EDITS_UNTIL_DYNAMIC: usize = 8;
+
+/// How long the dylib test gives devd to build the dependencies' library (~1.1 s
+/// alone, more beside the other tests).
+const LIBRARY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How many dependencies' libraries devd has built, by its log.
+fn libraries_built(stand: &Stand) -> usize {
+    std::fs::read_to_string(stand.path("devd.log")).unwrap_or_default().matches("the dependencies' shared library is built").count()
 }
 
 fn seq_of(stand: &Stand) -> u64 {
