@@ -193,6 +193,9 @@ pub struct BuildRequest {
     /// ([`crate::graph::WorkspaceGraph::replay_scope`]): the builder then runs the
     /// recorded rustc command lines itself when it has them all, else cargo builds.
     pub replay: Option<ReplayScope>,
+    /// Link every binary statically, even where a replay would link it against the
+    /// dependencies' shared library: an instance of one of the services takes none.
+    pub static_link: bool,
 }
 
 /// A built service binary, stored where no later build can change it.
@@ -586,7 +589,8 @@ impl Builder {
         };
         let root = self.config.state_dir.join("dylib");
         let layout = replay::Layout { dylibs: &self.dylibs, selection: &key, changed: &scope.changed, triple, root: &root };
-        let replayed = replay::run(&recipes, &mut on_start, dylib::enabled().then_some(&layout)).await?;
+        let dynamic = dylib::enabled() && !request.static_link;
+        let replayed = replay::run(&recipes, &mut on_start, dynamic.then_some(&layout)).await?;
         let duration_ms = millis(started.elapsed());
         let mut artifacts = Vec::new();
         for wanted in &request.targets {

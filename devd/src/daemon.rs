@@ -197,6 +197,7 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
     build_config.target = Some(kube.as_ref().map_or_else(|| plan.build.target_triple.clone(), |k| k.triple.clone()));
     build_config.target_dir = config.target_dir.clone();
     build_config.rustc_recorder = crate::build::rustc_recorder();
+    let (refuses_libraries, refusals) = mpsc::unbounded_channel();
     let mut daemon = Loop {
         config: DaemonConfig { root: root.clone(), file: absolute(&root, &config.file), ..config },
         plan,
@@ -207,10 +208,12 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
         target,
         docker,
         syncers: std::collections::BTreeMap::new(),
+        refuses_libraries,
+        static_link: BTreeSet::new(),
     };
 
     tokio::select! {
-        () = daemon.run(batches, actions_rx) => {}
+        () = daemon.run(batches, actions_rx, refusals) => {}
         () = shutdown => tracing::info!("shutting down"),
     }
     drop(watcher);
@@ -250,6 +253,11 @@ struct Loop {
     docker: Option<DockerStand>,
     /// One delivery task per service, started with its first artifact.
     syncers: std::collections::BTreeMap<String, SyncHandle>,
+    /// Given to every delivery task: the services an instance of which takes no
+    /// shared libraries (an image from before them).
+    refuses_libraries: mpsc::UnboundedSender<String>,
+    /// Those services: linked statically from then on (until devd restarts).
+    static_link: BTreeSet<String>,
 }
 
 /// Why a build runs: the changes (with when the first of them was seen), or a request.
@@ -261,7 +269,12 @@ struct Cause {
 }
 
 impl Loop {
-    async fn run(&mut self, mut batches: mpsc::UnboundedReceiver<ChangeBatch>, mut actions: mpsc::Receiver<Action>) {
+    async fn run(
+        &mut self,
+        mut batches: mpsc::UnboundedReceiver<ChangeBatch>,
+        mut actions: mpsc::Receiver<Action>,
+        mut refusals: mpsc::UnboundedReceiver<String>,
+    ) {
         let everything: BTreeSet<String> = self.plan.services.iter().map(|s| s.name.clone()).collect();
         self.build(&everything, Cause { paths: BTreeSet::new(), first_event_at: None, complete: false }).await;
         let mut keep_up = tokio::time::interval(RECONCILE_INTERVAL);
@@ -288,6 +301,7 @@ impl Loop {
                     let Some(action) = action else { return };
                     self.on_action(action).await;
                 }
+                Some(service) = refusals.recv() => self.link_statically(service).await,
             }
         }
     }
@@ -305,6 +319,16 @@ impl Loop {
                     self.hub.update_service(&service, EventBody::RestartFailed(event::RestartFailed { error, instance: None }), |_| {});
                 }
             },
+        }
+    }
+
+    /// An instance of `service` takes no shared libraries (its shim predates them):
+    /// its binaries are linked statically from now on, starting with a rebuild now.
+    async fn link_statically(&mut self, service: String) {
+        if self.static_link.insert(service.clone()) {
+            tracing::warn!(%service, "an instance takes no shared libraries (its image predates them): linking this service statically from now on; rebuild its image and restart devd to have the library again");
+            let cause = Cause { paths: BTreeSet::new(), first_event_at: None, complete: false };
+            self.build(&BTreeSet::from([service]), cause).await;
         }
     }
 
@@ -335,7 +359,7 @@ impl Loop {
             self.hub.update_service(&service.name, EventBody::Deployed(Deployed { target: config::Target::Docker }), |_| {});
         }
         let syncer = self.syncers.entry(service.name.clone()).or_insert_with(|| {
-            deliver::spawn(service.name.clone(), target, self.hub.clone(), RECONCILE_INTERVAL)
+            deliver::spawn(service.name.clone(), target, self.hub.clone(), RECONCILE_INTERVAL, self.refuses_libraries.clone())
         });
         syncer.deliver(Desired {
             sha256: artifact.sha256.clone(),
@@ -482,6 +506,7 @@ impl Loop {
             targets: plans.iter().map(|s| BuildTarget::package(s.package.clone())).collect(),
             cause: cause.paths.clone(),
             replay: if cause.complete { self.graph.replay_scope(&changed, &packages) } else { None },
+            static_link: plans.iter().any(|s| self.static_link.contains(&s.name)),
         };
         // cargo's count of units, as `build_progress` events (at most one a second).
         let (progress_tx, mut progress_rx) = mpsc::unbounded_channel();

@@ -21,6 +21,11 @@
 //! restart); when that is every instance, the event is `delivery_skipped` with
 //! `reason: "unchanged"`.
 //!
+//! An instance whose shim takes no shared libraries ([`ShimError::NoLibraries`]: an
+//! image from before them) cannot run a binary linked against them: the task says so
+//! once, on the channel [`spawn`] is given, and the daemon links that service's
+//! binaries statically from then on (and rebuilds it at once).
+//!
 //! Status goes to the [`StatusHub`]: `instances`, `last_edit_to_serving_ms`, and events
 //! `sync_started`, `synced`, `delivery_skipped`, `sync_failed`, `resync`, `restarted`,
 //! `restart_failed`.
@@ -75,15 +80,31 @@ impl Drop for SyncHandle {
     }
 }
 
-/// Starts the delivery task of `service`.
-pub fn spawn(service: String, target: Arc<dyn Target>, hub: StatusHub, interval: Duration) -> SyncHandle {
+/// Starts the delivery task of `service`. `refuses_libraries` hears the service's name
+/// (once) when one of its instances takes no shared libraries.
+pub fn spawn(
+    service: String,
+    target: Arc<dyn Target>,
+    hub: StatusHub,
+    interval: Duration,
+    refuses_libraries: mpsc::UnboundedSender<String>,
+) -> SyncHandle {
     let (desired_tx, desired_rx) = watch::channel(None);
     let (restart_tx, restart_rx) = mpsc::channel(4);
     // Everything the task logs is inside `sync{service=...}` (a warn span, so that it
     // is there whenever a warning is: `RUST_LOG=warn` keeps it).
     // A root span: the task outlives whatever span spawned it (the first build's).
     let span = tracing::warn_span!(parent: None, "sync", service = %service);
-    let syncer = Syncer { service, target, hub, current: None, rolled_back: BTreeMap::new(), unread: std::collections::BTreeSet::new(), list_error: None };
+    let syncer = Syncer {
+        service,
+        target,
+        hub,
+        current: None,
+        rolled_back: BTreeMap::new(),
+        unread: std::collections::BTreeSet::new(),
+        list_error: None,
+        refuses_libraries: Some(refuses_libraries),
+    };
     let task = tokio::spawn(tracing::Instrument::instrument(syncer.run(desired_rx, restart_rx, interval), span));
     SyncHandle { desired: desired_tx, restart: restart_tx, task }
 }
@@ -101,6 +122,8 @@ struct Syncer {
     unread: std::collections::BTreeSet<(String, String)>,
     /// Why the last listing of instances failed: logged when it changes, not per try.
     list_error: Option<String>,
+    /// Told when an instance takes no shared libraries; `None` once told.
+    refuses_libraries: Option<mpsc::UnboundedSender<String>>,
 }
 
 /// What one delivery to one instance came to.
@@ -110,6 +133,8 @@ struct Outcome {
     error: Option<String>,
     /// Served, and the shim's answer was not awaited.
     unread: bool,
+    /// The shim takes no shared libraries (the artifact needs some).
+    no_libraries: bool,
 }
 
 impl Syncer {
@@ -203,6 +228,9 @@ impl Syncer {
         self.hub.update_service(&self.service, body, |_| {});
         let deliveries = instances.iter().map(|i| deliver_one(self.target.as_ref(), i, desired, Some(newer.clone())));
         let outcomes = futures_util::future::join_all(deliveries).await;
+        if outcomes.iter().any(|o| o.no_libraries) {
+            self.link_statically();
+        }
         for (instance, outcome) in instances.iter().zip(&outcomes) {
             let key = (instance.id.clone(), desired.sha256.clone());
             if outcome.unread {
@@ -295,6 +323,9 @@ impl Syncer {
                             });
                             self.hub.update_service(&self.service, body, |_| {});
                             let outcome = deliver_one(self.target.as_ref(), instance, &current, None).await;
+                            if outcome.no_libraries {
+                                self.link_statically();
+                            }
                             if let Some(error) = &outcome.error {
                                 if error.starts_with("rolled back") {
                                     self.rolled_back.insert(key, error.clone());
@@ -337,6 +368,15 @@ impl Syncer {
             }
         }
         self.reconcile().await;
+    }
+
+    /// Asks (once) for this service's binaries to be linked statically: an instance
+    /// takes no shared libraries.
+    fn link_statically(&mut self) {
+        if let Some(tx) = self.refuses_libraries.take() {
+            tracing::warn!(service = %self.service, "an instance takes no shared libraries (its image predates them): asking for binaries linked statically");
+            let _ = tx.send(self.service.clone());
+        }
     }
 
     fn restart_failed(&self, error: String, instance: Option<String>) {
@@ -409,7 +449,7 @@ async fn deliver_one(
     let Some(result) = result else {
         status.hash = Some(desired.sha256.clone());
         status.set_health(target.health(instance).await);
-        return Outcome { status, serving_at, error: None, unread: true };
+        return Outcome { status, serving_at, error: None, unread: true, no_libraries: false };
     };
     match result {
         Ok(reply) => {
@@ -421,7 +461,7 @@ async fn deliver_one(
             if !status.health.answers() {
                 status.detail = Some("not answering /health".to_owned());
             }
-            Outcome { status, serving_at, error: None, unread: false }
+            Outcome { status, serving_at, error: None, unread: false, no_libraries: false }
         }
         Err(e) => refused(target, instance, desired, status, e).await,
     }
@@ -439,7 +479,8 @@ async fn refused(target: &dyn Target, instance: &Instance, desired: &Desired, mu
     }
     status.set_health(target.health(instance).await);
     status.detail = Some(message.clone());
-    Outcome { status, serving_at: None, error: Some(message), unread: false }
+    let no_libraries = matches!(e, ShimError::NoLibraries { .. });
+    Outcome { status, serving_at: None, error: Some(message), unread: false, no_libraries }
 }
 
 /// Resolves when `newer` sees a newer artifact; never without one (or once its sender

@@ -38,6 +38,7 @@ fn request(packages: &[&str], cause: &[PathBuf]) -> BuildRequest {
         targets: packages.iter().map(|p| BuildTarget::package(*p)).collect(),
         cause: cause.iter().cloned().collect(),
         replay: None,
+        static_link: false,
     }
 }
 
@@ -390,7 +391,8 @@ async fn a_shared_edit_replays_the_library_once_and_every_binary() {
 /// no replay has recompiled, beside the registry crates: while only svc1 is edited,
 /// fx-shared and fx-core are linked from it. Once fx-shared is edited, the replay
 /// recompiles it and the binaries link it themselves from then on: what runs is the
-/// edit, never the library's older build of it.
+/// edit, never the library's older build of it. A request to link statically (an
+/// instance takes no shared libraries) is still replayed, and needs no library.
 #[tokio::test]
 async fn a_workspace_library_leaves_the_shared_library_once_a_replay_recompiles_it() {
     let e = env();
@@ -443,4 +445,13 @@ async fn a_workspace_library_leaves_the_shared_library_once_a_replay_recompiles_
     let out = builder.build(&scoped(shared), None).await.expect("replayed build");
     assert_eq!(out.artifacts[0].libs, after.libs, "the same library: fx-shared is not in it");
     assert_eq!(run(&out.artifacts[0]), format!("svc1 v{} 45", n.get()));
+
+    n.set(n.get() + 1);
+    e.fx.write(main_rs, &format!("fn main() {{ println!(\"svc1 v{} {{}}\", fx_shared::answer()); }}\n", n.get()));
+    let out = builder.build(&BuildRequest { static_link: true, ..scoped(main_rs) }, None).await.expect("static build");
+    assert!(out.replayed, "a static link is replayed too");
+    let artifact = &out.artifacts[0];
+    assert!(artifact.libs.is_empty(), "linked statically: {:?}", artifact.libs);
+    assert!(!holds(&std::fs::read(&artifact.path).expect("the binary"), "lib__stand_deps"), "the binary names no library");
+    assert_eq!(run(artifact), format!("svc1 v{} 45", n.get()));
 }

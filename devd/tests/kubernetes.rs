@@ -497,7 +497,7 @@ async fn a_restarted_or_rescheduled_pod_is_resynced_from_the_watch() {
         ..StandStatus::default()
     });
     // A tick far away: only the watch can make the re-sync happen within the test.
-    let syncer = deliver::spawn("service1".into(), target.clone(), hub.clone(), Duration::from_secs(3600));
+    let syncer = deliver::spawn("service1".into(), target.clone(), hub.clone(), Duration::from_secs(3600), tokio::sync::mpsc::unbounded_channel().0);
     syncer.deliver(Desired { sha256: sha.clone(), path: artifact.clone(), libs: Vec::new(), first_event_at: None });
     until("the first delivery", || puts_to(&fake, a).len() == 1).await;
     let runs = |pod: &str| {
@@ -620,7 +620,7 @@ async fn a_restart_without_pods_or_without_a_cluster_fails_visibly() {
         services: vec![ServiceStatus { name: "service1".into(), ..ServiceStatus::default() }],
         ..StandStatus::default()
     });
-    let syncer = deliver::spawn("service1".into(), target.clone(), hub.clone(), Duration::from_secs(3600));
+    let syncer = deliver::spawn("service1".into(), target.clone(), hub.clone(), Duration::from_secs(3600), tokio::sync::mpsc::unbounded_channel().0);
     let failures = |hub: &StatusHub| -> Vec<String> {
         let events = hub.subscribe(0).0;
         events.into_iter().filter_map(|e| if let EventBody::RestartFailed(failed) = e.body { Some(failed.error) } else { None }).collect()
@@ -846,7 +846,7 @@ async fn an_artifact_the_instance_already_runs_is_not_delivered() {
         ..StandStatus::default()
     });
     let target = Arc::new(KubeTarget::new(fake.api()));
-    let syncer = deliver::spawn("service1".into(), target, hub.clone(), Duration::from_secs(3600));
+    let syncer = deliver::spawn("service1".into(), target, hub.clone(), Duration::from_secs(3600), tokio::sync::mpsc::unbounded_channel().0);
     let bodies = |hub: &StatusHub| -> Vec<EventBody> { hub.subscribe(0).0.into_iter().map(|e| e.body).collect() };
     let skipped = |hub: &StatusHub| -> Vec<DeliverySkipped> {
         bodies(hub).into_iter().filter_map(|b| if let EventBody::DeliverySkipped(s) = b { Some(s) } else { None }).collect()

@@ -31,6 +31,8 @@ struct OnProbation {
     rollback: std::sync::Mutex<Option<stand_shim_protocol::Rollback>>,
     /// Every PUT is refused (500) and changes nothing.
     refuse: bool,
+    /// Libraries are refused as a shim from before them refuses them.
+    no_libraries: bool,
     /// How many times its status was asked for.
     polls: std::sync::atomic::AtomicUsize,
     /// `polls` at the end of each upload of libraries.
@@ -56,6 +58,7 @@ impl OnProbation {
             arrived: tokio::sync::Notify::new(),
             rollback: std::sync::Mutex::new(None),
             refuse: false,
+            no_libraries: false,
             polls: std::sync::atomic::AtomicUsize::new(0),
             polls_during_libs: std::sync::Mutex::default(),
         }
@@ -86,6 +89,9 @@ impl Target for OnProbation {
     }
     fn deliver_libs<'a>(&'a self, _instance: &'a Instance, libs: &'a [crate::build::SharedLib]) -> futures_util::future::BoxFuture<'a, Result<(), ShimError>> {
         Box::pin(async move {
+            if self.no_libraries && !libs.is_empty() {
+                return Err(ShimError::NoLibraries { url: self.instance.shim_url.clone() });
+            }
             if !libs.is_empty() {
                 // A slow upload of a new library; how often the status was asked
                 // meanwhile is kept.
@@ -140,7 +146,7 @@ async fn a_newer_artifact_goes_out_while_the_one_before_is_on_probation() {
     let hub = StatusHub::new(StandStatus::default());
     let (_, mut events) = hub.subscribe(0);
     let target = Arc::new(OnProbation::new(&"00".repeat(32)));
-    let handle = spawn("svc1".into(), target.clone(), hub, Duration::from_secs(60));
+    let handle = spawn("svc1".into(), target.clone(), hub, Duration::from_secs(60), unheard());
     let (first, second) = ("aa".repeat(32), "bb".repeat(32));
     handle.deliver(desired(&first));
     // The first serves at once but its PUT waits: it counts as served only because
@@ -166,7 +172,7 @@ async fn the_libraries_go_before_the_binary_and_its_serving_deadline() {
     let hub = svc1_hub();
     let (_, mut events) = hub.subscribe(0);
     let target = Arc::new(OnProbation::new(&"00".repeat(32)));
-    let handle = spawn("svc1".into(), target.clone(), hub, Duration::from_secs(60));
+    let handle = spawn("svc1".into(), target.clone(), hub, Duration::from_secs(60), unheard());
     let lib = crate::build::SharedLib { name: "libdeps.so".into(), sha256: "cc".repeat(32), size: 1, path: PathBuf::from("/unused") };
     let (first, second) = ("aa".repeat(32), "bb".repeat(32));
     handle.deliver(Desired { libs: vec![lib], ..desired(&first) });
@@ -181,6 +187,37 @@ async fn the_libraries_go_before_the_binary_and_its_serving_deadline() {
     // before the delivery; none while the libraries travel.
     let reconcile = target.polls.load(std::sync::atomic::Ordering::SeqCst);
     assert!(asked <= 1 && asked < reconcile, "the status was asked {asked} times while the libraries were on their way");
+}
+
+/// A shim from before shared libraries refuses them: the binary that needs them is not
+/// sent, the delivery fails with the shim's reason, and the daemon hears once that
+/// this service needs binaries linked statically; a static one then goes out.
+#[tokio::test]
+async fn an_instance_that_takes_no_libraries_asks_once_for_static_binaries() {
+    let (_logs, _guard) = crate::test_logs::capture_warnings();
+    let hub = svc1_hub();
+    let (_, mut events) = hub.subscribe(0);
+    let target = Arc::new(OnProbation { no_libraries: true, ..OnProbation::new(&"00".repeat(32)) });
+    let (tx, mut asked) = mpsc::unbounded_channel();
+    let handle = spawn("svc1".into(), target.clone(), hub, Duration::from_secs(60), tx);
+    let lib = crate::build::SharedLib { name: "libdeps.so".into(), sha256: "cc".repeat(32), size: 1, path: PathBuf::from("/unused") };
+    let (dynamic, again, fixed) = ("aa".repeat(32), "bb".repeat(32), "dd".repeat(32));
+    handle.deliver(Desired { libs: vec![lib.clone()], ..desired(&dynamic) });
+    let failed = next_event(&mut events, |b| matches!(b, EventBody::SyncFailed(_))).await.expect("the delivery failed");
+    let EventBody::SyncFailed(failed) = failed else { unreachable!() };
+    assert_eq!(failed.sha256, dynamic);
+    assert!(failed.errors.iter().any(|e| e.contains("takes no shared libraries")), "{:?}", failed.errors);
+    let heard = tokio::time::timeout(Duration::from_secs(10), asked.recv()).await.expect("the daemon is told");
+    assert_eq!(heard.as_deref(), Some("svc1"));
+    assert!(target.uploads().is_empty(), "a binary that needs the libraries was sent: {:?}", target.uploads());
+    // Another dynamic one (built before the daemon heard): refused again, not told again.
+    handle.deliver(Desired { libs: vec![lib], ..desired(&again) });
+    next_event(&mut events, |b| matches!(b, EventBody::SyncFailed(_))).await.expect("the second delivery failed");
+    assert!(asked.try_recv().is_err(), "told twice");
+    // The static binary the daemon builds then serves.
+    handle.deliver(desired(&fixed));
+    target.wait_uploads(1).await;
+    assert_eq!(target.uploads(), [fixed]);
 }
 
 /// The next event whose body `want`s, within 10 s.
@@ -233,7 +270,7 @@ async fn a_rollback_after_a_dropped_answer_is_reported() {
     let (_, mut events) = hub.subscribe(0);
     let (old, new) = ("00".repeat(32), "aa".repeat(32));
     let target = Arc::new(OnProbation::new(&old));
-    let handle = spawn("svc1".into(), target.clone(), hub.clone(), Duration::from_millis(50));
+    let handle = spawn("svc1".into(), target.clone(), hub.clone(), Duration::from_millis(50), unheard());
     handle.deliver(desired(&new));
     target.wait_uploads(1).await;
     handle.deliver(desired(&new));
@@ -269,7 +306,7 @@ async fn an_old_rollback_in_the_shims_status_is_not_reported_again() {
     let (old, new) = ("00".repeat(32), "aa".repeat(32));
     let target = Arc::new(OnProbation { refuse: true, ..OnProbation::new(&old) });
     *target.rollback.lock().expect("lock") = Some(rollback(&new, &old));
-    let handle = spawn("svc1".into(), target.clone(), hub.clone(), Duration::from_millis(20));
+    let handle = spawn("svc1".into(), target.clone(), hub.clone(), Duration::from_millis(20), unheard());
     handle.deliver(desired(&new));
     let failed = next_event(&mut events, |b| matches!(b, EventBody::SyncFailed(_))).await;
     let Some(EventBody::SyncFailed(failed)) = failed else { panic!("no sync_failed for the refused PUT") };
@@ -294,7 +331,7 @@ async fn the_delivery_task_logs_inside_its_service_span() {
     // Spawned inside another span (the daemon spawns it inside the first build's):
     // the task's lines carry its own span only.
     let target = Arc::new(Broken(DirectHttp::new(reqwest::Client::new())));
-    let handle = tracing::warn_span!("outer").in_scope(|| spawn("svc1".into(), target, hub, Duration::from_millis(20)));
+    let handle = tracing::warn_span!("outer").in_scope(|| spawn("svc1".into(), target, hub, Duration::from_millis(20), unheard()));
     handle.deliver(Desired { sha256: "ab".repeat(32), path: PathBuf::from("/nonexistent"), libs: Vec::new(), first_event_at: None });
     let logs = || logs.text();
     // Bounded: 5 s in steps of 10 ms.
@@ -305,4 +342,9 @@ async fn the_delivery_task_logs_inside_its_service_span() {
     let text = logs();
     let line = text.lines().find(|l| l.contains("cannot list instances")).unwrap_or_else(|| panic!("no warning logged: {text}"));
     assert!(line.contains("sync{service=svc1}") && !line.contains("outer"), "{line}");
+}
+
+/// A listener for [`spawn`]'s `refuses_libraries` that nobody reads.
+fn unheard() -> mpsc::UnboundedSender<String> {
+    mpsc::unbounded_channel().0
 }

@@ -69,10 +69,12 @@ pub enum ShimError {
     BadRequest { url: String, detail: String },
     /// A `PUT` of a shared library answered 404: the shim predates `/v1/libs` (an
     /// image built before devd linked against shared libraries), and the binary,
-    /// which needs them, is not sent.
+    /// which needs them, is not sent. The daemon then links the service statically
+    /// (crate::deliver).
     #[error(
-        "the shim at {url} takes no shared libraries (its image predates them): rebuild the service's image \
-         (`devd image build`, or let Tilt rebuild it), or run devd with DEVD_DYLIB=0 to link binaries statically"
+        "the shim at {url} takes no shared libraries (its image predates them): devd links this service's binaries \
+         statically from now on; to have the shared library again, rebuild the service's image (`devd image build`, \
+         or let Tilt rebuild it) and restart devd"
     )]
     NoLibraries { url: String },
     #[error("cannot read {path}: {source}")]
@@ -375,7 +377,7 @@ mod tests {
         let error = ShimClient::new(&old).put_libs(&instance(), std::slice::from_ref(&lib)).await.expect_err("an old shim");
         assert!(matches!(error, ShimError::NoLibraries { .. }), "{error:?}");
         let message = error.to_string();
-        assert!(message.contains("rebuild the service's image") && message.contains("DEVD_DYLIB=0"), "{message}");
+        assert!(message.contains("rebuild the service's image") && message.contains("statically from now on"), "{message}");
     }
 
     #[tokio::test]
