@@ -1254,11 +1254,11 @@ fn a_binary_linked_against_its_dependencies_library_serves_and_a_bumped_dependen
     // statically (and learns the dependencies) while the library builds in the
     // background, the next one after it dynamically.
     let edit_until_dynamic = |stand: &Stand, n: &mut u32, greeting: &str| -> (String, Vec<(String, String)>) {
-        let built_before = libraries_built(stand);
         // cargo may take some of them: its own rewrite of Cargo.lock after a bump is a
         // change the replay leaves to it, and so is an edit while another test's cargo
         // holds the copies' target dir (the replay does not wait for its lock).
         for _ in 0..EDITS_UNTIL_DYNAMIC {
+            let ended_before = library_builds_ended(stand);
             let before = format!("hello {}", *n);
             *n += 1;
             let after_text = format!("hello {}", *n);
@@ -1277,11 +1277,15 @@ fn a_binary_linked_against_its_dependencies_library_serves_and_a_bumped_dependen
             if !libs.is_empty() {
                 return (sha, libs);
             }
-            // A static replay starts the library's build: the next edit finds it once
-            // it is built (an edit before that is linked statically again).
-            if replayed {
-                let _ = poll_until(LIBRARY_DEADLINE, || (libraries_built(stand) > built_before).then_some(()));
+            // A static replay starts the library's build (or finds it building): the
+            // next edit finds the library once that build has ended (an edit before
+            // that is linked statically again; a library a cargo build overtook is
+            // not kept, and the next static replay builds it anew).
+            if replayed && poll_until(LIBRARY_DEADLINE, || (library_builds_ended(stand) > ended_before).then_some(())).is_none() {
+                panic!("no library build ended within {LIBRARY_DEADLINE:?} of a static replay; log:\n{}", stand.log());
             }
+            let log = std::fs::read_to_string(stand.path("devd.log")).unwrap_or_default();
+            assert!(!log.contains(LIBRARY_FAILED), "the dependencies' library did not build; log:\n{}", stand.log());
         }
         panic!("{EDITS_UNTIL_DYNAMIC} edits and none linked against the dependencies' library; log:\n{}", stand.log());
     };
@@ -1319,9 +1323,14 @@ const EDITS_UNTIL_DYNAMIC: usize = 8;
 /// alone, more beside the other tests).
 const LIBRARY_DEADLINE: Duration = Duration::from_secs(60);
 
-/// How many dependencies' libraries devd has built, by its log.
-fn libraries_built(stand: &Stand) -> usize {
-    std::fs::read_to_string(stand.path("devd.log")).unwrap_or_default().matches("the dependencies' shared library is built").count()
+/// What devd logs when the dependencies' library failed to build.
+const LIBRARY_FAILED: &str = "the dependencies' shared library did not build";
+
+/// How many builds of the dependencies' library have ended, by devd's log (built, kept
+/// or not, or failed).
+fn library_builds_ended(stand: &Stand) -> usize {
+    let log = std::fs::read_to_string(stand.path("devd.log")).unwrap_or_default();
+    log.matches("the dependencies' shared library is built").count() + log.matches(LIBRARY_FAILED).count()
 }
 
 fn seq_of(stand: &Stand) -> u64 {
