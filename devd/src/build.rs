@@ -193,9 +193,9 @@ pub struct BuildRequest {
     /// ([`crate::graph::WorkspaceGraph::replay_scope`]): the builder then runs the
     /// recorded rustc command lines itself when it has them all, else cargo builds.
     pub replay: Option<ReplayScope>,
-    /// Link every binary statically, even where a replay would link it against the
-    /// dependencies' shared library: an instance of one of the services takes none.
-    pub static_link: bool,
+    /// Packages whose binaries are linked statically, even where a replay would link
+    /// them against the dependencies' shared library: an instance of theirs takes none.
+    pub static_link: BTreeSet<PackageName>,
 }
 
 /// A built service binary, stored where no later build can change it.
@@ -588,9 +588,15 @@ impl Builder {
             }
         };
         let root = self.config.state_dir.join("dylib");
-        let layout = replay::Layout { dylibs: &self.dylibs, selection: &key, changed: &scope.changed, triple, root: &root };
-        let dynamic = dylib::enabled() && !request.static_link;
-        let replayed = replay::run(&recipes, &mut on_start, dynamic.then_some(&layout)).await?;
+        let layout = replay::Layout {
+            dylibs: &self.dylibs,
+            selection: &key,
+            changed: &scope.changed,
+            triple,
+            root: &root,
+            static_link: &request.static_link,
+        };
+        let replayed = replay::run(&recipes, &mut on_start, dylib::enabled().then_some(&layout)).await?;
         let duration_ms = millis(started.elapsed());
         let mut artifacts = Vec::new();
         for wanted in &request.targets {
@@ -603,8 +609,9 @@ impl Builder {
                 .executables
                 .get(&(package.clone(), bin.clone()))
                 .ok_or_else(|| format!("the replay built no {bin}"))?;
+            let libs = if request.static_link.contains(&wanted.package) { &[][..] } else { &replayed.libs };
             let artifact = self
-                .store(request, wanted, bin.clone(), exe.clone(), Produced::Replay, duration_ms, built_at, triple, &replayed.libs)
+                .store(request, wanted, bin.clone(), exe.clone(), Produced::Replay, duration_ms, built_at, triple, libs)
                 .await
                 .map_err(|e| e.rendered)?;
             artifacts.push(artifact);

@@ -319,7 +319,7 @@ pub async fn build(place: &Place, args: BuildArgs) -> anyhow::Result<()> {
     // As the daemon's builds do, so that both share cargo's units (see devd::replay).
     config.rustc_recorder = crate::build::rustc_recorder();
     let output = Builder::new(config)
-        .build(&BuildRequest { targets, cause: BTreeSet::new(), replay: None, static_link: false }, None)
+        .build(&BuildRequest { targets, cause: BTreeSet::new(), replay: None, static_link: BTreeSet::new() }, None)
         .await
         .map_err(|e| anyhow::anyhow!("{}\n{}", e.message, e.rendered))?;
     if args.json {
@@ -588,7 +588,7 @@ pub async fn image_build(place: &Place, args: ImageBuildArgs) -> anyhow::Result<
             }
         }
     });
-    let request = BuildRequest { targets: vec![BuildTarget::package(service.package.clone())], cause: BTreeSet::new(), replay: None, static_link: false };
+    let request = BuildRequest { targets: vec![BuildTarget::package(service.package.clone())], cause: BTreeSet::new(), replay: None, static_link: BTreeSet::new() };
     let output = Builder::new(config).build(&request, Some(tx)).await;
     let _ = printer.await;
     let output = output.map_err(|e| anyhow::anyhow!("{}\n{}", e.message, e.rendered))?;

@@ -325,6 +325,10 @@ impl Loop {
     /// An instance of `service` takes no shared libraries (its shim predates them):
     /// its binaries are linked statically from now on, starting with a rebuild now.
     async fn link_statically(&mut self, service: String) {
+        // A service removed since its instance refused: nothing to link.
+        if !self.plan.services.iter().any(|s| s.name == service) {
+            return;
+        }
         if self.static_link.insert(service.clone()) {
             tracing::warn!(%service, "an instance takes no shared libraries (its image predates them): linking this service statically from now on; rebuild its image and restart devd to have the library again");
             let cause = Cause { paths: BTreeSet::new(), first_event_at: None, complete: false };
@@ -444,6 +448,8 @@ impl Loop {
         let now: BTreeSet<&str> = self.plan.services.iter().map(|s| s.name.as_str()).collect();
         for gone in previous.services.iter().filter(|s| !now.contains(s.name.as_str())) {
             self.syncers.remove(&gone.name);
+            // Back with a new container (docker) or image: it may take libraries then.
+            self.static_link.remove(&gone.name);
             if let Some(docker) = self.docker.as_mut() {
                 match docker.remove(&gone.name).await {
                     Ok(removed) => {
@@ -506,7 +512,7 @@ impl Loop {
             targets: plans.iter().map(|s| BuildTarget::package(s.package.clone())).collect(),
             cause: cause.paths.clone(),
             replay: if cause.complete { self.graph.replay_scope(&changed, &packages) } else { None },
-            static_link: plans.iter().any(|s| self.static_link.contains(&s.name)),
+            static_link: plans.iter().filter(|s| self.static_link.contains(&s.name)).map(|s| s.package.clone()).collect(),
         };
         // cargo's count of units, as `build_progress` events (at most one a second).
         let (progress_tx, mut progress_rx) = mpsc::unbounded_channel();

@@ -104,6 +104,7 @@ pub fn spawn(
         unread: std::collections::BTreeSet::new(),
         list_error: None,
         refuses_libraries: Some(refuses_libraries),
+        no_libraries: BTreeMap::new(),
     };
     let task = tokio::spawn(tracing::Instrument::instrument(syncer.run(desired_rx, restart_rx, interval), span));
     SyncHandle { desired: desired_tx, restart: restart_tx, task }
@@ -124,6 +125,9 @@ struct Syncer {
     list_error: Option<String>,
     /// Told when an instance takes no shared libraries; `None` once told.
     refuses_libraries: Option<mpsc::UnboundedSender<String>>,
+    /// (instance id, sha256) of binaries an instance refused for their libraries: not
+    /// sent to it again (the reconcile pass would upload the library every time).
+    no_libraries: BTreeMap<(String, String), String>,
 }
 
 /// What one delivery to one instance came to.
@@ -228,8 +232,11 @@ impl Syncer {
         self.hub.update_service(&self.service, body, |_| {});
         let deliveries = instances.iter().map(|i| deliver_one(self.target.as_ref(), i, desired, Some(newer.clone())));
         let outcomes = futures_util::future::join_all(deliveries).await;
-        if outcomes.iter().any(|o| o.no_libraries) {
-            self.link_statically();
+        for (instance, outcome) in instances.iter().zip(&outcomes) {
+            if let (true, Some(error)) = (outcome.no_libraries, &outcome.error) {
+                self.no_libraries.insert((instance.id.clone(), desired.sha256.clone()), error.clone());
+                self.link_statically();
+            }
         }
         for (instance, outcome) in instances.iter().zip(&outcomes) {
             let key = (instance.id.clone(), desired.sha256.clone());
@@ -296,7 +303,7 @@ impl Syncer {
                             // Delivered again since, and running: the rollback is history.
                             self.rolled_back.remove(&key);
                         }
-                        if let Some(reason) = self.rolled_back.get(&key) {
+                        if let Some(reason) = self.rolled_back.get(&key).or_else(|| self.no_libraries.get(&key)) {
                             status.detail = Some(reason.clone());
                         } else if let (Some(rollback), false, true) =
                             (rejected_here, runs_current, self.unread.contains(&key))
@@ -323,7 +330,8 @@ impl Syncer {
                             });
                             self.hub.update_service(&self.service, body, |_| {});
                             let outcome = deliver_one(self.target.as_ref(), instance, &current, None).await;
-                            if outcome.no_libraries {
+                            if let (true, Some(error)) = (outcome.no_libraries, &outcome.error) {
+                                self.no_libraries.insert(key.clone(), error.clone());
                                 self.link_statically();
                             }
                             if let Some(error) = &outcome.error {

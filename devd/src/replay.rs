@@ -374,6 +374,9 @@ pub struct Layout<'a> {
     pub triple: &'a str,
     /// devd's own dir for all of it: `<state>/dylib`.
     pub root: &'a Path,
+    /// Packages whose binaries are linked statically all the same (an instance of
+    /// theirs takes no shared libraries).
+    pub static_link: &'a std::collections::BTreeSet<PackageName>,
 }
 
 type OnStart<'a> = std::sync::Mutex<&'a mut (dyn FnMut(u32, String) + Send)>;
@@ -411,6 +414,12 @@ pub async fn run(recipes: &[Recipe], on_start: &mut (dyn FnMut(u32, String) + Se
     let (bins, libs): (Vec<&Recipe>, Vec<&Recipe>) = recipes.iter().partition(|r| matches!(r.unit, Unit::Bin(_)));
     for recipe in libs {
         done.add(recipe, run_unit(recipe, &on_start, false).await?)?;
+    }
+    // Binaries that must not need the library: linked as cargo links them.
+    let (statics, bins): (Vec<&Recipe>, Vec<&Recipe>) =
+        bins.into_iter().partition(|r| layout.is_some_and(|l| l.static_link.contains(&r.package)));
+    for (recipe, unit) in statics.iter().zip(run_bins(&statics, &on_start, false).await?) {
+        done.add(recipe, unit)?;
     }
     let mut failed = None;
     if let Some(layout) = layout {

@@ -38,7 +38,7 @@ fn request(packages: &[&str], cause: &[PathBuf]) -> BuildRequest {
         targets: packages.iter().map(|p| BuildTarget::package(*p)).collect(),
         cause: cause.iter().cloned().collect(),
         replay: None,
-        static_link: false,
+        static_link: BTreeSet::new(),
     }
 }
 
@@ -387,6 +387,43 @@ async fn a_shared_edit_replays_the_library_once_and_every_binary() {
     assert!(starts.last().is_some_and(|s| s.contains("cargo build")), "{starts:?}");
 }
 
+/// One replay for two services, one of which must be linked statically (an instance
+/// of it takes no shared libraries): that one never needs the library, the other is
+/// linked against it once it exists, and both serve the edit.
+#[tokio::test]
+async fn a_service_linked_statically_beside_one_linked_against_the_library() {
+    let e = env();
+    e.fx.write(
+        "services/svc3/Cargo.toml",
+        "[package]\nname = \"svc3\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n[dependencies]\nfx-shared = { path = \"../../crates/shared\" }\n",
+    );
+    e.fx.write("services/svc3/src/main.rs", "fn main() { println!(\"svc3 {}\", fx_shared::answer()); }\n");
+    let workspace = std::fs::read_to_string(e.fx.path("Cargo.toml")).expect("workspace manifest");
+    e.fx.write("Cargo.toml", &workspace.replace("    \"services/svc2\",\n", "    \"services/svc2\",\n    \"services/svc3\",\n"));
+    let builder = recording(&e);
+    let graph = WorkspaceGraph::load(&e.fx.root).expect("cargo metadata");
+    let both = ["svc1", "svc3"];
+    let shared = "crates/shared/src/lib.rs";
+    let scoped = || BuildRequest { static_link: BTreeSet::from(["svc1".into()]), ..replay_request(&graph, &both, vec![e.fx.path(shared)]) };
+    assert!(!builder.build(&scoped(), None).await.expect("first build").replayed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    for n in 1.. {
+        e.fx.write(shared, &format!("pub fn answer() -> u32 {{ fx_core::base() + {n} }}\n"));
+        let out = builder.build(&scoped(), None).await.expect("replayed build");
+        assert!(out.replayed);
+        let [svc1, svc3] = &out.artifacts[..] else { panic!("two artifacts: {:?}", out.artifacts) };
+        assert_eq!((run(svc1), run(svc3)), (format!("svc1 {}", 40 + n), format!("svc3 {}", 40 + n)));
+        assert!(svc1.libs.is_empty(), "svc1 is linked statically: {:?}", svc1.libs);
+        let svc1_bytes = std::fs::read(&svc1.path).expect("svc1's binary");
+        assert!(!svc1_bytes.windows(15).any(|w| w == b"lib__stand_deps"), "svc1's binary names the library");
+        if !svc3.libs.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{n} edits and svc3 never linked against the library");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The dependencies' shared library (devd::replay::dylib) holds the workspace libraries
 /// no replay has recompiled, beside the registry crates: while only svc1 is edited,
 /// fx-shared and fx-core are linked from it. Once fx-shared is edited, the replay
@@ -448,7 +485,7 @@ async fn a_workspace_library_leaves_the_shared_library_once_a_replay_recompiles_
 
     n.set(n.get() + 1);
     e.fx.write(main_rs, &format!("fn main() {{ println!(\"svc1 v{} {{}}\", fx_shared::answer()); }}\n", n.get()));
-    let out = builder.build(&BuildRequest { static_link: true, ..scoped(main_rs) }, None).await.expect("static build");
+    let out = builder.build(&BuildRequest { static_link: BTreeSet::from(["svc1".into()]), ..scoped(main_rs) }, None).await.expect("static build");
     assert!(out.replayed, "a static link is replayed too");
     let artifact = &out.artifacts[0];
     assert!(artifact.libs.is_empty(), "linked statically: {:?}", artifact.libs);

@@ -501,7 +501,7 @@ fn run() -> Result<(), String> {
             targets: vec![BuildTarget::package("service1")],
             cause: edited.iter().cloned().collect(),
             replay: graph.replay_scope(&edited, &["service1"]),
-            static_link: false,
+            static_link: Default::default(),
         };
         // Warm-up (not timed): cargo records, devd's first deploy brings up the
         // network, the database and a container.

@@ -33,6 +33,8 @@ struct OnProbation {
     refuse: bool,
     /// Libraries are refused as a shim from before them refuses them.
     no_libraries: bool,
+    /// How many times libraries were sent.
+    lib_attempts: std::sync::atomic::AtomicUsize,
     /// How many times its status was asked for.
     polls: std::sync::atomic::AtomicUsize,
     /// `polls` at the end of each upload of libraries.
@@ -59,6 +61,7 @@ impl OnProbation {
             rollback: std::sync::Mutex::new(None),
             refuse: false,
             no_libraries: false,
+            lib_attempts: std::sync::atomic::AtomicUsize::new(0),
             polls: std::sync::atomic::AtomicUsize::new(0),
             polls_during_libs: std::sync::Mutex::default(),
         }
@@ -89,6 +92,9 @@ impl Target for OnProbation {
     }
     fn deliver_libs<'a>(&'a self, _instance: &'a Instance, libs: &'a [crate::build::SharedLib]) -> futures_util::future::BoxFuture<'a, Result<(), ShimError>> {
         Box::pin(async move {
+            if !libs.is_empty() {
+                self.lib_attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
             if self.no_libraries && !libs.is_empty() {
                 return Err(ShimError::NoLibraries { url: self.instance.shim_url.clone() });
             }
@@ -218,6 +224,32 @@ async fn an_instance_that_takes_no_libraries_asks_once_for_static_binaries() {
     handle.deliver(desired(&fixed));
     target.wait_uploads(1).await;
     assert_eq!(target.uploads(), [fixed]);
+}
+
+/// The reconcile pass does not send a refused binary (and its ~20 MB library) to the
+/// instance that refused it again; the instance's status says why it runs another.
+#[tokio::test]
+async fn a_binary_refused_for_its_libraries_is_not_sent_again_by_the_reconcile_pass() {
+    let (_logs, _guard) = crate::test_logs::capture_warnings();
+    let hub = svc1_hub();
+    let (_, mut events) = hub.subscribe(0);
+    let target = Arc::new(OnProbation { no_libraries: true, ..OnProbation::new(&"00".repeat(32)) });
+    let (tx, mut asked) = mpsc::unbounded_channel();
+    let handle = spawn("svc1".into(), target.clone(), hub.clone(), Duration::from_millis(20), tx);
+    let lib = crate::build::SharedLib { name: "libdeps.so".into(), sha256: "cc".repeat(32), size: 1, path: PathBuf::from("/unused") };
+    handle.deliver(Desired { libs: vec![lib], ..desired(&"aa".repeat(32)) });
+    next_event(&mut events, |b| matches!(b, EventBody::SyncFailed(_))).await.expect("the delivery failed");
+    tokio::time::timeout(Duration::from_secs(10), asked.recv()).await.expect("the daemon is told");
+    // Reconcile passes (each asks the shim's status): bounded, 10 s.
+    let polls = target.polls.load(std::sync::atomic::Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while target.polls.load(std::sync::atomic::Ordering::SeqCst) < polls + 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(target.polls.load(std::sync::atomic::Ordering::SeqCst) >= polls + 5, "no reconcile pass ran");
+    assert_eq!(target.lib_attempts.load(std::sync::atomic::Ordering::SeqCst), 1, "the libraries went again");
+    let detail = hub.service("svc1").and_then(|s| s.instances.first().and_then(|i| i.detail.clone()));
+    assert!(detail.as_deref().is_some_and(|d| d.contains("takes no shared libraries")), "{detail:?}");
 }
 
 /// The next event whose body `want`s, within 10 s.
