@@ -297,18 +297,22 @@ pub struct Builder {
     recipes: std::sync::Arc<std::sync::Mutex<Recipes>>,
     /// cargo's build dir, shared with other builds ([`shared_build_dir`]), once known.
     build_dir: std::sync::Arc<tokio::sync::OnceCell<PathBuf>>,
-    /// What the replays know of the binaries' dependencies ([`crate::replay::dylib`]).
+    /// What the replays know of the binaries' dependencies ([`crate::replay::dylib`]),
+    /// taken over from the devd before ([`dylib::Dylibs::load`]).
     dylibs: std::sync::Arc<std::sync::Mutex<dylib::Dylibs>>,
+    /// This builder's first cargo build has ended well (see [`Builder::relink`]).
+    built_once: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Builder {
     pub fn new(config: BuildConfig) -> Self {
         Self {
-            config,
             toolchain: std::sync::Arc::default(),
             recipes: std::sync::Arc::default(),
             build_dir: std::sync::Arc::default(),
-            dylibs: std::sync::Arc::default(),
+            dylibs: std::sync::Arc::new(std::sync::Mutex::new(dylib::Dylibs::load(&dylib_state(&config.state_dir)))),
+            built_once: std::sync::Arc::default(),
+            config,
         }
     }
 
@@ -558,9 +562,21 @@ impl Builder {
             return Err(BuildError { kind, message, rendered, stderr_tail, duration_ms });
         }
 
-        let mut artifacts = Vec::new();
+        let mut picked = Vec::new();
         for wanted in &request.targets {
-            let (bin, (exe, fresh)) = pick_executable(wanted, &executables)?;
+            picked.push((wanted, pick_executable(wanted, &executables)?));
+        }
+        let first = records.is_some() && !self.built_once.swap(true, std::sync::atomic::Ordering::SeqCst);
+        if first {
+            let bins = picked.iter().map(|(w, (bin, _))| (w.package.clone(), bin.clone())).collect();
+            match self.relink(request, bins, started, built_at, &triple).await {
+                Ok(Some(output)) => return Ok(BuildOutput { warnings, stderr_tail, ..output }),
+                Ok(None) => {}
+                Err(why) => tracing::info!(%why, "cargo's binaries are kept (static)"),
+            }
+        }
+        let mut artifacts = Vec::new();
+        for (wanted, (bin, (exe, fresh))) in picked {
             artifacts.push(self.store(request, wanted, bin, exe, Produced::Cargo { fresh }, duration_ms, built_at, &triple, &[]).await?);
         }
         tracing::info!(packages = %names, duration_ms, "build finished");
@@ -596,7 +612,9 @@ impl Builder {
             root: &root,
             static_link: &request.static_link,
         };
-        let replayed = replay::run(&recipes, &mut on_start, dylib::enabled().then_some(&layout)).await?;
+        let replayed = replay::run(&recipes, &mut on_start, dylib::enabled().then_some(&layout)).await;
+        self.save_dylibs();
+        let replayed = replayed?;
         let duration_ms = millis(started.elapsed());
         let mut artifacts = Vec::new();
         for wanted in &request.targets {
@@ -626,6 +644,44 @@ impl Builder {
             stderr_tail: replayed.stderr_tail,
             replayed: true,
         })
+    }
+
+    /// After this builder's first cargo build (a devd start): `bins` linked against the
+    /// dependencies' library a replay of the devd before built for them, when it is
+    /// still there for the same dependencies ([`replay::relink`]). The instances may run
+    /// such a binary of these sources already: then this is the same file, and nothing
+    /// is delivered, where cargo's static build would restart every service.
+    async fn relink(
+        &self,
+        request: &BuildRequest,
+        bins: Vec<(PackageName, String)>,
+        started: Instant,
+        built_at: DateTime<Utc>,
+        triple: &str,
+    ) -> Result<Option<BuildOutput>, String> {
+        if !dylib::enabled() || request.targets.iter().any(|t| request.static_link.contains(&t.package)) {
+            return Ok(None);
+        }
+        let key = selection(request).join(" ");
+        let scope = ReplayScope { libs: Vec::new(), bins, changed: BTreeSet::new() };
+        let Ok(recipes) = self.recipes.lock().map_err(|_| "recipes poisoned")?.select(&scope, &key) else {
+            return Ok(None); // cargo found a binary fresh: it recorded no command line for it
+        };
+        let root = self.config.state_dir.join("dylib");
+        let none = BTreeSet::new();
+        let layout = replay::Layout { dylibs: &self.dylibs, selection: &key, changed: &none, triple, root: &root, static_link: &none };
+        let mut on_start = |_: u32, command: String| tracing::debug!(%command, "relinking against the dependencies' library");
+        let Some(relinked) = replay::relink(&recipes, &mut on_start, &layout).await? else { return Ok(None) };
+        let duration_ms = millis(started.elapsed());
+        let mut artifacts = Vec::new();
+        for wanted in &request.targets {
+            let (package, bin) = scope.bins.iter().find(|(p, _)| *p == wanted.package).ok_or("a binary left the scope")?;
+            let exe = relinked.executables.get(&(package.clone(), bin.clone())).ok_or_else(|| format!("no {bin} relinked"))?;
+            let stored = self.store(request, wanted, bin.clone(), exe.clone(), Produced::Replay, duration_ms, built_at, triple, &relinked.libs).await;
+            artifacts.push(stored.map_err(|e| e.rendered)?);
+        }
+        tracing::info!(binaries = artifacts.len(), duration_ms, "build finished; linked against the dependencies' library of the devd before");
+        Ok(Some(BuildOutput { artifacts, duration_ms, warnings: Vec::new(), stderr_tail: Vec::new(), replayed: false }))
     }
 
     /// Puts `exe` into the artifact store and describes it.
@@ -703,6 +759,22 @@ struct RecordDir(PathBuf);
 impl Drop for RecordDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Where a builder keeps what a devd restart takes over of [`dylib::Dylibs`].
+fn dylib_state(state_dir: &Path) -> PathBuf {
+    state_dir.join("dylib").join("state.json")
+}
+
+impl Builder {
+    /// Best effort: without it, a restart links statically until a replay learns anew.
+    fn save_dylibs(&self) {
+        let path = dylib_state(&self.config.state_dir);
+        let saved = self.dylibs.lock().map_err(|_| std::io::Error::other("poisoned")).and_then(|d| d.save(&path));
+        if let Err(e) = saved {
+            tracing::debug!(error = %e, path = %path.display(), "cannot save what the replays know of the binaries' dependencies");
+        }
     }
 }
 

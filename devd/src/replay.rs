@@ -390,23 +390,7 @@ type OnStart<'a> = std::sync::Mutex<&'a mut (dyn FnMut(u32, String) + Send)>;
 /// the binaries are linked against the dependencies' shared library when it can be
 /// had, else statically as cargo links them.
 pub async fn run(recipes: &[Recipe], on_start: &mut (dyn FnMut(u32, String) + Send), layout: Option<&Layout<'_>>) -> Result<Replayed, String> {
-    let out_dir = recipes.first().and_then(Recipe::out_dir).ok_or("no --out-dir in the recipe")?;
-    let lock_path = out_dir.parent().map(|p| p.join(".cargo-lock")).ok_or("no profile dir")?;
-    let lock_file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|(_, e)| format!("cargo holds {} ({e})", lock_path.display()))?;
-
-    let mut done = Replayed {
-        executables: BTreeMap::new(),
-        libs: Vec::new(),
-        warnings: Vec::new(),
-        stderr_tail: Vec::new(),
-        _lock: lock,
-    };
+    let mut done = Replayed::locked(recipes)?;
     let on_start = std::sync::Mutex::new(on_start);
     if let Some(layout) = layout {
         layout.dylibs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).heat(layout.changed);
@@ -507,6 +491,39 @@ async fn run_bins(bins: &[&Recipe], on_start: &OnStart<'_>, capture: bool) -> Re
     units.into_iter().map(|u| u.ok_or_else(|| "a binary's replay went missing".to_string())).collect()
 }
 
+/// The binaries `bins` (recipes cargo has just run) linked again, against the
+/// dependencies' library a replay before built for them, when it is still there and
+/// their dependencies are the ones it holds: after a devd restart, cargo's first build
+/// is a static one, while the instances may run these very sources linked against
+/// that library, byte for byte what this gives. `Ok(None)`: no such library.
+pub async fn relink(bins: &[Recipe], on_start: &mut (dyn FnMut(u32, String) + Send), layout: &Layout<'_>) -> Result<Option<Replayed>, String> {
+    // What the binaries link, as cargo left it a moment ago: another cargo building
+    // into the same target dir (another checkout of the stand) may rewrite one of
+    // these files before the lock is had, and then it is not cargo's build of ours.
+    let externs = || -> Vec<Option<(u64, std::time::SystemTime)>> {
+        let paths = bins.iter().flat_map(|r| r.args.windows(2).filter(|w| w[0] == "--extern").filter_map(|w| w[1].split_once('=')));
+        paths.map(|(_, path)| std::fs::metadata(path).and_then(|m| Ok((m.len(), m.modified()?))).ok()).collect()
+    };
+    let built = externs();
+    let mut done = Replayed::locked(bins)?;
+    if externs() != built {
+        return Err("a library the binaries link was rewritten since cargo built it".to_string());
+    }
+    let on_start = std::sync::Mutex::new(on_start);
+    let bins: Vec<&Recipe> = bins.iter().collect();
+    match link_dynamically(layout, &bins, &on_start).await {
+        Ok(Some((libs, units))) => {
+            for (recipe, unit) in bins.iter().zip(units) {
+                done.add(recipe, unit)?;
+            }
+            done.libs = libs;
+            Ok(Some(done))
+        }
+        Ok(None) => Ok(None),
+        Err((_, why)) => Err(why),
+    }
+}
+
 /// Links `bins` against the dependencies' shared library. `Ok(None)`: there is none
 /// for their dependencies yet (no static link of these command lines printed them, it
 /// is being built in the background, or not yet: a static link starts that), or the
@@ -580,6 +597,20 @@ async fn build_library(
 }
 
 impl Replayed {
+    /// Nothing replayed yet, under cargo's lock on the target dir of `recipes`.
+    fn locked(recipes: &[Recipe]) -> Result<Self, String> {
+        let out_dir = recipes.first().and_then(Recipe::out_dir).ok_or("no --out-dir in the recipe")?;
+        let lock_path = out_dir.parent().map(|p| p.join(".cargo-lock")).ok_or("no profile dir")?;
+        let lock_file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+        let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| format!("cargo holds {} ({e})", lock_path.display()))?;
+        Ok(Replayed { executables: BTreeMap::new(), libs: Vec::new(), warnings: Vec::new(), stderr_tail: Vec::new(), _lock: lock })
+    }
+
     fn add(&mut self, recipe: &Recipe, unit: UnitRun) -> Result<(), String> {
         self.warnings.extend(unit.warnings);
         for line in unit.stderr {

@@ -387,6 +387,48 @@ async fn a_shared_edit_replays_the_library_once_and_every_binary() {
     assert!(starts.last().is_some_and(|s| s.contains("cargo build")), "{starts:?}");
 }
 
+/// A devd restart over a binary linked against the dependencies' library: the new
+/// builder's first build (cargo's, static) is linked against that library again and
+/// gives the very bytes the last replay gave, so nothing is delivered; an edit made
+/// while devd was down comes out with the edit (and other bytes).
+#[tokio::test]
+async fn after_a_restart_the_first_build_is_the_binary_the_last_replay_linked() {
+    let e = env();
+    let builder = recording(&e);
+    let graph = WorkspaceGraph::load(&e.fx.root).expect("cargo metadata");
+    let main_rs = "services/svc1/src/main.rs";
+    let scoped = || replay_request(&graph, &["svc1"], vec![e.fx.path(main_rs)]);
+    assert!(!builder.build(&scoped(), None).await.expect("first build").replayed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut n = 0;
+    let dynamic = loop {
+        n += 1;
+        e.fx.write(main_rs, &format!("fn main() {{ println!(\"svc1 r{n} {{}}\", fx_shared::answer()); }}\n"));
+        let out = builder.build(&scoped(), None).await.expect("replayed build");
+        assert!(out.replayed);
+        if !out.artifacts[0].libs.is_empty() {
+            break out.artifacts[0].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{n} edits and none linked against the library");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(builder);
+
+    let restarted = recording(&e);
+    let out = restarted.build(&request(&["svc1"], &[]), None).await.expect("the first build after the restart");
+    assert!(!out.replayed, "cargo builds first");
+    let again = &out.artifacts[0];
+    assert_eq!(again.sha256, dynamic.sha256, "other bytes than the running binary's");
+    assert_eq!(again.libs, dynamic.libs);
+    assert_eq!(run(again), format!("svc1 r{n} 42"));
+    drop(restarted);
+
+    e.fx.write(main_rs, "fn main() { println!(\"svc1 while down {}\", fx_shared::answer()); }\n");
+    let out = recording(&e).build(&request(&["svc1"], &[]), None).await.expect("the first build after another restart");
+    assert_ne!(out.artifacts[0].sha256, dynamic.sha256);
+    assert_eq!(run(&out.artifacts[0]), "svc1 while down 42");
+}
+
 /// One replay for two services, one of which must be linked statically (an instance
 /// of it takes no shared libraries): that one never needs the library, the other is
 /// linked against it once it exists, and both serve the edit.

@@ -655,9 +655,11 @@ impl Stand {
 
 /// The lifecycle rules of issue 12 on the docker target: dev images scoped by the
 /// stand; a stopped database container brought back; a devd restart over a running
-/// stand keeps its image, its container and its process (and rebuilds the image once
-/// its Dockerfile changed); a second `devd up` on the root refused; `devd down` while
-/// `devd up` runs stops the daemon first and leaves nothing behind.
+/// stand keeps its image, its container, its process and its binary, one linked
+/// against the dependencies' library included (and rebuilds the image once its
+/// Dockerfile changed); a second `devd up` on the root refused; `devd down` while
+/// `devd up` runs stops the daemon first and leaves nothing behind. It runs alone
+/// (.config/nextest.toml): the other tests' stands build into the same target dir.
 #[test]
 fn devd_restarts_downs_and_revives_the_docker_stand_without_racing() {
     require_docker();
@@ -698,12 +700,16 @@ fn devd_restarts_downs_and_revives_the_docker_stand_without_racing() {
         checks.that(again.is_some(), || "the service did not reconnect to its database".to_owned());
     }
 
-    // A devd restart over the running stand, after an edit delivered through the shim
-    // (the container runs the current build, its image an older one): same image,
-    // same container, same process.
-    stand.edit("services/service1/src/lib.rs", "\"hello from service1\"", "\"hello from the edited service1\"");
-    wait_message(&stand, "hello from the edited service1", EDIT_DEADLINE);
-    stand.wait_synced("the edit in the container", EDIT_DEADLINE);
+    // A devd restart over the running stand, after edits delivered through the shim
+    // until one is linked against the dependencies' library (the container runs the
+    // current build, its image an older one): same image, same container, same
+    // process, the same binary (devd's first build links against that library again).
+    let mut n = 0;
+    let edit = |n: u32| {
+        let before = if n == 1 { "hello from service1".to_owned() } else { format!("hello {}", n - 1) };
+        stand.edit("services/service1/src/lib.rs", &format!("\"{before}\""), &format!("\"hello {n}\""));
+    };
+    let (running, _) = edit_until_dynamic(&stand, &mut n, &edit, &|n| format!("hello {n}"));
     let container = stand.container_identity();
     let shim = stand.shim_status();
     let prober = Prober::start(format!("{url}/health"));
@@ -722,6 +728,10 @@ fn devd_restarts_downs_and_revives_the_docker_stand_without_racing() {
     let now = stand.shim_status();
     checks.that(now["pid"] == shim["pid"] && now["restarts"] == shim["restarts"], || {
         format!("the service process was restarted: {shim} then {now}")
+    });
+    let artifact = stand.service()["artifact"]["sha256"].clone();
+    checks.that(artifact == running.as_str(), || {
+        format!("devd's artifact after the restart is {artifact}, the container runs {running}")
     });
 
     // A changed image input (the stand's own Dockerfile) rebuilds the image once.
@@ -1250,44 +1260,13 @@ fn a_binary_linked_against_its_dependencies_library_serves_and_a_bumped_dependen
     stand.up();
     stand.wait_synced("the first deploy", FIRST_DEADLINE);
     wait_message(&stand, "hello from service1, with greeting 0.1", Duration::from_secs(60));
-    // Edits until one is linked against the library: the first replay links
-    // statically (and learns the dependencies) while the library builds in the
-    // background, the next one after it dynamically.
-    let edit_until_dynamic = |stand: &Stand, n: &mut u32, greeting: &str| -> (String, Vec<(String, String)>) {
-        // cargo may take some of them: its own rewrite of Cargo.lock after a bump is a
-        // change the replay leaves to it, and so is an edit while another test's cargo
-        // holds the copies' target dir (the replay does not wait for its lock).
-        for _ in 0..EDITS_UNTIL_DYNAMIC {
-            let ended_before = library_builds_ended(stand);
-            let before = format!("hello {}", *n);
-            *n += 1;
-            let after_text = format!("hello {}", *n);
-            let after = seq_of(stand);
-            if *n == 1 {
-                stand.edit("services/service1/src/lib.rs", "\"hello from service1\"", &format!("\"{after_text}\""));
-            } else {
-                stand.edit("services/service1/src/lib.rs", &format!("\"{before}\""), &format!("\"{after_text}\""));
-            }
-            let (replayed, sha) = next_build(stand, after);
-            wait_message(stand, &format!("{after_text}, {greeting}"), EDIT_DEADLINE);
-            let synced = stand.wait_synced("the replayed artifact", EDIT_DEADLINE);
-            assert_eq!(synced["artifact"]["sha256"], sha.as_str());
-            assert_eq!(running_binary_sha256(stand), sha, "the container runs other bytes than the replay built");
-            let libs = synced_libs(&synced);
-            if !libs.is_empty() {
-                return (sha, libs);
-            }
-            // A static replay starts the library's build (or finds it building): the
-            // next edit finds the library once that build has ended (an edit before
-            // that is linked statically again; a library a cargo build overtook is
-            // not kept, and the next static replay builds it anew).
-            if replayed && poll_until(LIBRARY_DEADLINE, || (library_builds_ended(stand) > ended_before).then_some(())).is_none() {
-                panic!("no library build ended within {LIBRARY_DEADLINE:?} of a static replay; log:\n{}", stand.log());
-            }
-            let log = std::fs::read_to_string(stand.path("devd.log")).unwrap_or_default();
-            assert!(!log.contains(LIBRARY_FAILED), "the dependencies' library did not build; log:\n{}", stand.log());
-        }
-        panic!("{EDITS_UNTIL_DYNAMIC} edits and none linked against the dependencies' library; log:\n{}", stand.log());
+    // Edits until one is linked against the library.
+    let edit_until_dynamic = |stand: &Stand, n: &mut u32, greeting: &str| {
+        let edit = |n: u32| {
+            let before = if n == 1 { "hello from service1".to_owned() } else { format!("hello {}", n - 1) };
+            stand.edit("services/service1/src/lib.rs", &format!("\"{before}\""), &format!("\"hello {n}\""));
+        };
+        edit_until_dynamic(stand, n, &edit, &|n| format!("hello {n}, {greeting}"))
     };
     let mut n = 0;
     let (_, first_libs) = edit_until_dynamic(&stand, &mut n, "with greeting 0.1");
@@ -1314,6 +1293,42 @@ fn a_binary_linked_against_its_dependencies_library_serves_and_a_bumped_dependen
     let (_, bumped_libs) = edit_until_dynamic(&stand, &mut n, "with greeting 0.2");
     let deps = |libs: &[(String, String)]| libs.iter().find(|(name, _)| name.starts_with("lib__stand_deps-")).cloned();
     assert_ne!(deps(&bumped_libs), deps(&first_libs), "the bumped dependency is in a new library");
+}
+
+/// Edits made by `edit(n)` (n counting on from `*n`) until the stand serves one
+/// linked against the dependencies' library (devd/src/replay/dylib.rs), each checked
+/// to serve `message(n)` from the bytes the build made: the first replay links
+/// statically (and learns the dependencies) while the library builds in the
+/// background, the next one after it dynamically. Returns its (sha256, libraries).
+fn edit_until_dynamic(stand: &Stand, n: &mut u32, edit: &dyn Fn(u32), message: &dyn Fn(u32) -> String) -> (String, Vec<(String, String)>) {
+    // cargo may take some of them: its own rewrite of Cargo.lock after a bump is a
+    // change the replay leaves to it, and so is an edit while another test's cargo
+    // holds the copies' target dir (the replay does not wait for its lock).
+    for _ in 0..EDITS_UNTIL_DYNAMIC {
+        let ended_before = library_builds_ended(stand);
+        *n += 1;
+        let after = seq_of(stand);
+        edit(*n);
+        let (replayed, sha) = next_build(stand, after);
+        wait_message(stand, &message(*n), EDIT_DEADLINE);
+        let synced = stand.wait_synced("the replayed artifact", EDIT_DEADLINE);
+        assert_eq!(synced["artifact"]["sha256"], sha.as_str());
+        assert_eq!(running_binary_sha256(stand), sha, "the container runs other bytes than the replay built");
+        let libs = synced_libs(&synced);
+        if !libs.is_empty() {
+            return (sha, libs);
+        }
+        // A static replay starts the library's build (or finds it building): the
+        // next edit finds the library once that build has ended (an edit before
+        // that is linked statically again; a library a cargo build overtook is
+        // not kept, and the next static replay builds it anew).
+        if replayed && poll_until(LIBRARY_DEADLINE, || (library_builds_ended(stand) > ended_before).then_some(())).is_none() {
+            panic!("no library build ended within {LIBRARY_DEADLINE:?} of a static replay; log:\n{}", stand.log());
+        }
+        let log = std::fs::read_to_string(stand.path("devd.log")).unwrap_or_default();
+        assert!(!log.contains(LIBRARY_FAILED), "the dependencies' library did not build; log:\n{}", stand.log());
+    }
+    panic!("{EDITS_UNTIL_DYNAMIC} edits and none linked against the dependencies' library; log:\n{}", stand.log());
 }
 
 /// How many edits the dylib test makes before one must be linked dynamically.

@@ -42,6 +42,16 @@
 //!    ([`stand_shim_protocol::LIBS_DIR`]): wherever the binary lands, it loads the
 //!    very bytes it was linked with, and the shim keeps every library it got.
 //!
+//! A devd restart: what the replays learnt (the binaries' dependencies, the libraries
+//! built, the workspace libraries kept out of them) is saved in
+//! `<state>/dylib/state.json` after every replay, and the new devd's first cargo build
+//! links its binaries against a library still there for the same dependencies
+//! ([`crate::replay::relink`]). A link is deterministic: a binary of the sources the
+//! instance runs comes out as the very bytes it runs, and nothing is delivered (cargo's
+//! static build of them would restart the service). rustc's rlibs are not (the names
+//! of their object files differ from one build to the next), so it is the binary's
+//! bytes that are compared, not its inputs'.
+//!
 //! Any failure on the way (the library does not build, a dynamic link fails) links
 //! the binaries statically, as before; `DEVD_DYLIB=0` in devd's environment turns the
 //! layout off. What a plain `cargo build` gives a user does not change: cargo's own
@@ -68,7 +78,7 @@ pub fn enabled() -> bool {
 }
 
 /// A shared library an artifact needs beside it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SharedLib {
     /// Its file name (the name the binary's `DT_NEEDED` asks for).
     pub name: String,
@@ -80,7 +90,7 @@ pub struct SharedLib {
 }
 
 /// The dependencies' library and the `libstd` it was linked with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Built {
     key: String,
     pub deps: SharedLib,
@@ -115,7 +125,46 @@ pub struct Dylibs {
 /// How many built libraries a builder remembers (each one stays in the store).
 const KEEP_BUILT: usize = 4;
 
+/// What a devd restart takes over of [`Dylibs`] (`<state>/dylib/state.json`): a
+/// binary whose library is still there is linked against it again after devd's first
+/// cargo build, and comes out as the bytes the instance already runs.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    closures: Vec<(String, PackageName, String, u64, Vec<PathBuf>)>,
+    built: Vec<Built>,
+    hot: BTreeSet<String>,
+    failed: BTreeSet<String>,
+}
+
 impl Dylibs {
+    /// What [`Dylibs::save`] wrote to `path`, without the libraries no longer in the
+    /// store; nothing when there is no such file or it does not parse.
+    pub fn load(path: &Path) -> Self {
+        let Some(saved) = std::fs::read(path).ok().and_then(|b| serde_json::from_slice::<Saved>(&b).ok()) else {
+            return Self::default();
+        };
+        Self {
+            closures: saved.closures.into_iter().map(|(s, p, b, h, rlibs)| ((s, p, b), (h, rlibs))).collect(),
+            built: saved.built.into_iter().filter(|b| b.deps.path.is_file() && b.std.path.is_file()).collect(),
+            hot: saved.hot,
+            failed: saved.failed,
+            building: BTreeSet::new(),
+        }
+    }
+
+    /// Writes what a restart takes over to `path` (under a temp name, then renamed).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let saved = Saved {
+            closures: self.closures.iter().map(|((s, p, b), (h, rlibs))| (s.clone(), p.clone(), b.clone(), *h, rlibs.clone())).collect(),
+            built: self.built.clone(),
+            hot: self.hot.clone(),
+            failed: self.failed.clone(),
+        };
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec(&saved).map_err(std::io::Error::other)?)?;
+        std::fs::rename(&tmp, path)
+    }
+
     pub fn remember(&mut self, selection: &str, recipe: &Recipe, rlibs: Vec<PathBuf>) {
         if let Unit::Bin(bin) = &recipe.unit {
             self.closures.insert((selection.to_string(), recipe.package.clone(), bin.clone()), (args_hash(recipe), rlibs));
