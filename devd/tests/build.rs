@@ -235,6 +235,18 @@ fn replay_request(graph: &WorkspaceGraph, packages: &[&str], paths: Vec<PathBuf>
     BuildRequest { replay: graph.replay_scope(&paths, packages), ..request(packages, &paths) }
 }
 
+/// A second service without a build script (svc2 has one: cargo's), like svc1: `svc3`,
+/// which prints fx-shared's answer.
+fn add_svc3(e: &Env) {
+    e.fx.write(
+        "services/svc3/Cargo.toml",
+        "[package]\nname = \"svc3\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n[dependencies]\nfx-shared = { path = \"../../crates/shared\" }\n",
+    );
+    e.fx.write("services/svc3/src/main.rs", "fn main() { println!(\"svc3 {}\", fx_shared::answer()); }\n");
+    let workspace = std::fs::read_to_string(e.fx.path("Cargo.toml")).expect("workspace manifest");
+    e.fx.write("Cargo.toml", &workspace.replace("    \"services/svc2\",\n", "    \"services/svc2\",\n    \"services/svc3\",\n"));
+}
+
 async fn build_and_starts(builder: &Builder, req: &BuildRequest) -> (Result<BuildOutput, devd::build::BuildError>, Vec<String>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let out = builder.build(req, Some(tx)).await;
@@ -342,14 +354,7 @@ async fn source_edits_replay_the_recorded_rustc_runs() {
 #[tokio::test]
 async fn a_shared_edit_replays_the_library_once_and_every_binary() {
     let e = env();
-    // A second service without a build script (svc2 has one: cargo's), like svc1.
-    e.fx.write(
-        "services/svc3/Cargo.toml",
-        "[package]\nname = \"svc3\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n[dependencies]\nfx-shared = { path = \"../../crates/shared\" }\n",
-    );
-    e.fx.write("services/svc3/src/main.rs", "fn main() { println!(\"svc3 {}\", fx_shared::answer()); }\n");
-    let workspace = std::fs::read_to_string(e.fx.path("Cargo.toml")).expect("workspace manifest");
-    e.fx.write("Cargo.toml", &workspace.replace("    \"services/svc2\",\n", "    \"services/svc2\",\n    \"services/svc3\",\n"));
+    add_svc3(&e);
     let builder = recording(&e);
     let graph = WorkspaceGraph::load(&e.fx.root).expect("cargo metadata");
     let both = ["svc1", "svc3"];
@@ -435,13 +440,7 @@ async fn after_a_restart_the_first_build_is_the_binary_the_last_replay_linked() 
 #[tokio::test]
 async fn a_service_linked_statically_beside_one_linked_against_the_library() {
     let e = env();
-    e.fx.write(
-        "services/svc3/Cargo.toml",
-        "[package]\nname = \"svc3\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n[dependencies]\nfx-shared = { path = \"../../crates/shared\" }\n",
-    );
-    e.fx.write("services/svc3/src/main.rs", "fn main() { println!(\"svc3 {}\", fx_shared::answer()); }\n");
-    let workspace = std::fs::read_to_string(e.fx.path("Cargo.toml")).expect("workspace manifest");
-    e.fx.write("Cargo.toml", &workspace.replace("    \"services/svc2\",\n", "    \"services/svc2\",\n    \"services/svc3\",\n"));
+    add_svc3(&e);
     let builder = recording(&e);
     let graph = WorkspaceGraph::load(&e.fx.root).expect("cargo metadata");
     let both = ["svc1", "svc3"];
