@@ -73,6 +73,11 @@ pub struct BuildConfig {
     /// its rustc command lines for [`crate::replay`]; `None` (the default) builds
     /// with cargo only. See [`rustc_recorder`].
     pub rustc_recorder: Option<PathBuf>,
+    /// The first cargo build links its binaries against the dependencies' library the
+    /// replays of a devd before used, when it is still there ([`Builder::relink`]):
+    /// the daemon's builder, whose instances may run such binaries. `false` (the
+    /// default) keeps cargo's static binaries (`devd build`).
+    pub relink_first_build: bool,
 }
 
 impl BuildConfig {
@@ -85,6 +90,7 @@ impl BuildConfig {
             target_dir: None,
             cargo: PathBuf::from("cargo"),
             rustc_recorder: None,
+            relink_first_build: false,
         }
     }
 }
@@ -480,6 +486,10 @@ impl Builder {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
         let mut lines = BufReader::new(stdout).lines();
+        // Every rlib of the build, as cargo left it while it still held its lock: what a
+        // relink after it may link ([`Builder::relink`]).
+        let relinking = self.config.relink_first_build && records.is_some() && !self.built_once.load(std::sync::atomic::Ordering::SeqCst);
+        let mut cargo_rlibs = BTreeMap::new();
         while let Some(line) = lines
             .next_line()
             .await
@@ -490,6 +500,13 @@ impl Builder {
             };
             match message {
                 Message::CompilerArtifact(artifact) => {
+                    if relinking {
+                        for rlib in artifact.filenames.iter().filter(|f| f.extension() == Some("rlib")) {
+                            if let Some(seen) = replay::stat(rlib.as_std_path()) {
+                                cargo_rlibs.insert(rlib.clone().into_std_path_buf(), seen);
+                            }
+                        }
+                    }
                     if let Some(exe) = artifact.executable {
                         if artifact.target.kind.contains(&TargetKind::Bin) {
                             let package = package_name_from_id(&artifact.package_id.repr);
@@ -566,10 +583,9 @@ impl Builder {
         for wanted in &request.targets {
             picked.push((wanted, pick_executable(wanted, &executables)?));
         }
-        let first = records.is_some() && !self.built_once.swap(true, std::sync::atomic::Ordering::SeqCst);
-        if first {
+        if relinking && !self.built_once.swap(true, std::sync::atomic::Ordering::SeqCst) {
             let bins = picked.iter().map(|(w, (bin, _))| (w.package.clone(), bin.clone())).collect();
-            match self.relink(request, bins, started, built_at, &triple).await {
+            match self.relink(request, bins, &cargo_rlibs, started, built_at, &triple).await {
                 Ok(Some(output)) => return Ok(BuildOutput { warnings, stderr_tail, ..output }),
                 Ok(None) => {}
                 Err(why) => tracing::info!(%why, "cargo's binaries are kept (static)"),
@@ -655,6 +671,7 @@ impl Builder {
         &self,
         request: &BuildRequest,
         bins: Vec<(PackageName, String)>,
+        cargo_rlibs: &BTreeMap<PathBuf, (u64, std::time::SystemTime)>,
         started: Instant,
         built_at: DateTime<Utc>,
         triple: &str,
@@ -671,7 +688,7 @@ impl Builder {
         let none = BTreeSet::new();
         let layout = replay::Layout { dylibs: &self.dylibs, selection: &key, changed: &none, triple, root: &root, static_link: &none };
         let mut on_start = |_: u32, command: String| tracing::debug!(%command, "relinking against the dependencies' library");
-        let Some(relinked) = replay::relink(&recipes, &mut on_start, &layout).await? else { return Ok(None) };
+        let Some(relinked) = replay::relink(&recipes, cargo_rlibs, &mut on_start, &layout).await? else { return Ok(None) };
         let duration_ms = millis(started.elapsed());
         let mut artifacts = Vec::new();
         for wanted in &request.targets {

@@ -197,6 +197,7 @@ pub async fn run(config: DaemonConfig, shutdown: impl Future<Output = ()>) -> Re
     build_config.target = Some(kube.as_ref().map_or_else(|| plan.build.target_triple.clone(), |k| k.triple.clone()));
     build_config.target_dir = config.target_dir.clone();
     build_config.rustc_recorder = crate::build::rustc_recorder();
+    build_config.relink_first_build = true;
     let (refuses_libraries, refusals) = mpsc::unbounded_channel();
     let mut daemon = Loop {
         config: DaemonConfig { root: root.clone(), file: absolute(&root, &config.file), ..config },

@@ -496,18 +496,23 @@ async fn run_bins(bins: &[&Recipe], on_start: &OnStart<'_>, capture: bool) -> Re
 /// their dependencies are the ones it holds: after a devd restart, cargo's first build
 /// is a static one, while the instances may run these very sources linked against
 /// that library, byte for byte what this gives. `Ok(None)`: no such library.
-pub async fn relink(bins: &[Recipe], on_start: &mut (dyn FnMut(u32, String) + Send), layout: &Layout<'_>) -> Result<Option<Replayed>, String> {
-    // What the binaries link, as cargo left it a moment ago: another cargo building
-    // into the same target dir (another checkout of the stand) may rewrite one of
-    // these files before the lock is had, and then it is not cargo's build of ours.
-    let externs = || -> Vec<Option<(u64, std::time::SystemTime)>> {
-        let paths = bins.iter().flat_map(|r| r.args.windows(2).filter(|w| w[0] == "--extern").filter_map(|w| w[1].split_once('=')));
-        paths.map(|(_, path)| std::fs::metadata(path).and_then(|m| Ok((m.len(), m.modified()?))).ok()).collect()
-    };
-    let built = externs();
+/// `cargo_rlibs`: every rlib of cargo's build, (size, mtime) as cargo reported it
+/// while it held its lock: another cargo building into the same target dir (another
+/// checkout of the stand) may rewrite one after it, and then what is there is not
+/// cargo's build of these sources.
+pub async fn relink(
+    bins: &[Recipe],
+    cargo_rlibs: &BTreeMap<PathBuf, (u64, std::time::SystemTime)>,
+    on_start: &mut (dyn FnMut(u32, String) + Send),
+    layout: &Layout<'_>,
+) -> Result<Option<Replayed>, String> {
     let mut done = Replayed::locked(bins)?;
-    if externs() != built {
-        return Err("a library the binaries link was rewritten since cargo built it".to_string());
+    if let Some(changed) = cargo_rlibs.iter().find(|(path, seen)| stat(path).as_ref() != Some(*seen)) {
+        return Err(format!("{} was rewritten since cargo built it", changed.0.display()));
+    }
+    let externs = bins.iter().flat_map(|r| r.args.windows(2).filter(|w| w[0] == "--extern").filter_map(|w| w[1].split_once('=')));
+    if let Some((_, path)) = externs.filter(|(_, p)| p.ends_with(".rlib")).find(|(_, p)| !cargo_rlibs.contains_key(Path::new(p))) {
+        return Err(format!("cargo did not report {path}"));
     }
     let on_start = std::sync::Mutex::new(on_start);
     let bins: Vec<&Recipe> = bins.iter().collect();
@@ -522,6 +527,11 @@ pub async fn relink(bins: &[Recipe], on_start: &mut (dyn FnMut(u32, String) + Se
         Ok(None) => Ok(None),
         Err((_, why)) => Err(why),
     }
+}
+
+/// A file's (size, mtime), when it can be read.
+pub fn stat(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    std::fs::metadata(path).and_then(|m| Ok((m.len(), m.modified()?))).ok()
 }
 
 /// Links `bins` against the dependencies' shared library. `Ok(None)`: there is none

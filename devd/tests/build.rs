@@ -418,8 +418,13 @@ async fn after_a_restart_the_first_build_is_the_binary_the_last_replay_linked() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     drop(builder);
-
-    let restarted = recording(&e);
+    // A builder as the daemon has it (`devd build` keeps cargo's static binaries).
+    let daemons = || {
+        let mut config = recording(&e).config().clone();
+        config.relink_first_build = true;
+        Builder::new(config)
+    };
+    let restarted = daemons();
     let out = restarted.build(&request(&["svc1"], &[]), None).await.expect("the first build after the restart");
     assert!(!out.replayed, "cargo builds first");
     let again = &out.artifacts[0];
@@ -427,9 +432,11 @@ async fn after_a_restart_the_first_build_is_the_binary_the_last_replay_linked() 
     assert_eq!(again.libs, dynamic.libs);
     assert_eq!(run(again), format!("svc1 r{n} 42"));
     drop(restarted);
+    let one_shot = recording(&e).build(&request(&["svc1"], &[]), None).await.expect("a one-shot build");
+    assert!(one_shot.artifacts[0].libs.is_empty(), "`devd build` gives cargo's static binary");
 
     e.fx.write(main_rs, "fn main() { println!(\"svc1 while down {}\", fx_shared::answer()); }\n");
-    let out = recording(&e).build(&request(&["svc1"], &[]), None).await.expect("the first build after another restart");
+    let out = daemons().build(&request(&["svc1"], &[]), None).await.expect("the first build after another restart");
     assert_ne!(out.artifacts[0].sha256, dynamic.sha256);
     assert_eq!(run(&out.artifacts[0]), "svc1 while down 42");
 }

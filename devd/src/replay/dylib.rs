@@ -145,7 +145,8 @@ impl Dylibs {
         };
         Self {
             closures: saved.closures.into_iter().map(|(s, p, b, h, rlibs)| ((s, p, b), (h, rlibs))).collect(),
-            built: saved.built.into_iter().filter(|b| b.deps.path.is_file() && b.std.path.is_file()).collect(),
+            // A library still in this store, of the size it had.
+            built: saved.built.into_iter().filter(|b| [&b.deps, &b.std].iter().all(|l| in_store(l, path))).collect(),
             hot: saved.hot,
             failed: saved.failed,
             building: BTreeSet::new(),
@@ -160,6 +161,9 @@ impl Dylibs {
             hot: self.hot.clone(),
             failed: self.failed.clone(),
         };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
         std::fs::write(&tmp, serde_json::to_vec(&saved).map_err(std::io::Error::other)?)?;
         std::fs::rename(&tmp, path)
@@ -231,6 +235,13 @@ impl Dylibs {
     pub fn finish(&mut self, key: &str) {
         self.building.remove(key);
     }
+}
+
+/// Whether `lib` is a file of the store beside `state` (`<dylib>/libs/<sha256>/<name>`),
+/// of its size.
+fn in_store(lib: &SharedLib, state: &Path) -> bool {
+    let store = state.parent().map(|d| d.join("libs").join(&lib.sha256).join(&lib.name));
+    store.is_some_and(|p| p == lib.path) && std::fs::metadata(&lib.path).is_ok_and(|m| m.is_file() && m.len() == lib.size)
 }
 
 fn args_hash(recipe: &Recipe) -> u64 {
