@@ -179,7 +179,7 @@ async fn the_libraries_go_before_the_binary_and_its_serving_deadline() {
     let (_, mut events) = hub.subscribe(0);
     let target = Arc::new(OnProbation::new(&"00".repeat(32)));
     let handle = spawn("svc1".into(), target.clone(), hub, Duration::from_secs(60), unheard());
-    let lib = crate::build::SharedLib { name: "libdeps.so".into(), sha256: "cc".repeat(32), size: 1, path: PathBuf::from("/unused") };
+    let lib = deps_lib();
     let (first, second) = ("aa".repeat(32), "bb".repeat(32));
     handle.deliver(Desired { libs: vec![lib], ..desired(&first) });
     target.wait_uploads(1).await;
@@ -203,10 +203,9 @@ async fn an_instance_that_takes_no_libraries_asks_once_for_static_binaries() {
     let (_logs, _guard) = crate::test_logs::capture_warnings();
     let hub = svc1_hub();
     let (_, mut events) = hub.subscribe(0);
-    let target = Arc::new(OnProbation { no_libraries: true, ..OnProbation::new(&"00".repeat(32)) });
-    let (tx, mut asked) = mpsc::unbounded_channel();
+    let (target, tx, mut asked) = refusing_libraries();
     let handle = spawn("svc1".into(), target.clone(), hub, Duration::from_secs(60), tx);
-    let lib = crate::build::SharedLib { name: "libdeps.so".into(), sha256: "cc".repeat(32), size: 1, path: PathBuf::from("/unused") };
+    let lib = deps_lib();
     let (dynamic, again, fixed) = ("aa".repeat(32), "bb".repeat(32), "dd".repeat(32));
     handle.deliver(Desired { libs: vec![lib.clone()], ..desired(&dynamic) });
     let failed = next_event(&mut events, |b| matches!(b, EventBody::SyncFailed(_))).await.expect("the delivery failed");
@@ -233,10 +232,9 @@ async fn a_binary_refused_for_its_libraries_is_not_sent_again_by_the_reconcile_p
     let (_logs, _guard) = crate::test_logs::capture_warnings();
     let hub = svc1_hub();
     let (_, mut events) = hub.subscribe(0);
-    let target = Arc::new(OnProbation { no_libraries: true, ..OnProbation::new(&"00".repeat(32)) });
-    let (tx, mut asked) = mpsc::unbounded_channel();
+    let (target, tx, mut asked) = refusing_libraries();
     let handle = spawn("svc1".into(), target.clone(), hub.clone(), Duration::from_millis(20), tx);
-    let lib = crate::build::SharedLib { name: "libdeps.so".into(), sha256: "cc".repeat(32), size: 1, path: PathBuf::from("/unused") };
+    let lib = deps_lib();
     handle.deliver(Desired { libs: vec![lib], ..desired(&"aa".repeat(32)) });
     next_event(&mut events, |b| matches!(b, EventBody::SyncFailed(_))).await.expect("the delivery failed");
     tokio::time::timeout(Duration::from_secs(10), asked.recv()).await.expect("the daemon is told");
@@ -379,4 +377,15 @@ async fn the_delivery_task_logs_inside_its_service_span() {
 /// A listener for [`spawn`]'s `refuses_libraries` that nobody reads.
 fn unheard() -> mpsc::UnboundedSender<String> {
     mpsc::unbounded_channel().0
+}
+
+/// A library of the dependencies, never read (the fake targets do not upload it).
+fn deps_lib() -> crate::build::SharedLib {
+    crate::build::SharedLib { name: "libdeps.so".into(), sha256: "cc".repeat(32), size: 1, path: PathBuf::from("/unused") }
+}
+
+/// An instance whose shim refuses libraries, and the channel the daemon hears on.
+fn refusing_libraries() -> (Arc<OnProbation>, mpsc::UnboundedSender<String>, mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Arc::new(OnProbation { no_libraries: true, ..OnProbation::new(&"00".repeat(32)) }), tx, rx)
 }
