@@ -100,11 +100,10 @@ pub fn spawn(
         target,
         hub,
         current: None,
-        rolled_back: BTreeMap::new(),
+        refused: BTreeMap::new(),
         unread: std::collections::BTreeSet::new(),
         list_error: None,
         refuses_libraries: Some(refuses_libraries),
-        no_libraries: BTreeMap::new(),
     };
     let task = tokio::spawn(tracing::Instrument::instrument(syncer.run(desired_rx, restart_rx, interval), span));
     SyncHandle { desired: desired_tx, restart: restart_tx, task }
@@ -115,8 +114,10 @@ struct Syncer {
     target: Arc<dyn Target>,
     hub: StatusHub,
     current: Option<Desired>,
-    /// (instance id, sha256) → why that instance rolled that binary back.
-    rolled_back: BTreeMap<(String, String), String>,
+    /// (instance id, sha256) → why that instance refused that binary: it rolled it
+    /// back, or it takes none of the shared libraries the binary needs. Not sent to
+    /// that instance again (the reconcile pass would upload a library every time).
+    refused: BTreeMap<(String, String), String>,
     /// (instance id, sha256) of deliveries recorded as served whose PUT answer was
     /// dropped (a newer artifact went out): a rollback of them only the shim's status
     /// can tell.
@@ -125,9 +126,6 @@ struct Syncer {
     list_error: Option<String>,
     /// Told when an instance takes no shared libraries; `None` once told.
     refuses_libraries: Option<mpsc::UnboundedSender<String>>,
-    /// (instance id, sha256) of binaries an instance refused for their libraries: not
-    /// sent to it again (the reconcile pass would upload the library every time).
-    no_libraries: BTreeMap<(String, String), String>,
 }
 
 /// What one delivery to one instance came to.
@@ -233,23 +231,13 @@ impl Syncer {
         let deliveries = instances.iter().map(|i| deliver_one(self.target.as_ref(), i, desired, Some(newer.clone())));
         let outcomes = futures_util::future::join_all(deliveries).await;
         for (instance, outcome) in instances.iter().zip(&outcomes) {
-            if let (true, Some(error)) = (outcome.no_libraries, &outcome.error) {
-                self.no_libraries.insert((instance.id.clone(), desired.sha256.clone()), error.clone());
-                self.link_statically();
-            }
-        }
-        for (instance, outcome) in instances.iter().zip(&outcomes) {
             let key = (instance.id.clone(), desired.sha256.clone());
             if outcome.unread {
                 self.unread.insert(key.clone());
             } else {
                 self.unread.remove(&key);
             }
-            if let (Some(error), true) = (&outcome.error, outcome.status.hash.as_deref() != Some(desired.sha256.as_str())) {
-                if error.starts_with("rolled back") {
-                    self.rolled_back.insert(key, error.clone());
-                }
-            }
+            self.note_refusal(key, outcome);
         }
         let failed: Vec<String> = outcomes.iter().filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.status.id))).collect();
         let statuses: Vec<InstanceStatus> = outcomes.iter().map(|o| o.status.clone()).chain(unchanged_statuses).collect();
@@ -301,9 +289,9 @@ impl Syncer {
                         let runs_current = shim.sha256.as_deref() == Some(current.sha256.as_str());
                         if runs_current {
                             // Delivered again since, and running: the rollback is history.
-                            self.rolled_back.remove(&key);
+                            self.refused.remove(&key);
                         }
-                        if let Some(reason) = self.rolled_back.get(&key).or_else(|| self.no_libraries.get(&key)) {
+                        if let Some(reason) = self.refused.get(&key) {
                             status.detail = Some(reason.clone());
                         } else if let (Some(rollback), false, true) =
                             (rejected_here, runs_current, self.unread.contains(&key))
@@ -314,7 +302,7 @@ impl Syncer {
                             let error = rolled_back(&current.sha256, &rollback.reason);
                             tracing::warn!(service = %self.service, instance = %instance.name, %error, "the instance rolled back a binary that had served");
                             self.unread.remove(&key);
-                            self.rolled_back.insert(key, error.clone());
+                            self.refused.insert(key, error.clone());
                             status.detail = Some(error.clone());
                             let body = EventBody::SyncFailed(event::SyncFailed {
                                 errors: vec![format!("{}: {error}", instance.id)],
@@ -330,15 +318,7 @@ impl Syncer {
                             });
                             self.hub.update_service(&self.service, body, |_| {});
                             let outcome = deliver_one(self.target.as_ref(), instance, &current, None).await;
-                            if let (true, Some(error)) = (outcome.no_libraries, &outcome.error) {
-                                self.no_libraries.insert(key.clone(), error.clone());
-                                self.link_statically();
-                            }
-                            if let Some(error) = &outcome.error {
-                                if error.starts_with("rolled back") {
-                                    self.rolled_back.insert(key, error.clone());
-                                }
-                            }
+                            self.note_refusal(key, &outcome);
                             status = outcome.status;
                         }
                     }
@@ -376,6 +356,20 @@ impl Syncer {
             }
         }
         self.reconcile().await;
+    }
+
+    /// Records a binary the instance of `key` refused (a rollback, or libraries it
+    /// takes none of: then the daemon is asked for static binaries), unless it runs it.
+    fn note_refusal(&mut self, key: (String, String), outcome: &Outcome) {
+        let Some(error) = outcome.error.as_ref().filter(|_| outcome.status.hash.as_deref() != Some(key.1.as_str())) else {
+            return;
+        };
+        if outcome.no_libraries {
+            self.refused.insert(key, error.clone());
+            self.link_statically();
+        } else if error.starts_with("rolled back") {
+            self.refused.insert(key, error.clone());
+        }
     }
 
     /// Asks (once) for this service's binaries to be linked statically: an instance
