@@ -47,7 +47,7 @@ impl Builder {
     /// Best effort: without it, a restart links statically until a replay learns anew.
     pub(super) fn save_dylibs(&self) {
         let path = dylib_state(&self.config.state_dir);
-        let saved = self.dylibs.lock().map_err(|_| std::io::Error::other("poisoned")).and_then(|d| d.save(&path));
+        let saved = self.dylibs.lock().map_err(|_| std::io::Error::other("poisoned")).and_then(|mut d| d.save(&path));
         if let Err(e) = saved {
             tracing::debug!(error = %e, path = %path.display(), "cannot save what the replays know of the binaries' dependencies");
         }

@@ -120,6 +120,8 @@ pub struct Dylibs {
     failed: BTreeSet<String>,
     /// Keys whose library is being built in the background.
     building: BTreeSet<String>,
+    /// What [`Dylibs::save`] wrote last: a replay that changed nothing writes nothing.
+    written: Vec<u8>,
 }
 
 /// How many built libraries a builder remembers (each one stays in the store).
@@ -150,23 +152,31 @@ impl Dylibs {
             hot: saved.hot,
             failed: saved.failed,
             building: BTreeSet::new(),
+            written: Vec::new(),
         }
     }
 
-    /// Writes what a restart takes over to `path` (under a temp name, then renamed).
-    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+    /// Writes what a restart takes over to `path` (under a temp name, then renamed),
+    /// when it changed since the last write.
+    pub fn save(&mut self, path: &Path) -> std::io::Result<()> {
         let saved = Saved {
             closures: self.closures.iter().map(|((s, p, b), (h, rlibs))| (s.clone(), p.clone(), b.clone(), *h, rlibs.clone())).collect(),
             built: self.built.clone(),
             hot: self.hot.clone(),
             failed: self.failed.clone(),
         };
+        let bytes = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
+        if bytes == self.written {
+            return Ok(());
+        }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec(&saved).map_err(std::io::Error::other)?)?;
-        std::fs::rename(&tmp, path)
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, path)?;
+        self.written = bytes;
+        Ok(())
     }
 
     pub fn remember(&mut self, selection: &str, recipe: &Recipe, rlibs: Vec<PathBuf>) {
@@ -504,6 +514,27 @@ mod tests {
         assert_eq!(dylibs.dependencies("svc1 svc2", &[&recipe]), None, "another selection");
         let rerecorded = bin_recipe(&["--crate-name", "svc1", "--extern", "kit=/t/deps/libkit-2.rlib"]);
         assert_eq!(dylibs.dependencies("svc1", &[&rerecorded]), None, "cargo recorded another command line");
+    }
+
+    #[test]
+    fn what_a_restart_takes_over_is_saved_when_it_changed_and_loaded_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("dylib/state.json");
+        let mut dylibs = Dylibs::default();
+        let recipe = bin_recipe(&["--crate-name", "svc1"]);
+        dylibs.remember("svc1", &recipe, vec![PathBuf::from("/t/deps/libtokio-1.rlib")]);
+        dylibs.heat(&BTreeSet::from(["svc1".to_string()]));
+        dylibs.save(&path).expect("saved");
+        let loaded = Dylibs::load(&path);
+        assert_eq!(loaded.dependencies("svc1", &[&recipe]), dylibs.dependencies("svc1", &[&recipe]));
+        assert_eq!(loaded.hot, dylibs.hot);
+        std::fs::remove_file(&path).expect("remove");
+        dylibs.save(&path).expect("unchanged");
+        assert!(!path.exists(), "nothing changed, nothing written");
+        dylibs.heat(&BTreeSet::from(["kit".to_string()]));
+        dylibs.save(&path).expect("changed");
+        assert!(Dylibs::load(&path).hot.contains("kit"));
+        assert!(Dylibs::load(&dir.path().join("none.json")).closures.is_empty(), "no file: nothing known");
     }
 
     #[test]
