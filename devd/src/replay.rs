@@ -222,6 +222,11 @@ impl Recipe {
         self.args.get(i + 1).map(String::as_str)
     }
 
+    /// Every `--extern <name>=<path>`: (name, path).
+    fn externs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.args.windows(2).filter(|w| w[0] == "--extern").filter_map(|w| w[1].split_once('='))
+    }
+
     /// The value of a `-C <key>=<value>` codegen option, `key` given with its `=`.
     fn codegen(&self, key: &str) -> Option<&str> {
         self.args.windows(2).find(|w| w[0] == "-C" && w[1].starts_with(key)).map(|w| &w[1][key.len()..])
@@ -331,8 +336,7 @@ fn consistent(recipes: &[Recipe]) -> Result<(), String> {
         })
         .collect();
     for recipe in recipes {
-        let externs = recipe.args.windows(2).filter(|w| w[0] == "--extern").map(|w| w[1].as_str());
-        for (name, path) in externs.filter_map(|e| e.split_once('=')) {
+        for (name, path) in recipe.externs() {
             let path = Path::new(path);
             let file = path.file_name().and_then(|f| f.to_str()).unwrap_or_default();
             for (prefix, files) in &outputs {
@@ -510,8 +514,7 @@ pub async fn relink(
     if let Some(changed) = cargo_rlibs.iter().find(|(path, seen)| stat(path).as_ref() != Some(*seen)) {
         return Err(format!("{} was rewritten since cargo built it", changed.0.display()));
     }
-    let externs = bins.iter().flat_map(|r| r.args.windows(2).filter(|w| w[0] == "--extern").filter_map(|w| w[1].split_once('=')));
-    if let Some((_, path)) = externs.filter(|(_, p)| p.ends_with(".rlib")).find(|(_, p)| !cargo_rlibs.contains_key(Path::new(p))) {
+    if let Some((_, path)) = bins.iter().flat_map(Recipe::externs).filter(|(_, p)| p.ends_with(".rlib")).find(|(_, p)| !cargo_rlibs.contains_key(Path::new(p))) {
         return Err(format!("cargo did not report {path}"));
     }
     let on_start = std::sync::Mutex::new(on_start);
